@@ -1,0 +1,95 @@
+"""The `meshlm` command: one subcommand per job, each documented by its --help."""
+
+import argparse
+import sys
+
+from meshlm.model.errors import ConfigError
+
+DESCRIPTION = """\
+meshlm: GPT-3-style language models in JAX/Flax.
+
+Commands:
+  info      print a preset's resolved config, parameter counts and FLOPs per token
+  generate  sample text from a trained run directory or a randomly initialised preset
+  train     train a model on text; re-running on the same run directory resumes
+
+Every command takes --set key.path=value (repeatable) to override any config field, e.g.
+  meshlm info --preset gpt3-xl --set model.attention=fused
+Run `meshlm COMMAND --help` for the options of one command."""
+
+
+def _add_config_args(p: argparse.ArgumentParser, preset_required: bool = True) -> None:
+    p.add_argument("--preset", required=preset_required, metavar="NAME", help="model preset (meshlm info --list shows them)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override one config field (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="meshlm", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("info", help="resolved config, parameter counts, FLOPs per token",
+                       description="Print a preset's resolved config, its parameter counts (total and non-embedding, "
+                       "computed from shapes with nothing allocated) and its training FLOPs per token with the formula used.")
+    p.add_argument("--preset", metavar="NAME", help="model preset, e.g. gpt3-175b, gpt3-small, tiny")
+    p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override one config field (repeatable)")
+    p.add_argument("--list", action="store_true", help="list the presets and their sizes")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+    p = sub.add_parser("generate", help="sample text",
+                       description="Sample continuations of one or more prompts with a KV cache. With --run-dir the trained "
+                       "model and its tokenizer are loaded; with --preset a randomly initialised model reads and writes UTF-8 bytes.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run-dir", metavar="DIR", help="a directory written by meshlm train")
+    src.add_argument("--preset", metavar="NAME", help="a preset, randomly initialised (for trying the machinery)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override one config field (with --preset)")
+    p.add_argument("--prompt", action="append", default=[], metavar="TEXT", help="a prompt (repeat for a batch); default: one empty-context prompt")
+    p.add_argument("--max-new-tokens", type=int, default=64, metavar="N", help="tokens to generate per prompt (default 64)")
+    p.add_argument("--temperature", type=float, default=0.8, metavar="T", help="0 = greedy (default 0.8)")
+    p.add_argument("--top-k", type=int, default=0, metavar="K", help="sample among the K most likely tokens (0 = all)")
+    p.add_argument("--top-p", type=float, default=1.0, metavar="P", help="nucleus sampling mass (1 = off)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--no-stop", action="store_true", help="do not stop at the end-of-document token")
+
+    p = sub.add_parser("train", help="train a model; resumes a run directory",
+                       description="Train a preset on text. The run directory receives config.json, tokenizer.model, "
+                       "metrics.jsonl, TensorBoard events and orbax checkpoints; running the same command again resumes "
+                       "from the latest complete checkpoint.")
+    _add_config_args(p, preset_required=False)
+    p.add_argument("--run-dir", required=True, metavar="DIR", help="where the run lives (created if missing)")
+    p.add_argument("--data", metavar="SPEC", help="shakespeare (default, embedded) | tfds:NAME[/CONFIG] | text:GLOB")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "info":
+            from meshlm.experiments import info
+
+            if not args.list and not args.preset:
+                raise ConfigError("meshlm info needs --preset NAME or --list")
+            info.run(args)
+        elif args.command == "generate":
+            from meshlm.experiments import generate_cmd
+
+            generate_cmd.run(args)
+        elif args.command == "train":
+            from meshlm.experiments import train_cmd
+
+            train_cmd.run(args)
+    except ConfigError as e:
+        print(f"meshlm: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("meshlm: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    _entry()

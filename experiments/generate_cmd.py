@@ -1,0 +1,41 @@
+"""`meshlm generate`: prompts in, sampled continuations out."""
+
+from flax import nnx
+
+from meshlm.experiments import config as config_lib
+from meshlm.model.errors import ConfigError
+from meshlm.model.generate import SamplingConfig, generate
+from meshlm.model.transformer import Transformer
+
+
+class ByteCodec:
+    """UTF-8 bytes as token ids, for a randomly initialised preset that has no tokenizer."""
+
+    eos_id = 0
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids: list[int]) -> str:
+        return bytes(i for i in ids if 0 < i < 256).decode("utf-8", errors="replace")
+
+
+def run(args) -> None:
+    if args.run_dir:
+        from meshlm.training import run_dir
+
+        model, codec = run_dir.load_for_inference(args.run_dir)
+    else:
+        cfg = config_lib.from_preset(args.preset, args.set).validate()
+        if cfg.model.vocab_size < 256:
+            raise ConfigError(f"a random preset reads UTF-8 bytes and needs model.vocab_size >= 256, got {cfg.model.vocab_size}")
+        model, codec = Transformer(cfg.model, nnx.Rngs(cfg.train.seed)), ByteCodec()
+    prompts = args.prompt or [""]
+    ids = [[codec.eos_id] + codec.encode(p) for p in prompts]  # EOS opens every document in training
+    sampling = SamplingConfig(
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+        stop_tokens=() if args.no_stop else (codec.eos_id,), seed=args.seed,
+    )
+    for prompt, new in zip(prompts, generate(model, ids, sampling)):
+        print(f"--- prompt: {prompt!r}")
+        print(prompt + codec.decode([t for t in new if t != codec.eos_id]))

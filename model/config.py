@@ -1,0 +1,73 @@
+"""The model's typed configuration: every architectural option lives here."""
+
+import dataclasses
+from typing import Literal
+
+from meshlm.model.errors import ConfigError
+
+NORMS = ("layernorm", "rmsnorm")
+POSITIONS = ("learned", "rotary")
+MLPS = ("gelu", "swiglu")
+DTYPES = ("float32", "bfloat16")
+REMATS = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int = 50304  # GPT-2's 50257 padded to a multiple of 128 so the head matmul tiles well
+    n_ctx: int = 2048
+    n_layers: int = 12
+    d_model: int = 768
+    n_heads: int = 12
+    d_head: int = 0  # 0 = d_model // n_heads
+    d_mlp: int = 0  # 0 = 4 * d_model
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    position: Literal["learned", "rotary"] = "learned"
+    mlp: Literal["gelu", "swiglu"] = "gelu"
+    bias: bool = True
+    tie_embeddings: bool = True
+    qk_norm: bool = False
+    dropout: float = 0.0
+    attention: str = "reference"
+    dtype: Literal["float32", "bfloat16"] = "float32"  # compute dtype
+    param_dtype: Literal["float32", "bfloat16"] = "float32"
+    remat: Literal["none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable"] = "none"
+    init_std: float = 0.02
+    norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_head or self.d_model // self.n_heads
+
+    @property
+    def mlp_dim(self) -> int:
+        return self.d_mlp or 4 * self.d_model
+
+    def validate(self) -> "ModelConfig":
+        from meshlm.model import attention  # late: the registry imports this module
+
+        for name, value, allowed in (
+            ("norm", self.norm, NORMS),
+            ("position", self.position, POSITIONS),
+            ("mlp", self.mlp, MLPS),
+            ("dtype", self.dtype, DTYPES),
+            ("param_dtype", self.param_dtype, DTYPES),
+            ("remat", self.remat, REMATS),
+        ):
+            if value not in allowed:
+                raise ConfigError(f"model.{name}={value!r} is not one of {', '.join(allowed)}; set --set model.{name}=<one of them>")
+        attention.get(self.attention)
+        for name in ("vocab_size", "n_ctx", "n_layers", "d_model", "n_heads"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"model.{name}={getattr(self, name)} must be positive")
+        if not self.d_head and self.d_model % self.n_heads:
+            raise ConfigError(
+                f"model.n_heads={self.n_heads} does not divide model.d_model={self.d_model}; "
+                f"choose n_heads dividing {self.d_model} or set model.d_head explicitly"
+            )
+        if self.position == "rotary" and self.head_dim % 2:
+            raise ConfigError(f"rotary positions need an even head dim, got {self.head_dim}; change model.d_head or model.n_heads")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout={self.dropout} must be in [0, 1)")
+        return self

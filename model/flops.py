@@ -1,0 +1,48 @@
+"""Parameter counts and training FLOPs per token, from shapes alone (nothing allocated)."""
+
+import dataclasses
+import math
+
+import jax
+from flax import nnx
+
+from meshlm.model.config import ModelConfig
+from meshlm.model.transformer import Transformer
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamCount:
+    total: int
+    embedding: int  # token and position embeddings (the tied head shares the token table)
+
+    @property
+    def non_embedding(self) -> int:
+        return self.total - self.embedding
+
+
+def count_params(cfg: ModelConfig) -> ParamCount:
+    abstract = nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0)))
+    params = nnx.state(abstract, nnx.Param)
+    total = sum(math.prod(x.shape) for x in jax.tree.leaves(params))
+    embedding = cfg.vocab_size * cfg.d_model + (cfg.n_ctx * cfg.d_model if cfg.position == "learned" else 0)
+    return ParamCount(total, embedding)
+
+
+@dataclasses.dataclass(frozen=True)
+class FlopsPerToken:
+    """Training FLOPs per token = 3 x forward (backward costs twice the forward), as in PaLM (Chowdhery et al. 2022, App. B)."""
+
+    matmul: float  # 6 x (weights every token multiplies: blocks and output head)
+    attention: float  # 6 x 2 x n_layers x seq_len x d_attn: QK^T and AV, counted for the full (unmasked) square
+
+    @property
+    def total(self) -> float:
+        return self.matmul + self.attention
+
+
+def flops_per_token(cfg: ModelConfig, seq_len: int | None = None) -> FlopsPerToken:
+    T = seq_len or cfg.n_ctx
+    D, L, F, A = cfg.d_model, cfg.n_layers, cfg.mlp_dim, cfg.n_heads * cfg.head_dim
+    per_layer = 3 * D * A + A * D + (3 if cfg.mlp == "swiglu" else 2) * D * F
+    matmul_weights = L * per_layer + D * cfg.vocab_size
+    return FlopsPerToken(matmul=6.0 * matmul_weights, attention=6.0 * 2 * L * T * A)

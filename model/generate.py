@@ -1,0 +1,100 @@
+"""Incremental decoding with a fixed-size KV cache, all under one `jax.jit`."""
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from meshlm.model.errors import ConfigError
+from meshlm.model.transformer import KVCache, Transformer
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+    max_new_tokens: int = 64
+    temperature: float = 1.0  # 0 = greedy
+    top_k: int = 0  # 0 = no top-k cut
+    top_p: float = 1.0  # 1 = no nucleus cut
+    stop_tokens: tuple[int, ...] = ()
+    seed: int = 0
+
+
+def sample_token(logits_BV: jax.Array, key: jax.Array, cfg: SamplingConfig) -> jax.Array:
+    if cfg.temperature == 0.0:
+        return jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
+    logits_BV = logits_BV / cfg.temperature
+    if cfg.top_k > 0:
+        kth_B1 = jax.lax.top_k(logits_BV, cfg.top_k)[0][:, -1:]
+        logits_BV = jnp.where(logits_BV < kth_B1, -jnp.inf, logits_BV)
+    if cfg.top_p < 1.0:
+        sorted_BV = jnp.sort(logits_BV, axis=-1)[:, ::-1]
+        probs_BV = jax.nn.softmax(sorted_BV, axis=-1)
+        # Keep the smallest prefix whose mass reaches top_p: a token stays if the mass before it is < top_p.
+        keep_BV = jnp.cumsum(probs_BV, axis=-1) - probs_BV < cfg.top_p
+        cutoff_B1 = jnp.min(jnp.where(keep_BV, sorted_BV, jnp.inf), axis=-1, keepdims=True)
+        logits_BV = jnp.where(logits_BV < cutoff_B1, -jnp.inf, logits_BV)
+    return jax.random.categorical(key, logits_BV, axis=-1).astype(jnp.int32)
+
+
+def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Prompts right-aligned so every row's next token goes into the same cache slot."""
+    P = max(len(p) for p in prompts)
+    tokens_BP = np.full((len(prompts), P), pad_id, np.int32)
+    segment_BP = np.zeros((len(prompts), P), np.int32)
+    positions_BP = np.zeros((len(prompts), P), np.int32)
+    for b, prompt in enumerate(prompts):
+        n = len(prompt)
+        tokens_BP[b, P - n :] = prompt
+        segment_BP[b, P - n :] = 1
+        positions_BP[b, P - n :] = np.arange(n)
+    return tokens_BP, segment_BP, positions_BP
+
+
+def generate(model: Transformer, prompts: list[list[int]], cfg: SamplingConfig, pad_id: int = 0) -> list[list[int]]:
+    """New tokens for each prompt, cut after the first stop token (which is kept)."""
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ConfigError("every prompt needs at least one token; pass non-empty prompts")
+    n_ctx, longest = model.cfg.n_ctx, max(len(p) for p in prompts)
+    if longest + cfg.max_new_tokens > n_ctx:
+        raise ConfigError(
+            f"a prompt of {longest} tokens plus max_new_tokens={cfg.max_new_tokens} exceeds the model's n_ctx={n_ctx}; "
+            "shorten the prompt or lower --max-new-tokens"
+        )
+    tokens_BP, segment_BP, positions_BP = left_pad(prompts, pad_id)
+    graphdef, state = nnx.split(model)
+    out_BN, n_B = _generate(graphdef, state, tokens_BP, segment_BP, positions_BP, jax.random.key(cfg.seed), cfg)
+    out_BN, n_B = np.asarray(out_BN), np.asarray(n_B)
+    return [out_BN[b, : n_B[b]].tolist() for b in range(len(prompts))]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 6))
+def _generate(graphdef, state, tokens_BP, segment_BP, positions_BP, key, cfg: SamplingConfig):
+    model = nnx.merge(graphdef, state)
+    B, P = tokens_BP.shape
+    N = cfg.max_new_tokens
+    cache = KVCache.empty(model.cfg, B, P + N)
+    logits_BTV, cache = model(tokens_BP, positions_BP, segment_BP, cache)
+    next_position_B = positions_BP[:, -1] + 1
+    stop_S = jnp.asarray(cfg.stop_tokens or (-1,), jnp.int32)
+
+    def not_finished(carry):
+        step, _, _, _, _, done_B, _ = carry
+        return (step < N) & ~jnp.all(done_B)
+
+    def step_fn(carry):
+        step, cache, logits_BV, key, out_BN, done_B, n_B = carry
+        key, sample_key = jax.random.split(key)
+        token_B = sample_token(logits_BV, sample_key, cfg)
+        out_BN = out_BN.at[:, step].set(jnp.where(done_B, 0, token_B))
+        n_B = n_B + (~done_B).astype(jnp.int32)
+        done_B = done_B | jnp.isin(token_B, stop_S)
+        positions_B1 = (next_position_B + step)[:, None]
+        logits_B1V, cache = model(token_B[:, None], positions_B1, jnp.ones((B, 1), jnp.int32), cache)
+        return step + 1, cache, logits_B1V[:, 0], key, out_BN, done_B, n_B
+
+    carry = (0, cache, logits_BTV[:, -1], key, jnp.zeros((B, N), jnp.int32), jnp.zeros((B,), bool), jnp.zeros((B,), jnp.int32))
+    _, _, _, _, out_BN, _, n_B = jax.lax.while_loop(not_finished, step_fn, carry)
+    return out_BN, n_B

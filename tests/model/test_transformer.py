@@ -1,0 +1,115 @@
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from meshlm.model.config import ModelConfig
+from meshlm.model.errors import ConfigError
+from meshlm.model.transformer import Transformer, logical_axes
+from tests.model.helpers import MODERN, TINY, jit_forward
+
+KNOWN_AXES = {"layers", "vocab", "embed", "ctx", "qkv", "heads", "kv", "mlp"}
+
+
+@pytest.mark.parametrize("cfg", [TINY, MODERN], ids=["gpt", "modern"])
+def test_every_parameter_names_one_logical_axis_per_dimension(cfg):
+    model = Transformer(cfg, nnx.Rngs(0))
+    params = nnx.state(model, nnx.Param)
+    axes = logical_axes(model)
+    for x, names in zip(jax.tree.leaves(params), jax.tree.leaves(axes, is_leaf=lambda a: isinstance(a, tuple))):
+        assert len(names) == x.ndim and set(names) <= KNOWN_AXES
+
+
+def test_options_change_the_parameter_set():
+    names = lambda cfg: {"/".join(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(Transformer(cfg, nnx.Rngs(0)), nnx.Param))}
+    gpt, modern = names(TINY), names(MODERN)
+    assert "pos_embed" in gpt and "pos_embed" not in modern  # rotary has no table
+    assert "unembed" in modern and "unembed" not in gpt  # untied head
+    assert "blocks/mlp/w_gate" in modern and "blocks/attn/q_norm/scale" in modern
+    assert not any(n.endswith("bias") or "/b_" in n for n in modern)
+
+
+def test_gpt2_init_scales_residual_projections():
+    cfg = dataclasses.replace(TINY, n_layers=8, d_model=256, n_heads=4)
+    model = Transformer(cfg, nnx.Rngs(0))
+    assert np.std(model.blocks.mlp.w_in[...]) == pytest.approx(0.02, rel=0.05)
+    assert np.std(model.blocks.mlp.w_out[...]) == pytest.approx(0.02 / math.sqrt(16), rel=0.05)
+    assert np.std(model.blocks.attn.w_out[...]) == pytest.approx(0.02 / math.sqrt(16), rel=0.05)
+    assert np.all(model.blocks.mlp.b_in[...] == 0) and np.all(model.blocks.attn_norm.scale[...] == 1)
+
+
+def test_layers_are_initialised_independently():
+    model = Transformer(TINY, nnx.Rngs(0))
+    w = model.blocks.mlp.w_in[...]
+    assert not np.allclose(w[0], w[1])
+
+
+@pytest.mark.parametrize("remat", ["full", "dots_saveable"])
+def test_remat_gives_identical_loss_and_gradients(remat):
+    tokens_BT = jax.random.randint(jax.random.key(0), (2, 12), 0, TINY.vocab_size)
+
+    def grads(cfg):
+        model = Transformer(cfg, nnx.Rngs(0))
+        graphdef, params = nnx.split(model)
+
+        def loss(params):
+            logits_BTV, _ = nnx.merge(graphdef, params)(tokens_BT)
+            return -jnp.mean(jax.nn.log_softmax(logits_BTV)[..., 0])
+
+        return jax.jit(jax.value_and_grad(loss))(params)
+
+    (l0, g0), (l1, g1) = grads(TINY), grads(dataclasses.replace(TINY, remat=remat))
+    assert float(l0) == float(l1)
+    for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_bf16_compute_keeps_f32_params_and_logits_close():
+    cfg = dataclasses.replace(MODERN, dtype="bfloat16")
+    model = Transformer(cfg, nnx.Rngs(0))
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    tokens_BT = jax.random.randint(jax.random.key(0), (2, 12), 0, cfg.vocab_size)
+    lo_bf16, _ = jit_forward(model)(tokens_BT)
+    lo_f32, _ = jit_forward(Transformer(MODERN, nnx.Rngs(0)))(tokens_BT)
+    assert lo_bf16.dtype == jnp.float32
+    np.testing.assert_allclose(lo_bf16, lo_f32, atol=0.05)
+
+
+def test_segment_ids_isolate_packed_documents():
+    forward = jit_forward(Transformer(MODERN, nnx.Rngs(0)))
+    a_T, b_T = jnp.arange(1, 7), jnp.arange(20, 26)
+    packed_1T = jnp.concatenate([a_T, b_T])[None]
+    segments_1T = jnp.array([[1] * 6 + [2] * 6])
+    positions_1T = jnp.array([list(range(6)) * 2])
+    packed, _ = forward(packed_1T, positions_1T, segments_1T)
+    alone, _ = forward(b_T[None])
+    np.testing.assert_allclose(packed[0, 6:], alone[0], atol=1e-5)
+
+
+def test_dropout_is_active_only_with_a_key():
+    cfg = dataclasses.replace(TINY, dropout=0.5)
+    model = Transformer(cfg, nnx.Rngs(0))
+    tokens_BT = jnp.arange(8)[None]
+    graphdef, state = nnx.split(model)
+    f = jax.jit(lambda key: nnx.merge(graphdef, state)(tokens_BT, dropout_key=key)[0])
+    g = jax.jit(lambda: nnx.merge(graphdef, state)(tokens_BT)[0])
+    assert not np.allclose(f(jax.random.key(1)), f(jax.random.key(2)))
+    np.testing.assert_allclose(g(), g())
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(n_heads=5), "n_heads=5 does not divide"),
+        (dict(attention="nope"), "unknown attention variant 'nope'"),
+        (dict(norm="batchnorm"), "model.norm='batchnorm'"),
+        (dict(position="rotary", d_head=7), "even head dim"),
+    ],
+)
+def test_invalid_configs_fail_with_the_fix(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        dataclasses.replace(ModelConfig(), **changes).validate()
