@@ -5,7 +5,6 @@ import glob
 import hashlib
 import pathlib
 import re
-import shutil
 import subprocess
 import sys
 import tarfile
