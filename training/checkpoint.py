@@ -1,0 +1,40 @@
+"""Orbax checkpoints of the train state and the data iterator; only finished saves are ever restored."""
+
+import pathlib
+
+import orbax.checkpoint as ocp
+
+from meshlm.training.train_step import TrainState
+
+
+class Checkpointer:
+    def __init__(self, directory: pathlib.Path, keep: int, async_save: bool = True):
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=async_save)
+        # Orbax writes each step into a temporary folder and renames it when complete, so a killed run
+        # leaves at worst an unfinished folder that latest_step() ignores.
+        self.manager = ocp.CheckpointManager(directory.absolute(), options=options)
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, state: TrainState, data_state: dict, step: int) -> None:
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state))
+        self.manager.save(step, args=args)
+
+    def restore(self, abstract_state: TrainState, step: int | None = None) -> tuple[TrainState, dict]:
+        step = self.latest_step() if step is None else step
+        args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore())
+        restored = self.manager.restore(step, args=args)
+        return restored.state, restored.data
+
+    def restore_params(self, abstract_params: dict, step: int | None = None) -> dict:
+        """Only the parameters, for inference: the optimizer state is never read."""
+        step = self.latest_step() if step is None else step
+        args = ocp.args.Composite(state=ocp.args.PyTreeRestore(item={"params": abstract_params}, partial_restore=True))
+        return self.manager.restore(step, args=args).state["params"]
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()

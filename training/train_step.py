@@ -1,0 +1,87 @@
+"""The train state and the one jitted function that advances it by a step."""
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from meshlm.model.transformer import Transformer
+from meshlm.training.config import TrainConfig
+
+Batch = dict[str, jax.Array]
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class TrainState:
+    """Plain arrays only (parameters as a nested dict), so orbax can save and reshard every field."""
+
+    step: jax.Array
+    params: dict
+    opt_state: Any
+    rng: jax.Array  # raw uint32 key data: checkpointable, unlike a typed key
+
+
+def init_state(model: Transformer, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), jax.random.key_data(jax.random.key(seed + 1)))
+
+
+def token_losses(graphdef, params, batch: Batch, dropout_key=None, z_loss: float = 0.0):
+    """Per-token cross-entropy (f32, whatever the compute dtype) and its weights (0 on padding)."""
+    model = nnx.merge(graphdef, params)
+    logits_BTV, _ = model(batch["inputs"], batch.get("positions"), batch.get("segment_ids"), dropout_key=dropout_key)
+    ce_BT = optax.softmax_cross_entropy_with_integer_labels(logits_BTV, batch["targets"])
+    if z_loss:
+        ce_BT = ce_BT + z_loss * jnp.square(jax.nn.logsumexp(logits_BTV, axis=-1))
+    weight_BT = (batch["segment_ids"] > 0).astype(jnp.float32) if "segment_ids" in batch else jnp.ones_like(ce_BT)
+    return ce_BT, weight_BT
+
+
+def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule: optax.Schedule, cfg: TrainConfig, dropout: bool,
+                    state_sharding=None, batch_sharding=None) -> Callable:
+    """(state, batch) -> (state, metrics). The batch is split into `cfg.micro_batches` sequential pieces whose
+    summed gradients equal the full batch's (the mean is over all tokens of the step, not per piece).
+    Shardings (from meshlm.parallel) place the state and batch on a mesh; None leaves placement to JAX."""
+    z_loss, M = cfg.optimizer.z_loss, cfg.micro_batches
+
+    def summed_loss(params, micro: Batch, key):
+        ce_BT, weight_BT = token_losses(graphdef, params, micro, key, z_loss)
+        return jnp.sum(ce_BT * weight_BT), jnp.sum(weight_BT)
+
+    def step(state: TrainState, batch: Batch):
+        key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step) if dropout else None
+        micro_MB = jax.tree.map(lambda x: x.reshape((M, x.shape[0] // M) + x.shape[1:]), batch)
+        grad_fn = jax.value_and_grad(summed_loss, has_aux=True)
+
+        def accumulate(carry, xs):
+            grads, loss_sum, tokens = carry
+            micro, i = xs
+            micro_key = None if key is None else jax.random.fold_in(key, i)
+            (loss_i, tokens_i), grads_i = grad_fn(state.params, micro, micro_key)
+            return (jax.tree.map(jnp.add, grads, grads_i), loss_sum + loss_i, tokens + tokens_i), None
+
+        zeros = jax.tree.map(jnp.zeros_like, state.params)
+        (grads, loss_sum, tokens), _ = jax.lax.scan(accumulate, (zeros, 0.0, 0.0), (micro_MB, jnp.arange(M)))
+        grads = jax.tree.map(lambda g: g / jnp.maximum(tokens, 1.0), grads)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = dict(loss=loss_sum / jnp.maximum(tokens, 1.0), grad_norm=optax.global_norm(grads), lr=schedule(state.step), tokens=tokens)
+        return TrainState(state.step + 1, params, opt_state, state.rng), metrics
+
+    if state_sharding is None:
+        return jax.jit(step, donate_argnums=0)
+    return jax.jit(step, donate_argnums=0, in_shardings=(state_sharding, batch_sharding), out_shardings=(state_sharding, None))
+
+
+def make_eval_step(graphdef) -> Callable:
+    """(params, batch) -> (summed loss, token count), so batches of any padding average correctly."""
+
+    def evaluate(params, batch: Batch):
+        ce_BT, weight_BT = token_losses(graphdef, params, batch)
+        return jnp.sum(ce_BT * weight_BT), jnp.sum(weight_BT)
+
+    return jax.jit(evaluate)
