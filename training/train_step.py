@@ -41,32 +41,44 @@ def token_losses(graphdef, params, batch: Batch, dropout_key=None, z_loss: float
     return ce_BT, weight_BT
 
 
-def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule: optax.Schedule, cfg: TrainConfig, dropout: bool,
-                    state_sharding=None, batch_sharding=None) -> Callable:
-    """(state, batch) -> (state, metrics). The batch is split into `cfg.micro_batches` sequential pieces whose
-    summed gradients equal the full batch's (the mean is over all tokens of the step, not per piece).
-    Shardings (from meshlm.parallel) place the state and batch on a mesh; None leaves placement to JAX."""
+def make_gradient_fn(graphdef, cfg: TrainConfig) -> Callable:
+    """(params, batch, key) -> (mean gradient over the batch's tokens, summed loss, token count).
+
+    The batch is split into `cfg.micro_batches` sequential pieces; their summed gradients are divided by the
+    token count of the whole batch, so accumulation changes memory, not the result."""
     z_loss, M = cfg.optimizer.z_loss, cfg.micro_batches
 
     def summed_loss(params, micro: Batch, key):
         ce_BT, weight_BT = token_losses(graphdef, params, micro, key, z_loss)
         return jnp.sum(ce_BT * weight_BT), jnp.sum(weight_BT)
 
-    def step(state: TrainState, batch: Batch):
-        key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step) if dropout else None
-        micro_MB = jax.tree.map(lambda x: x.reshape((M, x.shape[0] // M) + x.shape[1:]), batch)
-        grad_fn = jax.value_and_grad(summed_loss, has_aux=True)
+    grad_fn = jax.value_and_grad(summed_loss, has_aux=True)
 
-        def accumulate(carry, xs):
+    def gradients(params, batch: Batch, key):
+        micro_MB = jax.tree.map(lambda x: x.reshape((M, x.shape[0] // M) + x.shape[1:]), batch)
+
+        def add_micro(carry, xs):
             grads, loss_sum, tokens = carry
             micro, i = xs
             micro_key = None if key is None else jax.random.fold_in(key, i)
-            (loss_i, tokens_i), grads_i = grad_fn(state.params, micro, micro_key)
+            (loss_i, tokens_i), grads_i = grad_fn(params, micro, micro_key)
             return (jax.tree.map(jnp.add, grads, grads_i), loss_sum + loss_i, tokens + tokens_i), None
 
-        zeros = jax.tree.map(jnp.zeros_like, state.params)
-        (grads, loss_sum, tokens), _ = jax.lax.scan(accumulate, (zeros, 0.0, 0.0), (micro_MB, jnp.arange(M)))
-        grads = jax.tree.map(lambda g: g / jnp.maximum(tokens, 1.0), grads)
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        (grads, loss_sum, tokens), _ = jax.lax.scan(add_micro, (zeros, 0.0, 0.0), (micro_MB, jnp.arange(M)))
+        return jax.tree.map(lambda g: g / jnp.maximum(tokens, 1.0), grads), loss_sum, tokens
+
+    return gradients
+
+
+def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule: optax.Schedule, cfg: TrainConfig, dropout: bool,
+                    state_sharding=None, batch_sharding=None) -> Callable:
+    """(state, batch) -> (state, metrics), the state donated. Shardings (from meshlm.parallel) place the state and batch on a mesh; None leaves placement to JAX."""
+    accumulate = make_gradient_fn(graphdef, cfg)
+
+    def step(state: TrainState, batch: Batch):
+        key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step) if dropout else None
+        grads, loss_sum, tokens = accumulate(state.params, batch, key)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = dict(loss=loss_sum / jnp.maximum(tokens, 1.0), grad_norm=optax.global_norm(grads), lr=schedule(state.step), tokens=tokens)

@@ -1,0 +1,31 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from meshlm.training.config import OptimizerConfig
+from meshlm.training.optimizer import decay_mask, learning_rate_schedule
+
+
+def test_gpt3_cosine_warms_up_linearly_then_decays_to_ten_percent():
+    cfg = OptimizerConfig(peak_lr=1e-3, warmup_steps=10, schedule="cosine", min_lr_ratio=0.1)
+    lr = learning_rate_schedule(cfg, 110)
+    assert float(lr(0)) == 0.0 and float(lr(5)) == pytest.approx(5e-4)
+    assert float(lr(10)) == pytest.approx(1e-3)
+    assert float(lr(60)) == pytest.approx(1e-4 + 0.5 * 9e-4, rel=1e-5)  # half way down the cosine
+    assert float(lr(110)) == pytest.approx(1e-4)
+
+
+def test_warmup_stable_decay_holds_the_peak_then_decays_linearly():
+    cfg = OptimizerConfig(peak_lr=1e-3, warmup_steps=10, schedule="wsd", decay_fraction=0.2, min_lr_ratio=0.0)
+    lr = learning_rate_schedule(cfg, 100)
+    assert float(lr(10)) == pytest.approx(1e-3) and float(lr(79)) == pytest.approx(1e-3)
+    assert float(lr(90)) == pytest.approx(5e-4) and float(lr(100)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_weight_decay_skips_biases_and_norm_scales():
+    params = {"embed": jnp.zeros((4, 2)), "blocks": {"mlp": {"w_in": jnp.zeros((2, 2, 3)), "b_in": jnp.zeros((2, 3))},
+              "attn": {"b_qkv": jnp.zeros((2, 3, 2, 2))}, "attn_norm": {"scale": jnp.zeros((2, 2)), "bias": jnp.zeros((2, 2))}}}
+    mask = decay_mask(params)
+    assert mask["embed"] and mask["blocks"]["mlp"]["w_in"]
+    assert not any([mask["blocks"]["mlp"]["b_in"], mask["blocks"]["attn"]["b_qkv"], mask["blocks"]["attn_norm"]["scale"], mask["blocks"]["attn_norm"]["bias"]])

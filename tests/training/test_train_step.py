@@ -1,0 +1,84 @@
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from meshlm.model.transformer import Transformer
+from meshlm.training.config import OptimizerConfig, TrainConfig
+from meshlm.training.optimizer import learning_rate_schedule, make_optimizer
+from meshlm.training.train_step import init_state, make_gradient_fn, make_train_step, token_losses
+from tests.model.helpers import TINY
+
+
+def _batch(B=8, T=16, seed=0):
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    segment_BT = jnp.where(jnp.arange(T) < T - 3, 1, 0) * jnp.ones((B, 1), jnp.int32)
+    segment_BT = segment_BT.at[::2, 5:].set(jnp.where(segment_BT[::2, 5:] > 0, 2, 0))  # two documents, uneven padding
+    positions_BT = jnp.where(segment_BT == 2, jnp.arange(T) - 5, jnp.arange(T)) * (segment_BT > 0)
+    return dict(inputs=jax.random.randint(k1, (B, T), 0, TINY.vocab_size), targets=jax.random.randint(k2, (B, T), 0, TINY.vocab_size),
+                segment_ids=segment_BT.astype(jnp.int32), positions=positions_BT.astype(jnp.int32))
+
+
+def _gradients(micro_batches: int):
+    cfg = TrainConfig(batch_size=8, micro_batches=micro_batches, optimizer=OptimizerConfig(z_loss=1e-4))
+    graphdef, params = nnx.split(Transformer(TINY, nnx.Rngs(0)))
+    return jax.jit(make_gradient_fn(graphdef, cfg))(params, _batch(), None)
+
+
+def _adamw_steps(micro_batches: int, steps: int = 2):
+    cfg = TrainConfig(steps=10, batch_size=8, micro_batches=micro_batches, optimizer=OptimizerConfig(warmup_steps=1, z_loss=1e-4))
+    model = Transformer(TINY, nnx.Rngs(0))
+    optimizer = make_optimizer(cfg.optimizer, cfg.steps)
+    step = make_train_step(nnx.graphdef(model), optimizer, learning_rate_schedule(cfg.optimizer, cfg.steps), cfg, dropout=False)
+    state = init_state(model, optimizer, 0)
+    for i in range(steps):
+        state, metrics = step(state, _batch(seed=i))
+    return state.params, metrics
+
+
+def _assert_close(a_tree, b_tree, rtol):
+    """Elementwise, relative to each array's scale: entries near zero carry only rounding noise."""
+    for a, b in zip(jax.tree.leaves(a_tree), jax.tree.leaves(b_tree)):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * float(np.max(np.abs(b))))
+
+
+def test_k_micro_batches_give_the_gradient_of_one_batch_k_times_larger():
+    (g1, loss1, tokens1), (g4, loss4, tokens4) = _gradients(1), _gradients(4)
+    assert float(tokens1) == float(tokens4) == float(jnp.sum(_batch()["segment_ids"] > 0))
+    np.testing.assert_allclose(loss4, loss1, rtol=1e-6)
+    _assert_close(g4, g1, rtol=1e-6)
+
+
+def test_k_micro_batches_give_the_adamw_trajectory_of_one_batch_k_times_larger():
+    (params1, m1), (params4, m4) = _adamw_steps(1), _adamw_steps(4)
+    np.testing.assert_allclose(m4["loss"], m1["loss"], rtol=1e-6)
+    # Relative to the largest parameter: Adam divides by sqrt(v), which turns the rounding noise of gradients
+    # that are zero in exact arithmetic (the key bias: softmax ignores shifts) into visible, harmless steps.
+    scale = max(float(np.max(np.abs(p))) for p in jax.tree.leaves(params1))
+    for a, b in zip(jax.tree.leaves(params4), jax.tree.leaves(params1)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6 * scale)
+
+
+def test_loss_ignores_padding_and_is_f32_with_bf16_compute():
+    model = Transformer(dataclasses.replace(TINY, dtype="bfloat16"), nnx.Rngs(0))
+    graphdef, params = nnx.split(model)
+    batch = _batch()
+    ce_BT, weight_BT = jax.jit(lambda p, b: token_losses(graphdef, p, b))(params, batch)
+    assert ce_BT.dtype == jnp.float32
+    np.testing.assert_array_equal(weight_BT, (batch["segment_ids"] > 0).astype(np.float32))
+
+
+def test_train_step_lowers_the_loss_on_a_repeated_batch():
+    cfg = TrainConfig(steps=20, batch_size=8, optimizer=OptimizerConfig(warmup_steps=1, peak_lr=3e-3))
+    model = Transformer(TINY, nnx.Rngs(0))
+    optimizer = make_optimizer(cfg.optimizer, cfg.steps)
+    state = init_state(model, optimizer, 0)
+    step = make_train_step(nnx.graphdef(model), optimizer, learning_rate_schedule(cfg.optimizer, cfg.steps), cfg, dropout=False)
+    batch, losses = _batch(), []
+    for _ in range(15):
+        state, metrics = step(state, batch)
+        losses.append(float(metrics["loss"]))
+    assert losses[-1] < losses[0] - 0.5 and int(state.step) == 15
