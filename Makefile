@@ -15,7 +15,8 @@ $(STAMP): $(PY) setup.cfg pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/meshlm generate --preset tiny --prompt "To be, or not to be" --max-new-tokens 32
+	$(VENV)/bin/meshlm train --preset tiny --run-dir runs/demo
+	$(VENV)/bin/meshlm generate --run-dir runs/demo --prompt "KING." --prompt "To be, or not to be" --max-new-tokens 48
 
 test: $(STAMP)
 	$(PY) -m pytest -q

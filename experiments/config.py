@@ -9,7 +9,7 @@ from typing import Any, Literal
 from meshlm.model import presets
 from meshlm.model.config import ModelConfig
 from meshlm.model.errors import ConfigError
-from meshlm.training.config import TrainConfig
+from meshlm.training.config import OptimizerConfig, TrainConfig
 from meshlm.training.data_config import DataConfig
 
 
@@ -42,9 +42,18 @@ class Config:
         return self
 
 
+# Training defaults that make the small presets finish in minutes on 2 CPU cores (`make demo`).
+_CPU_TRAIN = TrainConfig(
+    steps=300, batch_size=16, seq_len=128, log_every=25, eval_every=50, eval_batches=8, checkpoint_every=100,
+    optimizer=OptimizerConfig(peak_lr=3e-3, warmup_steps=30),
+)
+PRESET_TRAIN = {"tiny": _CPU_TRAIN, "tiny-modern": _CPU_TRAIN}
+
+
 def from_preset(name: str, overrides: list[str] = ()) -> Config:
     model = presets.get(name)
-    cfg = Config(model=model, data=DataConfig(vocab_size=min(DataConfig().vocab_size, model.vocab_size)), preset=name)
+    data = DataConfig(vocab_size=min(DataConfig().vocab_size, model.vocab_size))
+    cfg = Config(model=model, train=PRESET_TRAIN.get(name, TrainConfig()), data=data, preset=name)
     return apply_overrides(cfg, overrides)
 
 

@@ -12,6 +12,7 @@ class ByteCodec:
     """UTF-8 bytes as token ids, for a randomly initialised preset that has no tokenizer."""
 
     eos_id = 0
+    vocab_size = 256
 
     def encode(self, text: str) -> list[int]:
         return list(text.encode("utf-8"))
@@ -34,7 +35,7 @@ def run(args) -> None:
     ids = [[codec.eos_id] + codec.encode(p) for p in prompts]  # EOS opens every document in training
     sampling = SamplingConfig(
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-        stop_tokens=() if args.no_stop else (codec.eos_id,), seed=args.seed,
+        stop_tokens=() if args.no_stop else (codec.eos_id,), seed=args.seed, vocab_limit=codec.vocab_size,
     )
     for prompt, new in zip(prompts, generate(model, ids, sampling)):
         print(f"--- prompt: {prompt!r}")

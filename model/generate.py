@@ -20,9 +20,16 @@ class SamplingConfig:
     top_p: float = 1.0  # 1 = no nucleus cut
     stop_tokens: tuple[int, ...] = ()
     seed: int = 0
+    vocab_limit: int = 0  # ids >= this are never sampled (the model's vocab is padded past the tokenizer's); 0 = none
 
 
 def sample_token(logits_BV: jax.Array, key: jax.Array, cfg: SamplingConfig) -> jax.Array:
+    if cfg.vocab_limit:
+        logits_BV = jnp.where(jnp.arange(logits_BV.shape[-1]) < cfg.vocab_limit, logits_BV, -jnp.inf)
+    return _sample(logits_BV, key, cfg)
+
+
+def _sample(logits_BV: jax.Array, key: jax.Array, cfg: SamplingConfig) -> jax.Array:
     if cfg.temperature == 0.0:
         return jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
     logits_BV = logits_BV / cfg.temperature

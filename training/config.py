@@ -31,5 +31,4 @@ class TrainConfig:
     eval_batches: int = 8
     checkpoint_every: int = 200
     keep_checkpoints: int = 3
-    samples_every: int = 0  # 0 = only at the end
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)

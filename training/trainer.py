@@ -131,8 +131,9 @@ def _progress_bar(start: int, total: int, enabled: bool):
 def _write_samples(cfg: Config, graphdef, params, tokenizer, run_dir: pathlib.Path, log) -> None:
     model = nnx.merge(graphdef, params)
     prompts = ["", "KING.", "To be, or not to be"]
-    ids = [[tokenizer.eos_id] + tokenizer.encode(p) for p in prompts]
-    sampling = SamplingConfig(max_new_tokens=min(96, cfg.model.n_ctx - 16), temperature=0.8, top_k=50, stop_tokens=(tokenizer.eos_id,), seed=cfg.train.seed)
+    ids = [([tokenizer.eos_id] + tokenizer.encode(p))[: cfg.model.n_ctx // 2] for p in prompts]
+    sampling = SamplingConfig(max_new_tokens=min(96, cfg.model.n_ctx - max(map(len, ids))), temperature=0.8, top_k=50, stop_tokens=(tokenizer.eos_id,), seed=cfg.train.seed,
+                              vocab_limit=tokenizer.vocab_size)
     texts = [p + tokenizer.decode([i for i in new if i != tokenizer.eos_id]) for p, new in zip(prompts, generate(model, ids, sampling))]
     (run_dir / "samples.txt").write_text("".join(f"--- sample {i}\n{text}\n" for i, text in enumerate(texts)))
     for text in texts:

@@ -72,3 +72,9 @@ def test_prompt_longer_than_context_is_a_clear_error():
     model = Transformer(TINY, nnx.Rngs(0))
     with pytest.raises(ConfigError, match="exceeds the model's n_ctx=32; shorten the prompt"):
         generate(model, [[1] * 30], SamplingConfig(max_new_tokens=8))
+
+
+def test_vocab_limit_never_samples_padded_ids():
+    logits_BV = jnp.zeros((256, 40)).at[:, 30:].set(10.0)  # the padded ids are the most likely
+    tokens = sample_token(logits_BV, jax.random.key(0), SamplingConfig(temperature=1.0, vocab_limit=30))
+    assert int(jnp.max(tokens)) < 30

@@ -1,0 +1,122 @@
+"""End to end: the trainer on a small text corpus, exact resume, kill -9 and restart."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from meshlm.experiments import config as config_lib
+from meshlm.training import metrics as metrics_lib
+from meshlm.training.trainer import train
+
+
+def _text_corpus(root):
+    rng = random.Random(0)
+    words = "the king queen lord lady sword crown night day love death fair foul heart blood".split()
+    for i in range(30):
+        lines = [" ".join(rng.choices(words, k=rng.randint(4, 12))) + "." for _ in range(rng.randint(3, 10))]
+        (root / f"play{i:02d}.txt").write_text("\n".join(lines) + "\n")
+    return f"text:{root}/*.txt"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return _text_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+def _config(corpus, tmp_path, steps=8, **extra):
+    overrides = [
+        f"data.source={corpus}", "data.vocab_size=300", f"data.cache_dir={tmp_path / 'cache'}",
+        "model.vocab_size=384", "model.n_ctx=32", "model.n_layers=2", "model.d_model=32", "model.n_heads=4",
+        f"train.steps={steps}", "train.batch_size=4", "train.seq_len=32", "train.log_every=2", "train.eval_every=4",
+        "train.eval_batches=2", "train.checkpoint_every=2", "train.optimizer.warmup_steps=2",
+    ] + [f"{k}={v}" for k, v in extra.items()]
+    return config_lib.from_preset("tiny", overrides)
+
+
+def _quiet(*_):
+    pass
+
+
+def test_exact_resume_is_bitwise_identical(corpus, tmp_path):
+    cfg = _config(corpus, tmp_path, steps=8, **{"model.dropout": 0.1})
+    straight = train(cfg, tmp_path / "straight", progress=False, log=_quiet)
+    first = train(cfg, tmp_path / "resumed", progress=False, stop_after=4, log=_quiet)
+    assert first.final_step == 4
+    resumed = train(cfg, tmp_path / "resumed", progress=False, log=_quiet)
+    assert resumed.final_step == 8
+    for a, b in zip(jax.tree.leaves(straight.state), jax.tree.leaves(resumed.state)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    losses = lambda d: [(m["step"], m["loss"]) for m in metrics_lib.read(d)]
+    assert losses(tmp_path / "straight") == losses(tmp_path / "resumed")
+
+
+def test_run_directory_layout_and_falling_validation_loss(corpus, tmp_path):
+    cfg = _config(corpus, tmp_path, steps=24, **{"train.eval_every": 8, "train.optimizer.peak_lr": 3e-3})
+    run = tmp_path / "run"
+    train(cfg, run, progress=False, log=_quiet)
+    assert config_lib.load(run / "config.json") == cfg
+    assert (run / "tokenizer.model").exists() and (run / "samples.txt").read_text().count("--- sample") == 3
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert sorted(int(p.name) for p in (run / "checkpoints").iterdir()) == [20, 22, 24]  # keep_checkpoints=3
+    records = metrics_lib.read(run)
+    assert [r["step"] for r in records] == list(range(2, 25, 2))
+    assert {"loss", "grad_norm", "lr", "tokens_per_s", "mfu"} <= set(records[0])
+    val = [r["val_loss"] for r in records if "val_loss" in r]
+    assert len(val) == 3 and val[-1] < val[0]
+
+
+def test_a_different_config_on_an_existing_run_is_refused(corpus, tmp_path):
+    train(_config(corpus, tmp_path, steps=2), tmp_path / "run", progress=False, log=_quiet)
+    with pytest.raises(ValueError, match="different config.*sections differing: model"):
+        train(_config(corpus, tmp_path, steps=2, **{"model.d_model": 64}), tmp_path / "run", progress=False, log=_quiet)
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_continues_from_the_last_checkpoint(corpus, tmp_path):
+    run = tmp_path / "run"
+    cfg = _config(corpus, tmp_path, steps=400, **{"train.checkpoint_every": 5, "train.log_every": 5})
+    argv = [sys.executable, "-m", "meshlm.experiments.cli", "train", "--preset", "tiny", "--run-dir", str(run), "--no-progress"]
+    argv += [arg for item in _overrides_of(cfg) for arg in ("--set", item)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and not _finished_checkpoints(run):
+        time.sleep(0.5)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    steps_before = _finished_checkpoints(run)
+    assert steps_before, "no checkpoint was written before the kill"
+    killed_at = max(steps_before)
+    out = subprocess.run(argv[:-0 or None] + ["--set", "train.steps=" + str(killed_at + 5)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert f"resumed from step {killed_at}" in out.stdout
+    records = metrics_lib.read(run)
+    steps = [r["step"] for r in records]
+    assert steps == sorted(set(steps)) and steps[-1] == killed_at + 5
+
+
+def _overrides_of(cfg):
+    flat = []
+
+    def walk(prefix, node):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(f"{prefix}{key}.", value)
+            elif key != "preset":
+                flat.append(f"{prefix}{key}={','.join(map(str, value)) if isinstance(value, (list, tuple)) else value}")
+
+    walk("", config_lib.to_dict(cfg))
+    return flat
+
+
+def _finished_checkpoints(run):
+    folder = run / "checkpoints"
+    return [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.exists() else []
