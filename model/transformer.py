@@ -9,6 +9,10 @@ from flax import nnx
 from meshlm.model.attention import AttentionMask
 from meshlm.model.config import ModelConfig
 from meshlm.model.layers import Block, Norm, dropout, param
+from meshlm.parallel.constrain import constrain
+
+# Logical axes of the residual stream between blocks: meshlm.parallel maps them to mesh axes.
+ACTIVATION_AXES = ("act_batch", "act_seq", "act_embed")
 
 REMAT_POLICIES = {
     "full": None,
@@ -96,8 +100,9 @@ class Transformer(nnx.Module):
 
         def body(x_BTD, layer):
             state, key, kv = layer
+            x_BTD = constrain(x_BTD, ACTIVATION_AXES)
             x_BTD, kv = nnx.merge(graphdef, state)(x_BTD, positions_BT, mask, kv, index, key)
-            return x_BTD, kv
+            return constrain(x_BTD, ACTIVATION_AXES), kv
 
         if self.cfg.remat != "none":
             body = jax.checkpoint(body, policy=REMAT_POLICIES[self.cfg.remat], prevent_cse=False)

@@ -1,0 +1,51 @@
+"""The `mesh` config section: the device mesh as text, parsed against the number of devices present."""
+
+import dataclasses
+import math
+
+from meshlm.model.errors import ConfigError
+
+AXES = ("data", "fsdp", "tensor")  # outermost first: data-parallel axes span hosts, tensor stays within one
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    shape: str = "data=-1"  # e.g. "data=2,fsdp=2,tensor=2"; absent axes are 1, one axis may be -1 = the rest
+    sequence_parallel: bool = False  # shard activations between blocks along the sequence over `tensor`
+
+    def axis_sizes(self, n_devices: int) -> dict[str, int]:
+        """{axis: size} for every axis in AXES, with the -1 axis resolved; the product is n_devices."""
+        sizes = _parse(self.shape)
+        known = math.prod(s for s in sizes.values() if s != -1)
+        if -1 in sizes.values():
+            if n_devices % known:
+                raise ConfigError(f"mesh {self.shape!r}: the fixed axes ({known} devices) do not divide the {n_devices} devices; change mesh.shape")
+            sizes = {a: n_devices // known if s == -1 else s for a, s in sizes.items()}
+        elif known != n_devices:
+            raise ConfigError(f"mesh {self.shape!r} has {known} devices but {n_devices} are present; make the sizes multiply to {n_devices} or use -1 for one axis")
+        if self.sequence_parallel and sizes["tensor"] == 1:
+            raise ConfigError(f"mesh.sequence_parallel shards the sequence over the tensor axis, but mesh {self.shape!r} has tensor=1; add tensor=N")
+        return sizes
+
+
+def _parse(shape: str) -> dict[str, int]:
+    sizes = dict.fromkeys(AXES, 1)
+    seen = []
+    for item in filter(None, (x.strip() for x in shape.split(","))):
+        name, _, value = item.partition("=")
+        name = name.strip()
+        if name not in AXES:
+            raise ConfigError(f"mesh {shape!r}: unknown axis {name!r}; the axes are {', '.join(AXES)} (e.g. data=2,fsdp=2,tensor=2)")
+        if name in seen:
+            raise ConfigError(f"mesh {shape!r} names axis {name!r} twice")
+        try:
+            size = int(value)
+        except ValueError:
+            raise ConfigError(f"mesh {shape!r}: {item!r} is not AXIS=SIZE with an integer size") from None
+        if size == 0 or size < -1:
+            raise ConfigError(f"mesh {shape!r}: {name}={size}; sizes are positive, or -1 for the remaining devices")
+        seen.append(name)
+        sizes[name] = size
+    if list(sizes.values()).count(-1) > 1:
+        raise ConfigError(f"mesh {shape!r}: only one axis may be -1")
+    return sizes

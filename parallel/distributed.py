@@ -1,0 +1,79 @@
+"""Several processes, one program: joining them into one JAX runtime, and the few host-side collectives we need.
+
+A process learns its place from flags (meshlm train --coordinator --num-processes --process-id) or from the
+environment (MESHLM_COORDINATOR, MESHLM_NUM_PROCESSES, MESHLM_PROCESS_ID, MESHLM_CPU_DEVICES). The coordinator
+"auto" lets JAX detect a Cloud TPU slice, SLURM, Open MPI or Kubernetes job by itself.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Callable, TypeVar
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from meshlm.model.errors import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributedConfig:
+    coordinator: str = ""  # HOST:PORT of process 0, "auto", or "" for a single process
+    num_processes: int = 1
+    process_id: int = 0
+    cpu_devices: int = 0  # simulated CPU devices per process (tests, CPU-only clusters); 0 = JAX's default
+
+    @classmethod
+    def from_env(cls, environ=os.environ) -> "DistributedConfig":
+        try:
+            return cls(
+                environ.get("MESHLM_COORDINATOR", ""),
+                int(environ.get("MESHLM_NUM_PROCESSES", 1)),
+                int(environ.get("MESHLM_PROCESS_ID", 0)),
+                int(environ.get("MESHLM_CPU_DEVICES", 0)),
+            )
+        except ValueError as e:
+            raise ConfigError(f"a MESHLM_* distributed variable is not an integer ({e}); fix the environment") from None
+
+
+def initialize(cfg: DistributedConfig) -> None:
+    """Join the other processes; must run before anything touches a JAX device."""
+    if cfg.cpu_devices:
+        jax.config.update("jax_num_cpu_devices", cfg.cpu_devices)
+    if not cfg.coordinator:
+        if cfg.num_processes != 1:
+            raise ConfigError(f"--num-processes={cfg.num_processes} needs --coordinator HOST:PORT (process 0's address) or auto")
+        return
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # cross-process collectives between CPU devices
+    if cfg.coordinator == "auto":
+        jax.distributed.initialize()
+        return
+    if not 0 <= cfg.process_id < cfg.num_processes:
+        raise ConfigError(f"--process-id={cfg.process_id} must be in [0, {cfg.num_processes}) for --num-processes={cfg.num_processes}")
+    jax.distributed.initialize(cfg.coordinator, cfg.num_processes, cfg.process_id)
+
+
+def gather_json(obj) -> list:
+    """Every process's `obj` (any JSON value), in process order, on every process. A collective: all must call."""
+    if jax.process_count() == 1:
+        return [obj]
+    data = np.frombuffer(json.dumps(obj).encode(), np.uint8)
+    lengths = multihost_utils.process_allgather(np.array([len(data)], np.int32)).reshape(-1)
+    padded = np.zeros(int(lengths.max()), np.uint8)
+    padded[: len(data)] = data
+    rows = multihost_utils.process_allgather(padded)
+    return [json.loads(bytes(row[:n]).decode()) for row, n in zip(rows, lengths)]
+
+
+def first_process_first(fn: Callable[[], T]) -> T:
+    """fn() on process 0, then on the others: what process 0 writes (a tokenizer, a data cache), they read."""
+    if jax.process_index() == 0:
+        result = fn()
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("meshlm:first_process_first")
+    if jax.process_index() != 0:
+        result = fn()
+    return result
