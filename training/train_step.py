@@ -81,7 +81,7 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule:
         grads, loss_sum, tokens = accumulate(state.params, batch, key)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = dict(loss=loss_sum / jnp.maximum(tokens, 1.0), grad_norm=optax.global_norm(grads), lr=schedule(state.step), tokens=tokens)
+        metrics = dict(loss=loss_sum / jnp.maximum(tokens, 1.0), grad_norm=optax.tree.norm(grads), lr=schedule(state.step), tokens=tokens)
         return TrainState(state.step + 1, params, opt_state, state.rng), metrics
 
     if state_sharding is None:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from meshlm.experiments import config as config_lib
+from meshlm.experiments.cli import main
 from meshlm.training import metrics as metrics_lib
 from meshlm.training.trainer import train
 
@@ -58,7 +59,7 @@ def test_exact_resume_is_bitwise_identical(corpus, tmp_path):
     assert losses(tmp_path / "straight") == losses(tmp_path / "resumed")
 
 
-def test_run_directory_layout_and_falling_validation_loss(corpus, tmp_path):
+def test_run_directory_layout_and_falling_validation_loss(corpus, tmp_path, capsys):
     cfg = _config(corpus, tmp_path, steps=24, **{"train.eval_every": 8, "train.optimizer.peak_lr": 3e-3})
     run = tmp_path / "run"
     train(cfg, run, progress=False, log=_quiet)
@@ -71,6 +72,8 @@ def test_run_directory_layout_and_falling_validation_loss(corpus, tmp_path):
     assert {"loss", "grad_norm", "lr", "tokens_per_s", "mfu"} <= set(records[0])
     val = [r["val_loss"] for r in records if "val_loss" in r]
     assert len(val) == 3 and val[-1] < val[0]
+    assert main(["generate", "--run-dir", str(run), "--prompt", "the king", "--max-new-tokens", "5", "--temperature", "0"]) == 0
+    assert "the king" in capsys.readouterr().out
 
 
 def test_a_different_config_on_an_existing_run_is_refused(corpus, tmp_path):
