@@ -9,6 +9,7 @@ from typing import Any, Literal
 from meshlm.model import presets
 from meshlm.model.config import ModelConfig
 from meshlm.model.errors import ConfigError
+from meshlm.parallel.config import MeshConfig
 from meshlm.training.config import OptimizerConfig, TrainConfig
 from meshlm.training.data_config import DataConfig
 
@@ -18,6 +19,7 @@ class Config:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
     preset: str = ""
 
     @property

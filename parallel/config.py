@@ -10,19 +10,19 @@ AXES = ("data", "fsdp", "tensor")  # outermost first: data-parallel axes span ho
 
 @dataclasses.dataclass(frozen=True)
 class MeshConfig:
-    shape: str = "data=-1"  # e.g. "data=2,fsdp=2,tensor=2"; absent axes are 1, one axis may be -1 = the rest
+    # "data=2,fsdp=2,tensor=2": absent axes are 1 and one axis may be -1 (the remaining devices). A mesh smaller
+    # than the device count uses the first devices; "" is one device, the behaviour before meshes existed.
+    shape: str = ""
     sequence_parallel: bool = False  # shard activations between blocks along the sequence over `tensor`
 
     def axis_sizes(self, n_devices: int) -> dict[str, int]:
-        """{axis: size} for every axis in AXES, with the -1 axis resolved; the product is n_devices."""
+        """{axis: size} for every axis in AXES, the -1 axis resolved; the product divides n_devices."""
         sizes = _parse(self.shape)
         known = math.prod(s for s in sizes.values() if s != -1)
+        if n_devices % known:
+            raise ConfigError(f"mesh {self.shape!r} needs {known} devices, which does not divide the {n_devices} present; change --mesh")
         if -1 in sizes.values():
-            if n_devices % known:
-                raise ConfigError(f"mesh {self.shape!r}: the fixed axes ({known} devices) do not divide the {n_devices} devices; change mesh.shape")
             sizes = {a: n_devices // known if s == -1 else s for a, s in sizes.items()}
-        elif known != n_devices:
-            raise ConfigError(f"mesh {self.shape!r} has {known} devices but {n_devices} are present; make the sizes multiply to {n_devices} or use -1 for one axis")
         if self.sequence_parallel and sizes["tensor"] == 1:
             raise ConfigError(f"mesh.sequence_parallel shards the sequence over the tensor axis, but mesh {self.shape!r} has tensor=1; add tensor=N")
         return sizes

@@ -38,6 +38,11 @@ class DistributedConfig:
         except ValueError as e:
             raise ConfigError(f"a MESHLM_* distributed variable is not an integer ({e}); fix the environment") from None
 
+    def with_flags(self, coordinator=None, num_processes=None, process_id=None, cpu_devices=None) -> "DistributedConfig":
+        """Command-line flags (None = not given) over the environment."""
+        flags = dict(coordinator=coordinator, num_processes=num_processes, process_id=process_id, cpu_devices=cpu_devices)
+        return dataclasses.replace(self, **{k: v for k, v in flags.items() if v is not None})
+
 
 def initialize(cfg: DistributedConfig) -> None:
     """Join the other processes; must run before anything touches a JAX device."""

@@ -1,6 +1,8 @@
 """A mesh plus rule tables: shardings for parameters, optimizer state, batches; sharded initialisation."""
 
 import dataclasses
+import functools
+import math
 from typing import Callable
 
 import jax
@@ -9,10 +11,11 @@ from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from meshlm.model.config import ModelConfig
+from meshlm.model.errors import ConfigError
 from meshlm.model.transformer import Transformer, logical_axes
 from meshlm.parallel.config import AXES, MeshConfig
-from meshlm.parallel.constrain import named_sharding, rules_active
-from meshlm.parallel.rules import Rules, rules_for
+from meshlm.parallel.constrain import named_sharding, rules_active, spec_entry
+from meshlm.parallel.rules import Rules, partition, rules_for
 
 BATCH_AXES = ("act_batch", None)  # [B, T] token arrays: rows split like activations, each row whole
 
@@ -27,6 +30,21 @@ def model_axes(cfg: ModelConfig) -> dict:
     return nnx.to_pure_dict(logical_axes(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0)))))
 
 
+def flat_params(cfg: ModelConfig) -> dict[str, tuple[jax.ShapeDtypeStruct, tuple[str, ...]]]:
+    """{"blocks/attn/w_qkv": (shape and dtype, logical axes)} for every parameter, nothing allocated."""
+    model = nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0)))
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    pairs = jax.tree.map(lambda x, names: (x, names), params, model_axes(cfg))
+    leaves = jax.tree_util.tree_flatten_with_path(pairs, is_leaf=lambda x: isinstance(x, tuple) and isinstance(x[0], jax.ShapeDtypeStruct))[0]
+    return {"/".join(str(k.key) for k in path): pair for path, pair in leaves}
+
+
+def param_specs(model: ModelConfig, mesh: MeshConfig, n_devices: int) -> dict[str, PartitionSpec]:
+    """Each parameter's PartitionSpec on a mesh of n_devices, from shapes alone (no devices needed)."""
+    sizes, rules = mesh.axis_sizes(n_devices), rules_for(mesh)
+    return {path: PartitionSpec(*map(spec_entry, partition(x.shape, names, sizes, rules))) for path, (x, names) in flat_params(model).items()}
+
+
 @dataclasses.dataclass(frozen=True)
 class Partitioner:
     mesh: Mesh
@@ -35,7 +53,10 @@ class Partitioner:
     @classmethod
     def build(cls, cfg: MeshConfig, devices=None) -> "Partitioner":
         devices = jax.devices() if devices is None else devices
-        return cls(make_mesh(cfg.axis_sizes(len(devices)), devices), rules_for(cfg))
+        sizes = cfg.axis_sizes(len(devices))
+        if jax.process_count() > 1 and math.prod(sizes.values()) != len(devices):
+            raise ConfigError(f"mesh {cfg.shape!r} leaves devices out, but every one of the {jax.process_count()} processes needs a part; use -1 for one axis")
+        return cls(make_mesh(sizes, devices[: math.prod(sizes.values())]), rules_for(cfg))
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -50,6 +71,16 @@ class Partitioner:
     def activate(self):
         """Context in which the model's `constrain` calls place activations by these rules (at trace time)."""
         return rules_active(self.mesh, self.rules)
+
+    def under_rules(self, fn: Callable) -> Callable:
+        """fn (a jitted step) called with the rules active, so its first call traces the model's constraints."""
+
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            with self.activate():
+                return fn(*args, **kwargs)
+
+        return call
 
     def param_shardings(self, params, axes: dict) -> dict:
         # `axes` has tuples where params has arrays: tree.map hands each array its whole tuple.

@@ -2,8 +2,11 @@
 
 import pathlib
 
+import jax
 import orbax.checkpoint as ocp
 
+from meshlm.parallel.distributed import gather_json
+from meshlm.training.errors import DataError
 from meshlm.training.train_step import TrainState
 
 
@@ -18,14 +21,19 @@ class Checkpointer:
         return self.manager.latest_step()
 
     def save(self, state: TrainState, data_state: dict, step: int) -> None:
-        args = ocp.args.Composite(state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state))
+        # Every process reads its own documents, but orbax writes JSON from process 0 only: it writes them all.
+        data = {"processes": gather_json(data_state)}
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data))
         self.manager.save(step, args=args)
 
     def restore(self, abstract_state: TrainState, step: int | None = None) -> tuple[TrainState, dict]:
         step = self.latest_step() if step is None else step
         args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore())
         restored = self.manager.restore(step, args=args)
-        return restored.state, restored.data
+        data = restored.data["processes"]
+        if len(data) != jax.process_count():
+            raise DataError(f"the checkpoint of step {step} was written by {len(data)} process(es); resume with as many, not {jax.process_count()}")
+        return restored.state, data[jax.process_index()]
 
     def restore_params(self, abstract_params: dict, step: int | None = None) -> dict:
         """Only the parameters, for inference: the optimizer state is never read."""

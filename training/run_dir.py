@@ -24,7 +24,8 @@ CHECKPOINTS = "checkpoints"
 
 
 def resolve_config(run_dir: pathlib.Path, requested: config_lib.Config | None) -> config_lib.Config:
-    """The config of this run: the saved one when resuming (a changed train.steps extends the run)."""
+    """The config of this run: the saved one when resuming (a changed train.steps extends the run, a changed mesh
+    reshards the checkpoint onto the new one)."""
     saved_path = run_dir / CONFIG
     if not saved_path.exists():
         if requested is None:
@@ -33,7 +34,7 @@ def resolve_config(run_dir: pathlib.Path, requested: config_lib.Config | None) -
     saved = config_lib.load(saved_path)
     if requested is None:
         return saved
-    if dataclasses.replace(requested, train=dataclasses.replace(requested.train, steps=saved.train.steps)) != saved:
+    if dataclasses.replace(requested, train=dataclasses.replace(requested.train, steps=saved.train.steps), mesh=saved.mesh) != saved:
         changed = [k for k, v in config_lib.to_dict(requested).items() if config_lib.to_dict(saved)[k] != v]
         raise ConfigError(
             f"{run_dir} already holds a run with a different config (sections differing: {', '.join(changed)}); "

@@ -14,6 +14,9 @@ from meshlm.model.errors import ConfigError
 from meshlm.model.flops import flops_per_token
 from meshlm.model.generate import SamplingConfig, generate
 from meshlm.model.transformer import Transformer
+from meshlm.parallel import distributed
+from meshlm.parallel.checks import check_mesh
+from meshlm.parallel.sharding import Partitioner, model_axes
 from meshlm.training import run_dir as run_dir_lib
 from meshlm.training.checkpoint import Checkpointer
 from meshlm.training.data import build_pipeline
@@ -36,18 +39,21 @@ def train(cfg: Config | None, run_dir: pathlib.Path, progress: bool = True, stop
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = run_dir_lib.resolve_config(run_dir, cfg).validate()
     t = cfg.train
-    pipeline = build_pipeline(cfg.data, run_dir, cfg.seq_len, t.batch_size // jax.process_count(), t.seed,
-                              jax.process_index(), jax.process_count())
+    log = log if jax.process_index() == 0 else (lambda *_: None)
+    partitioner = Partitioner.build(cfg.mesh)
+    check_mesh(partitioner.sizes, cfg.mesh.sequence_parallel, cfg.model, t.batch_size, t.micro_batches, cfg.seq_len, jax.process_count())
+    # Process 0 writes the tokenizer and data caches into shared folders before the others read them.
+    pipeline = distributed.first_process_first(lambda: build_pipeline(
+        cfg.data, run_dir, cfg.seq_len, t.batch_size // jax.process_count(), t.seed, jax.process_index(), jax.process_count()))
     if pipeline.tokenizer.vocab_size > cfg.model.vocab_size:
         raise ConfigError(f"the tokenizer has {pipeline.tokenizer.vocab_size} tokens but model.vocab_size={cfg.model.vocab_size}; raise model.vocab_size")
     run_dir_lib.save_config(run_dir, cfg)
 
-    model = Transformer(cfg.model, nnx.Rngs(t.seed))
-    graphdef = nnx.graphdef(model)
+    graphdef = nnx.graphdef(nnx.eval_shape(lambda: Transformer(cfg.model, nnx.Rngs(t.seed))))
     optimizer = make_optimizer(t.optimizer, t.steps)
     schedule = learning_rate_schedule(t.optimizer, t.steps)
-    state = init_state(model, optimizer, t.seed)
-    del model
+    # Created directly in its shards: a state larger than one device's memory is never whole anywhere.
+    state, state_sharding = partitioner.init(lambda: init_state(Transformer(cfg.model, nnx.Rngs(t.seed)), optimizer, t.seed), model_axes(cfg.model))
     train_iter = pipeline.train_iterator()
     checkpointer = Checkpointer(run_dir / run_dir_lib.CHECKPOINTS, keep=t.keep_checkpoints)
     if checkpointer.latest_step() is not None:
@@ -57,19 +63,21 @@ def train(cfg: Config | None, run_dir: pathlib.Path, progress: bool = True, stop
     start = int(state.step)
     writer = MetricsWriter(run_dir, start)
 
-    train_step = make_train_step(graphdef, optimizer, schedule, t, dropout=cfg.model.dropout > 0)
-    eval_step = make_eval_step(graphdef)
-    val_batches = pipeline.val_batches(t.eval_batches)
+    batch_sharding = partitioner.batch_sharding(t.batch_size, cfg.seq_len)
+    train_step = partitioner.under_rules(make_train_step(graphdef, optimizer, schedule, t, cfg.model.dropout > 0, state_sharding, batch_sharding))
+    eval_step = partitioner.under_rules(make_eval_step(graphdef))
+    val_batches = [partitioner.global_batch(b, t.batch_size) for b in pipeline.val_batches(t.eval_batches)]
     flops_per_step = flops_per_token(cfg.model, cfg.seq_len).total * t.batch_size * cfg.seq_len
     peak, peak_source = device_peak()
     log(f"{cfg.preset or 'model'}: {sum(x.size for x in jax.tree.leaves(state.params)):,} params, "
-        f"{t.batch_size} x {cfg.seq_len} tokens per step, peak {peak:.3g} FLOP/s ({peak_source})")
+        f"{t.batch_size} x {cfg.seq_len} tokens per step, peak {peak:.3g} FLOP/s ({peak_source}), "
+        f"mesh {partitioner.sizes} on {partitioner.mesh.size} of {jax.device_count()} devices, {jax.process_count()} process(es)")
 
     end = t.steps if stop_after is None else min(t.steps, start + stop_after)
     bar = _progress_bar(start, t.steps, progress)
     last_val, window_start, window_steps = None, time.perf_counter(), 0
     for step in range(start, end):
-        batch = next(train_iter)
+        batch = partitioner.global_batch(next(train_iter), t.batch_size)
         state, metrics = train_step(state, batch)
         done = step + 1
         if step == start:  # the first step compiles: keep it out of the throughput figures
@@ -103,7 +111,7 @@ def train(cfg: Config | None, run_dir: pathlib.Path, progress: bool = True, stop
     writer.close()
     if bar is not None:
         bar.close()
-    if end == t.steps and jax.process_index() == 0:
+    if end == t.steps and jax.process_count() == 1:  # sampling reads every parameter shard: one process only
         _write_samples(cfg, graphdef, state.params, pipeline.tokenizer, run_dir, log)
     return TrainResult(state, end, last_val)
 
