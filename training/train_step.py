@@ -55,7 +55,9 @@ def make_gradient_fn(graphdef, cfg: TrainConfig) -> Callable:
     grad_fn = jax.value_and_grad(summed_loss, has_aux=True)
 
     def gradients(params, batch: Batch, key):
-        micro_MB = jax.tree.map(lambda x: x.reshape((M, x.shape[0] // M) + x.shape[1:]), batch)
+        # Micro-batch m takes rows m, m + M, ...: every device's rows feed every micro-batch, so a batch split
+        # over data-parallel devices needs no resharding (contiguous pieces would each live on 1/M of them).
+        micro_MB = jax.tree.map(lambda x: x.reshape((x.shape[0] // M, M) + x.shape[1:]).swapaxes(0, 1), batch)
 
         def add_micro(carry, xs):
             grads, loss_sum, tokens = carry
