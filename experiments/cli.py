@@ -12,6 +12,7 @@ Commands:
   info      print a preset's resolved config, parameter counts and FLOPs per token
   generate  sample text from a trained run directory or a randomly initialised preset
   train     train a model on text; re-running on the same run directory resumes
+  plan      per-device memory, FLOPs and step time of a preset on a device mesh
 
 Every command takes --set key.path=value (repeatable) to override any config field, e.g.
   meshlm info --preset gpt3-xl --set model.attention=fused
@@ -58,6 +59,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", required=True, metavar="DIR", help="where the run lives (created if missing)")
     p.add_argument("--data", metavar="SPEC", help="shakespeare (default, embedded) | tfds:NAME[/CONFIG] | text:GLOB")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    p.add_argument("--mesh", metavar="SPEC", help="device mesh, e.g. data=2,fsdp=2,tensor=2 (one axis may be -1); sets mesh.shape")
+    p.add_argument("--coordinator", metavar="HOST:PORT", help="multi-process: process 0's address, or auto on a TPU slice/SLURM (env MESHLM_COORDINATOR)")
+    p.add_argument("--num-processes", type=int, metavar="N", help="multi-process: how many (env MESHLM_NUM_PROCESSES)")
+    p.add_argument("--process-id", type=int, metavar="I", help="multi-process: this one's index, 0 first (env MESHLM_PROCESS_ID)")
+    p.add_argument("--cpu-devices", type=int, metavar="N", help="simulated CPU devices in this process (env MESHLM_CPU_DEVICES)")
+
+    p = sub.add_parser("plan", help="per-device memory, FLOPs, step time on a mesh",
+                       description="Per-device memory (parameters, gradients, optimizer state, activations under the remat "
+                       "policy), FLOPs per step and step time at a stated MFU, from shapes alone. When --chips is small "
+                       "enough to simulate on CPU, XLA's memory analysis of the real train step is printed too "
+                       "(compiled ahead of time from abstract shapes; nothing is allocated). See docs/parallelism.md.")
+    _add_config_args(p)
+    p.add_argument("--mesh", required=True, metavar="SPEC", help="e.g. fsdp=-1 or data=2,fsdp=2,tensor=2")
+    p.add_argument("--device", required=True, metavar="KIND", help="tpu-v4, tpu-v5e, tpu-v5p, tpu-v6e, a100, h100, h200")
+    p.add_argument("--chips", type=int, metavar="N", help="devices in the mesh (default: the product of the mesh's sizes)")
+    p.add_argument("--batch", type=int, metavar="B", help="global batch in sequences (default train.batch_size)")
+    p.add_argument("--seq-len", type=int, metavar="T", help="tokens per sequence (default model.n_ctx)")
+    p.add_argument("--micro-batches", type=int, metavar="M", help="gradient accumulation steps (default train.micro_batches)")
+    p.add_argument("--remat", metavar="POLICY", help="none | full | dots_saveable | dots_with_no_batch_dims_saveable (sets model.remat)")
+    p.add_argument("--mfu", type=float, default=0.4, help="model FLOP utilisation assumed for the step time (default 0.4)")
+    p.add_argument("--xla", choices=("auto", "on", "off"), default="auto",
+                   help="XLA's memory analysis on a simulated CPU mesh (auto: when --chips <= 8)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     return parser
 
 
@@ -78,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
             from meshlm.experiments import train_cmd
 
             train_cmd.run(args)
+        elif args.command == "plan":
+            from meshlm.experiments import plan_cmd
+
+            plan_cmd.run(args)
     except ConfigError as e:
         print(f"meshlm: error: {e}", file=sys.stderr)
         return 2

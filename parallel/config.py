@@ -15,10 +15,14 @@ class MeshConfig:
     shape: str = ""
     sequence_parallel: bool = False  # shard activations between blocks along the sequence over `tensor`
 
+    @property
+    def fixed_devices(self) -> int:
+        """The product of the sizes given (not -1): the device count when no axis is -1."""
+        return math.prod(s for s in _parse(self.shape).values() if s != -1)
+
     def axis_sizes(self, n_devices: int) -> dict[str, int]:
         """{axis: size} for every axis in AXES, the -1 axis resolved; the product divides n_devices."""
-        sizes = _parse(self.shape)
-        known = math.prod(s for s in sizes.values() if s != -1)
+        sizes, known = _parse(self.shape), self.fixed_devices
         if n_devices % known:
             raise ConfigError(f"mesh {self.shape!r} needs {known} devices, which does not divide the {n_devices} present; change --mesh")
         if -1 in sizes.values():

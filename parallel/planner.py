@@ -1,0 +1,135 @@
+"""Per-device memory, FLOPs and step time of a model on a mesh, from shapes alone; and XLA's own memory analysis
+of the real train step, compiled ahead of time for a simulated CPU mesh (nothing is allocated either way)."""
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from meshlm.model.config import ModelConfig
+from meshlm.model.flops import flops_per_token
+from meshlm.model.transformer import Transformer
+from meshlm.parallel.config import MeshConfig
+from meshlm.parallel.hardware import device_name, hbm_bytes
+from meshlm.parallel.rules import partition, rules_for
+from meshlm.parallel.sharding import Partitioner, abstract, flat_params, model_axes
+from meshlm.training.config import TrainConfig
+from meshlm.training.mfu import table_peak
+from meshlm.training.optimizer import learning_rate_schedule, make_optimizer
+from meshlm.training.train_step import init_state, make_train_step
+
+BATCH_KEYS = ("inputs", "targets", "segment_ids", "positions")
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    mesh: dict[str, int]
+    device: str
+    batch: int  # sequences per step, all devices
+    seq_len: int
+    micro_batches: int
+    remat: str
+    params: float  # bytes per device, each
+    grads: float
+    optimizer: float
+    activations: float
+    gathered: float  # FSDP: the layer weights all-gathered at the moment
+    hbm: float | None  # bytes per chip
+    flops_per_step: float  # model FLOPs (6N + attention, PaLM), not counting rematerialisation
+    peak_flops: float | None  # per chip
+    mfu: float
+
+    @property
+    def chips(self) -> int:
+        return math.prod(self.mesh.values())
+
+    @property
+    def total(self) -> float:
+        return self.params + self.grads + self.optimizer + self.activations + self.gathered
+
+    @property
+    def step_time(self) -> float | None:
+        return None if self.peak_flops is None else self.flops_per_step / (self.chips * self.peak_flops * self.mfu)
+
+
+def plan(model: ModelConfig, train: TrainConfig, mesh: MeshConfig, chips: int, device: str, mfu: float) -> Plan:
+    sizes = mesh.axis_sizes(chips)
+    rules = rules_for(mesh)
+    params, layer_params = 0.0, 0.0
+    for x, names in flat_params(model).values():
+        dims = partition(x.shape, names, sizes, rules)
+        params += math.prod(n // math.prod(sizes[a] for a in d) for n, d in zip(x.shape, dims)) * x.dtype.itemsize
+        layer_params += math.prod(x.shape) / model.n_layers if names[0] == "layers" else 0
+    T = train.seq_len or model.n_ctx
+    return Plan(
+        mesh=sizes, device=device_name(device), batch=train.batch_size, seq_len=T, micro_batches=train.micro_batches,
+        remat=model.remat, params=params,
+        grads=params,  # in the parameters' dtype and sharding
+        optimizer=2 * params,  # AdamW: mu and nu, each shaped and sharded like the parameters
+        activations=activation_bytes(model, sizes, mesh.sequence_parallel, train.batch_size // train.micro_batches, T),
+        gathered=gathered_bytes(model, sizes, layer_params),
+        hbm=hbm_bytes(device), flops_per_step=flops_per_token(model, T).total * train.batch_size * T,
+        peak_flops=table_peak(device_name(device)), mfu=mfu,
+    )
+
+
+def activation_bytes(model: ModelConfig, sizes: dict[str, int], sequence_parallel: bool, rows: int, T: int) -> float:
+    """Peak bytes of one micro-batch's activations per device: what each layer keeps for the backward pass,
+    plus the larger of the head (f32 logits and their gradient) and one layer being recomputed.
+
+    Per token and layer, in elements of the compute dtype; t = tensor size, s = t under sequence parallelism
+    (residual-stream tensors split along the sequence), else 1:
+      none                              6 D/s + 4 A/t + 3 n F/t, and 9 bytes x H T / t for the attention
+                                        logits, probabilities (f32) and mask
+      full                              D/s, the layer input (the scan carry)
+      dots_saveable                     2 D/s + 4 A/t + (n - 1) F/t + H T / t: every matmul output
+      dots_with_no_batch_dims_saveable  2 D/s + 3 A/t + (n - 1) F/t: weight matmuls only, not attention's
+    with n = 2 MLP matmuls (3 for SwiGLU). The coefficients are XLA's (CPU, f32): measured by varying one
+    dimension at a time, they match its memory analysis to a few percent (tests/parallel/test_planner.py).
+    XLA on CPU computes bfloat16 in f32, so for bfloat16 models its figures run higher than these."""
+    t, dp = sizes["tensor"], sizes["data"] * sizes["fsdp"]
+    s = t if sequence_parallel else 1
+    c = jnp.dtype(model.dtype).itemsize
+    D, A, H, F = model.d_model, model.n_heads * model.head_dim, model.n_heads, model.mlp_dim
+    V = model.vocab_size // t if model.vocab_size % t == 0 else model.vocab_size
+    n = 3 if model.mlp == "swiglu" else 2
+    none = c * (6 * D / s + 4 * A / t + 3 * n * F / t) + 9 * H * T / t
+    saved = {
+        "none": none,
+        "full": c * D / s,
+        "dots_saveable": c * (2 * D / s + 4 * A / t + (n - 1) * F / t + H * T / t),
+        "dots_with_no_batch_dims_saveable": c * (2 * D / s + 3 * A / t + (n - 1) * F / t),
+    }[model.remat]
+    # f32 logits and their gradient (plus both in the compute dtype when it is narrower); final norm, embedding.
+    head = 2 * 4 * V + (2 * c * V if c < 4 else 0) + c * 6 * D
+    peak = head if model.remat == "none" else max(head, none)
+    return rows // dp * T * (model.n_layers * saved + peak)
+
+
+def gathered_bytes(model: ModelConfig, sizes: dict[str, int], layer_params: float) -> float:
+    """FSDP all-gathers one layer's weights at a time (forward and backward): two layers' worth, still split t ways."""
+    return 0.0 if sizes["fsdp"] == 1 else 2 * layer_params * jnp.dtype(model.param_dtype).itemsize / sizes["tensor"]
+
+
+def xla_memory(model: ModelConfig, train: TrainConfig, mesh: MeshConfig, devices) -> dict[str, int]:
+    """XLA's memory analysis (bytes per device) of the real train step, compiled for `devices` from abstract
+    shapes: parameters, optimizer state and batch exist only as shapes with shardings."""
+    partitioner = Partitioner.build(mesh, devices)
+    optimizer = make_optimizer(train.optimizer, train.steps)
+    init = lambda: init_state(Transformer(model, nnx.Rngs(0)), optimizer, 0)  # noqa: E731
+    state = jax.eval_shape(init)
+    shardings = partitioner.state_shardings(state, model_axes(model))
+    T = train.seq_len or model.n_ctx
+    batch_sharding = partitioner.batch_sharding(train.batch_size, T)
+    batch = {k: jax.ShapeDtypeStruct((train.batch_size, T), jnp.int32, sharding=batch_sharding) for k in BATCH_KEYS}
+    graphdef = nnx.graphdef(nnx.eval_shape(lambda: Transformer(model, nnx.Rngs(0))))
+    schedule = learning_rate_schedule(train.optimizer, train.steps)
+    step = make_train_step(graphdef, optimizer, schedule, train, model.dropout > 0, shardings, batch_sharding)
+    with partitioner.activate():
+        stats = step.lower(abstract(state, shardings), batch).compile().memory_analysis()
+    out = dict(arguments=stats.argument_size_in_bytes, outputs=stats.output_size_in_bytes,
+               aliased=stats.alias_size_in_bytes, temp=stats.temp_size_in_bytes)
+    out["total"] = out["arguments"] + out["outputs"] - out["aliased"] + out["temp"]
+    return out
