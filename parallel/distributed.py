@@ -52,13 +52,13 @@ def initialize(cfg: DistributedConfig) -> None:
         if cfg.num_processes != 1:
             raise ConfigError(f"--num-processes={cfg.num_processes} needs --coordinator HOST:PORT (process 0's address) or auto")
         return
+    if cfg.coordinator != "auto" and not 0 <= cfg.process_id < cfg.num_processes:
+        raise ConfigError(f"--process-id={cfg.process_id} must be in [0, {cfg.num_processes}) for --num-processes={cfg.num_processes}")
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # cross-process collectives between CPU devices
     if cfg.coordinator == "auto":
         jax.distributed.initialize()
-        return
-    if not 0 <= cfg.process_id < cfg.num_processes:
-        raise ConfigError(f"--process-id={cfg.process_id} must be in [0, {cfg.num_processes}) for --num-processes={cfg.num_processes}")
-    jax.distributed.initialize(cfg.coordinator, cfg.num_processes, cfg.process_id)
+    else:
+        jax.distributed.initialize(cfg.coordinator, cfg.num_processes, cfg.process_id)
 
 
 def gather_json(obj) -> list:
