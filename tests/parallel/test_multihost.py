@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 from flax import nnx
