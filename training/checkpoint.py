@@ -38,7 +38,10 @@ class Checkpointer:
     def restore_params(self, abstract_params: dict, step: int | None = None) -> dict:
         """Only the parameters, for inference: the optimizer state is never read."""
         step = self.latest_step() if step is None else step
-        args = ocp.args.Composite(state=ocp.args.PyTreeRestore(item={"params": abstract_params}, partial_restore=True))
+        item = {"params": abstract_params}
+        # The target shardings travel in restore_args: without them orbax would use the saved mesh's devices.
+        restore = ocp.args.PyTreeRestore(item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True)
+        args = ocp.args.Composite(state=restore)
         return self.manager.restore(step, args=args).state["params"]
 
     def wait(self) -> None:

@@ -52,6 +52,9 @@ def save_config(run_dir: pathlib.Path, cfg: config_lib.Config) -> None:
 
 def load_for_inference(run_dir) -> tuple[Transformer, object]:
     """The latest checkpoint's model and the run's tokenizer."""
+    from meshlm.parallel.config import MeshConfig
+    from meshlm.parallel.sharding import Partitioner, model_axes
+    from meshlm.parallel.sharding import abstract as with_shardings
     from meshlm.training.checkpoint import Checkpointer
     from meshlm.training.tokenizer import Tokenizer
 
@@ -62,6 +65,9 @@ def load_for_inference(run_dir) -> tuple[Transformer, object]:
         raise ConfigError(f"{run_dir} has no finished checkpoint yet; train longer (train.checkpoint_every) and retry")
     abstract = nnx.eval_shape(lambda: Transformer(cfg.model, nnx.Rngs(0)))
     graphdef, abstract_params = nnx.split(abstract)
-    params = checkpointer.restore_params(nnx.to_pure_dict(abstract_params))
+    abstract_params = nnx.to_pure_dict(abstract_params)
+    # Onto this process's first device, whatever mesh the run was trained on: orbax reshards.
+    shardings = Partitioner.build(MeshConfig()).param_shardings(abstract_params, model_axes(cfg.model))
+    params = checkpointer.restore_params(with_shardings(abstract_params, shardings))
     checkpointer.close()
     return nnx.merge(graphdef, params), Tokenizer.load(run_dir / TOKENIZER)

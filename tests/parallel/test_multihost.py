@@ -99,3 +99,9 @@ def test_two_processes_match_one_and_resume_on_another_mesh(tmp_path):
     records = metrics.read(run_dir)
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
     np.testing.assert_allclose([r["loss"] for r in records], _one_process_losses(run_dir, 6), rtol=1e-5)
+
+    # A process with one device samples from the checkpoint the 8-device mesh wrote.
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    argv = [sys.executable, "-m", "meshlm.experiments.cli", "generate", "--run-dir", str(run_dir), "--prompt", "ka", "--max-new-tokens", "4"]
+    sample = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert sample.returncode == 0 and "--- prompt: 'ka'" in sample.stdout, sample.stderr[-2000:]
