@@ -6,7 +6,6 @@ import sys
 import time
 
 import jax
-import numpy as np
 from flax import nnx
 
 from meshlm.experiments.config import Config
