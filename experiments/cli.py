@@ -13,6 +13,7 @@ Commands:
   generate  sample text from a trained run directory or a randomly initialised preset
   train     train a model on text; re-running on the same run directory resumes
   plan      per-device memory, FLOPs and step time of a preset on a device mesh
+  bench     training and decoding speed, FLOP/s, MFU and compile time (against PyTorch with --against)
 
 Every command takes --set key.path=value (repeatable) to override any config field, e.g.
   meshlm info --preset gpt3-xl --set model.attention=fused
@@ -82,6 +83,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--xla", choices=("auto", "on", "off"), default="auto",
                    help="XLA's memory analysis on a simulated CPU mesh (auto: when --chips <= 8)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+    p = sub.add_parser("bench", help="training/decoding speed, MFU, compile time",
+                       description="Benchmarks on random data. Contestants take turns in one run and medians are reported; "
+                       "compile time is reported apart. On CPU, one simulated device per core (data parallel) unless "
+                       "--cpu-devices or XLA_FLAGS says otherwise. See docs/performance.md.")
+    kinds = p.add_subparsers(dest="bench", metavar="KIND", required=True)
+    k = kinds.add_parser("train", help="train-step tokens/s, FLOP/s, MFU; --against PyTorch GPT-2")
+    _add_config_args(k)
+    k.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
+    k.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
+    k.add_argument("--against", action="append", default=[], choices=("hf-gpt2", "torch-gpt2"),
+                   help="also time a PyTorch GPT-2 of the same shape (repeatable; needs pip install 'meshlm[torch]')")
+    k = kinds.add_parser("decode", help="KV-cache generation against recomputing the sequence")
+    _add_config_args(k)
+    k.add_argument("--batch", type=int, action="append", help="batch size (repeatable; default 1 and 16)")
+    k.add_argument("--prompt-len", type=int, default=16, help="prompt tokens (default 16)")
+    k.add_argument("--new-tokens", type=int, default=512, help="tokens to generate (default 512)")
+    k.add_argument("--uncached-tokens", type=int, default=4, help="uncached steps timed; each costs the same (default 4)")
+    k.add_argument("--repeats", type=int, default=3, help="timed repeats (default 3)")
+    k = kinds.add_parser("compile", help="train-step compile time at several depths")
+    _add_config_args(k)
+    k.add_argument("--layers", type=int, nargs="+", default=[12, 48], help="depths to compile (default 12 48)")
+    k.add_argument("--repeats", type=int, default=3, help="compiles per depth (default 3)")
+    for k in kinds.choices.values():
+        k.add_argument("--cpu-devices", type=int, metavar="N", help="simulated CPU devices (default: one per core)")
+        k.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     return parser
 
 
@@ -106,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
             from meshlm.experiments import plan_cmd
 
             plan_cmd.run(args)
+        elif args.command == "bench":
+            from meshlm.experiments import bench
+
+            bench.run(args)
     except ConfigError as e:
         print(f"meshlm: error: {e}", file=sys.stderr)
         return 2

@@ -43,4 +43,4 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-from meshlm.model.attention import fused, reference  # noqa: E402,F401  (registers the variants)
+from meshlm.model.attention import blocked, fused, reference  # noqa: E402,F401  (registers the variants)

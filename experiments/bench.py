@@ -1,0 +1,198 @@
+"""`meshlm bench train|compile`: training throughput, FLOP/s and MFU with compile time apart; compile time by depth.
+
+Every figure that is compared is measured in the same run with the contestants taking turns, so load from
+other processes falls on all of them alike; medians are reported.
+"""
+
+import json
+import os
+import statistics
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from meshlm.experiments import config as config_lib
+from meshlm.model import flops
+from meshlm.model.errors import ConfigError
+from meshlm.model.transformer import Transformer
+from meshlm.parallel.config import MeshConfig
+from meshlm.parallel.sharding import Partitioner, model_axes
+from meshlm.training import mfu
+from meshlm.training.optimizer import learning_rate_schedule, make_optimizer
+from meshlm.training.train_step import init_state, make_train_step
+
+BATCH = 12  # sequences per step unless --set train.batch_size=N: the CPU benchmark shape (cpu-small)
+FLOP_FORMULA = "6 x (n_layers x (4 d_model d_attn + {m} d_model d_mlp) + d_model vocab) + 6 x 2 x n_layers x seq_len x d_attn"
+
+
+def use_cpu_devices(n: int | None) -> None:
+    """One simulated CPU device per core unless a count was given (here, XLA_FLAGS or jax config): data
+    parallelism over them lets XLA's single-threaded loop fusions run on every core."""
+    if n is None:
+        if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "") or jax.config.jax_num_cpu_devices > 0:
+            return
+        n = len(os.sched_getaffinity(0))
+    try:
+        jax.config.update("jax_num_cpu_devices", n)
+    except RuntimeError:
+        raise ConfigError(f"--cpu-devices {n}: JAX is already initialised; set it before any JAX call") from None
+
+
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """Seconds of each call, the functions taking turns."""
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def matmul_probe(n: int = 1024, count: int = 4) -> tuple[Callable[[], object], float]:
+    """(a call of `count` n x n f32 matmuls, its FLOPs): the machine's practical peak, probed between steps."""
+    a_NN = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    matmul = jax.jit(lambda x: x @ x)
+    matmul(a_NN).block_until_ready()
+    return lambda: [matmul(a_NN).block_until_ready() for _ in range(count)], 2.0 * n**3 * count
+
+
+def data_parallel_devices(batch: int) -> list:
+    """The most local devices (of one kind) whose count divides the batch."""
+    devices = jax.devices()
+    n = max(d for d in range(1, len(devices) + 1) if batch % d == 0)
+    return devices[:n]
+
+
+def build_train_step(cfg: config_lib.Config, devices: list):
+    """(compiled step, state, batch, trace seconds, compile seconds) for a random batch, data parallel over `devices`."""
+    B, T = cfg.train.batch_size, cfg.seq_len
+    partitioner = Partitioner.build(MeshConfig(shape=f"data={len(devices)}"), devices)
+    optimizer = make_optimizer(cfg.train.optimizer, cfg.train.steps)
+    schedule = learning_rate_schedule(cfg.train.optimizer, cfg.train.steps)
+    model = Transformer(cfg.model, nnx.Rngs(cfg.train.seed))
+    graphdef = nnx.graphdef(model)
+    state = init_state(model, optimizer, cfg.train.seed)
+    state_sharding = partitioner.state_shardings(state, model_axes(cfg.model))
+    state = jax.device_put(state, state_sharding)
+    tokens = np.random.default_rng(cfg.train.seed).integers(0, cfg.model.vocab_size, (B, T + 1), dtype=np.int32)
+    batch_sharding = partitioner.batch_sharding(B, T)
+    batch = {k: jax.device_put(v, batch_sharding) for k, v in (("inputs", tokens[:, :-1]), ("targets", tokens[:, 1:]))}
+    step = make_train_step(graphdef, optimizer, schedule, cfg.train, cfg.model.dropout > 0, state_sharding, batch_sharding)
+    start = time.perf_counter()
+    with partitioner.activate():
+        lowered = step.lower(state, batch)
+    traced = time.perf_counter()
+    compiled = lowered.compile()
+    return compiled, state, batch, traced - start, time.perf_counter() - traced
+
+
+def bench_train(cfg: config_lib.Config, steps: int, warmup: int, against: list[str]) -> dict:
+    from meshlm.experiments import torch_gpt2  # torch itself is imported only when asked for
+
+    for name in against:
+        torch_gpt2.check(name, cfg.model)
+    B, T = cfg.train.batch_size, cfg.seq_len
+    devices = data_parallel_devices(B)
+    compiled, state, batch, trace_s, compile_s = build_train_step(cfg, devices)
+    holder = [state]
+
+    def meshlm_step():
+        holder[0], metrics = compiled(holder[0], batch)
+        jax.block_until_ready(metrics)
+
+    contestants = {"meshlm": meshlm_step}
+    for name in against:
+        contestants[name] = torch_gpt2.make_step(name, cfg.model, cfg.train.optimizer, B, T, cfg.train.seed)
+    on_cpu = devices[0].platform == "cpu"
+    if on_cpu:
+        contestants["matmul"], probe_flops = matmul_probe()
+    interleaved(contestants, warmup)
+    times = {k: statistics.median(v) for k, v in interleaved(contestants, steps).items()}
+
+    per_token = flops.flops_per_token(cfg.model, T)
+    step_flops = per_token.total * B * T
+    achieved = step_flops / times["meshlm"]
+    if on_cpu:
+        peak, peak_source = probe_flops / times["matmul"], f"measured f32 1024x1024 matmul, median of {steps} probes between the steps"
+    elif (chip := mfu.table_peak(devices[0].device_kind)) is not None:
+        peak, peak_source = chip * len(devices), f"{len(devices)} x {devices[0].device_kind} data sheet (bf16 dense)"
+    else:
+        peak, peak_source = mfu.measure_matmul_peak(), f"{devices[0].device_kind}: measured f32 1024x1024 matmul"
+    result = dict(
+        preset=cfg.preset, n_layers=cfg.model.n_layers, d_model=cfg.model.d_model, batch=B, seq_len=T, dtype=cfg.model.dtype,
+        attention=cfg.model.attention, remat=cfg.model.remat, devices=len(devices), device_kind=devices[0].device_kind,
+        steps=steps, trace_s=trace_s, compile_s=compile_s, step_s=times["meshlm"], tokens_per_s=B * T / times["meshlm"],
+        flops_per_token=per_token.total, flop_formula=FLOP_FORMULA.format(m=3 if cfg.model.mlp == "swiglu" else 2),
+        flops_per_step=step_flops, flops_per_s=achieved, peak_flops_per_s=peak, peak_source=peak_source, mfu=achieved / peak,
+        against={name: dict(step_s=times[name], tokens_per_s=B * T / times[name], ratio=times[name] / times["meshlm"]) for name in against},
+    )
+    if on_cpu:
+        result["matmul_flops_per_s"] = peak
+    return result
+
+
+def bench_compile(cfg: config_lib.Config, layers: list[int], repeats: int) -> dict:
+    """Seconds to lower and compile the train step at each depth (abstract inputs: nothing is allocated)."""
+
+    def compile_at(n_layers: int) -> Callable[[], object]:
+        c = config_lib.apply_overrides(cfg, [f"model.n_layers={n_layers}"])
+        optimizer = make_optimizer(c.train.optimizer, c.train.steps)
+        schedule = learning_rate_schedule(c.train.optimizer, c.train.steps)
+        abstract_model = nnx.eval_shape(lambda: Transformer(c.model, nnx.Rngs(0)))
+        state = jax.eval_shape(lambda: init_state(Transformer(c.model, nnx.Rngs(0)), optimizer, 0))
+        B, T = c.train.batch_size, c.seq_len
+        batch = {k: jax.ShapeDtypeStruct((B, T), jnp.int32) for k in ("inputs", "targets")}
+
+        def lower_and_compile():
+            # A fresh jit each time, so nothing is cached between repeats.
+            step = make_train_step(nnx.graphdef(abstract_model), optimizer, schedule, c.train, False)
+            return step.lower(state, batch).compile()
+
+        return lower_and_compile
+
+    times = interleaved({L: compile_at(L) for L in layers}, repeats)
+    seconds = {L: statistics.median(t) for L, t in times.items()}
+    return dict(preset=cfg.preset, d_model=cfg.model.d_model, repeats=repeats, compile_s={str(L): s for L, s in seconds.items()},
+                ratio=seconds[max(layers)] / seconds[min(layers)])
+
+
+def run(args) -> None:
+    use_cpu_devices(args.cpu_devices)
+    if args.bench == "decode":
+        from meshlm.experiments import bench_decode
+
+        return bench_decode.run(args)
+    cfg = config_lib.from_preset(args.preset, [f"train.batch_size={BATCH}"] + list(args.set)).validate()
+    if args.bench == "compile":
+        result = bench_compile(cfg, sorted(set(args.layers)), args.repeats)
+        print(json.dumps(result) if args.json else _compile_text(result))
+        return
+    result = bench_train(cfg, args.steps, args.warmup, args.against)
+    print(json.dumps(result) if args.json else _train_text(result))
+
+
+def _train_text(r: dict) -> str:
+    lines = [
+        f"meshlm bench train: {r['preset']}, {r['n_layers']} layers, d_model {r['d_model']}, batch {r['batch']} x {r['seq_len']} tokens, "
+        f"{r['dtype']}, attention {r['attention']}, remat {r['remat']}, {r['devices']} x {r['device_kind']} (data parallel)",
+        f"compile      {r['trace_s'] + r['compile_s']:.1f} s  (trace {r['trace_s']:.1f} s + XLA {r['compile_s']:.1f} s; not in the step time)",
+        f"step time    {r['step_s'] * 1e3:.0f} ms  (median of {r['steps']})",
+        f"tokens/s     {r['tokens_per_s']:,.0f}",
+        f"FLOPs/token  {r['flops_per_token'] / 1e6:.1f}M = {r['flop_formula']}",
+        f"FLOP/s       {r['flops_per_s'] / 1e9:.1f}G",
+        f"peak         {r['peak_flops_per_s'] / 1e9:.1f}G FLOP/s ({r['peak_source']})",
+        f"MFU          {r['mfu']:.3f} = FLOP/s / peak" + ("  (on CPU: the ratio to the in-run matmul rate)" if "matmul_flops_per_s" in r else ""),
+    ]
+    for name, ref in r["against"].items():
+        lines.append(f"{name:12s} {ref['tokens_per_s']:,.0f} tokens/s (step {ref['step_s'] * 1e3:.0f} ms); meshlm / {name} = {ref['ratio']:.2f}")
+    return "\n".join(lines)
+
+
+def _compile_text(r: dict) -> str:
+    parts = [f"{L} layers {s:.1f} s" for L, s in r["compile_s"].items()]
+    return f"meshlm bench compile: {r['preset']} (d_model {r['d_model']}), train step, median of {r['repeats']}: " + ", ".join(parts) + f"; deepest / shallowest = {r['ratio']:.2f}"
