@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test clean
+.PHONY: demo test test-torch clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -18,8 +18,13 @@ demo: $(STAMP)
 	$(VENV)/bin/meshlm train --preset tiny --run-dir runs/demo
 	$(VENV)/bin/meshlm generate --run-dir runs/demo --prompt "KING." --prompt "To be, or not to be" --max-new-tokens 48
 
+# The PyTorch comparisons need the optional torch extra (several GB from PyPI): they run in test-torch.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not torch"
+
+test-torch: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,torch]'
+	$(PY) -m pytest -q -m torch
 
 clean:
 	rm -rf $(VENV) runs

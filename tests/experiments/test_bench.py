@@ -44,8 +44,8 @@ def test_train_text_names_every_figure(capsys):
         assert label in out
 
 
+@pytest.mark.torch
 def test_against_torch_reports_both_and_the_ratio(capsys):
-    pytest.importorskip("transformers")
     r = _json(["bench", "train"] + SMALL + ["--steps", "1", "--warmup", "0", "--against", "hf-gpt2", "--against", "torch-gpt2"], capsys)
     for name in ("hf-gpt2", "torch-gpt2"):
         ref = r["against"][name]
@@ -53,9 +53,9 @@ def test_against_torch_reports_both_and_the_ratio(capsys):
         assert ref["ratio"] == pytest.approx(ref["step_s"] / r["step_s"])  # > 1: meshlm is faster
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("name", torch_gpt2.REFERENCES)
 def test_torch_references_train(name):
-    pytest.importorskip("transformers")
     cfg = config_lib.from_preset("tiny", ["model.n_layers=1", "model.d_model=32", "model.n_heads=2", "model.vocab_size=128"])
     step = torch_gpt2.make_step(name, cfg.model, cfg.train.optimizer, batch=2, seq_len=16)
     first = step()
