@@ -46,9 +46,11 @@ def test_causality_gradient_to_later_positions_is_exactly_zero(variant, base):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_equals_reference_plain_causal(variant):
-    q, k, v = _qkv()
-    mask = AttentionMask.causal(2, 9)
+@pytest.mark.parametrize("T", [9, 256], ids=["short", "long"])
+def test_equals_reference_plain_causal(variant, T):
+    # The long case reaches paths a variant may take only for long sequences (e.g. blocked's query blocks).
+    q, k, v = _qkv(T=T, S=T)
+    mask = AttentionMask.causal(2, T)
     want = attention.get("reference")(q, k, v, mask)
     got = attention.get(variant)(q, k, v, mask)
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
