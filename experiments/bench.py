@@ -8,7 +8,7 @@ import json
 import os
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -26,14 +26,19 @@ from meshlm.training.optimizer import learning_rate_schedule, make_optimizer
 from meshlm.training.train_step import init_state, make_train_step
 
 BATCH = 12  # sequences per step unless --set train.batch_size=N: the CPU benchmark shape (cpu-small)
-FLOP_FORMULA = "6 x (n_layers x (4 d_model d_attn + {m} d_model d_mlp) + d_model vocab) + 6 x 2 x n_layers x seq_len x d_attn"
+FLOP_FORMULA = (
+    "6 x (n_layers x (4 d_model d_attn + {m} d_model d_mlp) + d_model vocab) + 6 x 2 x n_layers x seq_len x d_attn"
+)
 
 
 def use_cpu_devices(n: int | None) -> None:
     """One simulated CPU device per core unless a count was given (here, XLA_FLAGS or jax config): data
     parallelism over them lets XLA's single-threaded loop fusions run on every core."""
     if n is None:
-        if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "") or jax.config.jax_num_cpu_devices > 0:
+        if (
+            "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
+            or jax.config.jax_num_cpu_devices > 0
+        ):
             return
         n = len(os.sched_getaffinity(0))
     try:
@@ -82,7 +87,9 @@ def build_train_step(cfg: config_lib.Config, devices: list):
     tokens = np.random.default_rng(cfg.train.seed).integers(0, cfg.model.vocab_size, (B, T + 1), dtype=np.int32)
     batch_sharding = partitioner.batch_sharding(B, T)
     batch = {k: jax.device_put(v, batch_sharding) for k, v in (("inputs", tokens[:, :-1]), ("targets", tokens[:, 1:]))}
-    step = make_train_step(graphdef, optimizer, schedule, cfg.train, cfg.model.dropout > 0, state_sharding, batch_sharding)
+    step = make_train_step(
+        graphdef, optimizer, schedule, cfg.train, cfg.model.dropout > 0, state_sharding, batch_sharding
+    )
     start = time.perf_counter()
     with partitioner.activate():
         lowered = step.lower(state, batch)
@@ -118,18 +125,41 @@ def bench_train(cfg: config_lib.Config, steps: int, warmup: int, against: list[s
     step_flops = per_token.total * B * T
     achieved = step_flops / times["meshlm"]
     if on_cpu:
-        peak, peak_source = probe_flops / times["matmul"], f"measured f32 1024x1024 matmul, median of {steps} probes between the steps"
+        peak, peak_source = (
+            probe_flops / times["matmul"],
+            f"measured f32 1024x1024 matmul, median of {steps} probes between the steps",
+        )
     elif (chip := mfu.table_peak(devices[0].device_kind)) is not None:
         peak, peak_source = chip * len(devices), f"{len(devices)} x {devices[0].device_kind} data sheet (bf16 dense)"
     else:
         peak, peak_source = mfu.measure_matmul_peak(), f"{devices[0].device_kind}: measured f32 1024x1024 matmul"
     result = dict(
-        preset=cfg.preset, n_layers=cfg.model.n_layers, d_model=cfg.model.d_model, batch=B, seq_len=T, dtype=cfg.model.dtype,
-        attention=cfg.model.attention, remat=cfg.model.remat, devices=len(devices), device_kind=devices[0].device_kind,
-        steps=steps, trace_s=trace_s, compile_s=compile_s, step_s=times["meshlm"], tokens_per_s=B * T / times["meshlm"],
-        flops_per_token=per_token.total, flop_formula=FLOP_FORMULA.format(m=3 if cfg.model.mlp == "swiglu" else 2),
-        flops_per_step=step_flops, flops_per_s=achieved, peak_flops_per_s=peak, peak_source=peak_source, mfu=achieved / peak,
-        against={name: dict(step_s=times[name], tokens_per_s=B * T / times[name], ratio=times[name] / times["meshlm"]) for name in against},
+        preset=cfg.preset,
+        n_layers=cfg.model.n_layers,
+        d_model=cfg.model.d_model,
+        batch=B,
+        seq_len=T,
+        dtype=cfg.model.dtype,
+        attention=cfg.model.attention,
+        remat=cfg.model.remat,
+        devices=len(devices),
+        device_kind=devices[0].device_kind,
+        steps=steps,
+        trace_s=trace_s,
+        compile_s=compile_s,
+        step_s=times["meshlm"],
+        tokens_per_s=B * T / times["meshlm"],
+        flops_per_token=per_token.total,
+        flop_formula=FLOP_FORMULA.format(m=3 if cfg.model.mlp == "swiglu" else 2),
+        flops_per_step=step_flops,
+        flops_per_s=achieved,
+        peak_flops_per_s=peak,
+        peak_source=peak_source,
+        mfu=achieved / peak,
+        against={
+            name: dict(step_s=times[name], tokens_per_s=B * T / times[name], ratio=times[name] / times["meshlm"])
+            for name in against
+        },
     )
     if on_cpu:
         result["matmul_flops_per_s"] = peak
@@ -157,8 +187,13 @@ def bench_compile(cfg: config_lib.Config, layers: list[int], repeats: int) -> di
 
     times = interleaved({L: compile_at(L) for L in layers}, repeats)
     seconds = {L: statistics.median(t) for L, t in times.items()}
-    return dict(preset=cfg.preset, d_model=cfg.model.d_model, repeats=repeats, compile_s={str(L): s for L, s in seconds.items()},
-                ratio=seconds[max(layers)] / seconds[min(layers)])
+    return dict(
+        preset=cfg.preset,
+        d_model=cfg.model.d_model,
+        repeats=repeats,
+        compile_s={str(L): s for L, s in seconds.items()},
+        ratio=seconds[max(layers)] / seconds[min(layers)],
+    )
 
 
 def run(args) -> None:
@@ -186,13 +221,20 @@ def _train_text(r: dict) -> str:
         f"FLOPs/token  {r['flops_per_token'] / 1e6:.1f}M = {r['flop_formula']}",
         f"FLOP/s       {r['flops_per_s'] / 1e9:.1f}G",
         f"peak         {r['peak_flops_per_s'] / 1e9:.1f}G FLOP/s ({r['peak_source']})",
-        f"MFU          {r['mfu']:.3f} = FLOP/s / peak" + ("  (on CPU: the ratio to the in-run matmul rate)" if "matmul_flops_per_s" in r else ""),
+        f"MFU          {r['mfu']:.3f} = FLOP/s / peak"
+        + ("  (on CPU: the ratio to the in-run matmul rate)" if "matmul_flops_per_s" in r else ""),
     ]
     for name, ref in r["against"].items():
-        lines.append(f"{name:12s} {ref['tokens_per_s']:,.0f} tokens/s (step {ref['step_s'] * 1e3:.0f} ms); meshlm / {name} = {ref['ratio']:.2f}")
+        lines.append(
+            f"{name:12s} {ref['tokens_per_s']:,.0f} tokens/s (step {ref['step_s'] * 1e3:.0f} ms); meshlm / {name} = {ref['ratio']:.2f}"
+        )
     return "\n".join(lines)
 
 
 def _compile_text(r: dict) -> str:
     parts = [f"{L} layers {s:.1f} s" for L, s in r["compile_s"].items()]
-    return f"meshlm bench compile: {r['preset']} (d_model {r['d_model']}), train step, median of {r['repeats']}: " + ", ".join(parts) + f"; deepest / shallowest = {r['ratio']:.2f}"
+    return (
+        f"meshlm bench compile: {r['preset']} (d_model {r['d_model']}), train step, median of {r['repeats']}: "
+        + ", ".join(parts)
+        + f"; deepest / shallowest = {r['ratio']:.2f}"
+    )

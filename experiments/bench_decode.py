@@ -36,7 +36,12 @@ def compile_cached(model: Transformer, prompts_BP: np.ndarray, n_new: int):
     """(compiled KV-cache generation of n_new greedy tokens: () -> tokens_BN, seconds to compile)."""
     graphdef, state = nnx.split(model)
     sampling = generate.SamplingConfig(max_new_tokens=n_new, temperature=0.0)
-    args = (prompts_BP, np.ones_like(prompts_BP), np.broadcast_to(np.arange(prompts_BP.shape[1], dtype=np.int32), prompts_BP.shape), jax.random.key(0))
+    args = (
+        prompts_BP,
+        np.ones_like(prompts_BP),
+        np.broadcast_to(np.arange(prompts_BP.shape[1], dtype=np.int32), prompts_BP.shape),
+        jax.random.key(0),
+    )
     start = time.perf_counter()
     compiled = generate._generate.lower(graphdef, state, *args, sampling).compile()
     seconds = time.perf_counter() - start
@@ -51,7 +56,9 @@ def compile_uncached(model: Transformer, prompts_BP: np.ndarray, n_new: int, win
     return lambda: np.asarray(compiled(state, prompts_BP)), seconds
 
 
-def bench_decode(cfg: config_lib.Config, batches: list[int], prompt_len: int, new_tokens: int, uncached_tokens: int, repeats: int) -> dict:
+def bench_decode(
+    cfg: config_lib.Config, batches: list[int], prompt_len: int, new_tokens: int, uncached_tokens: int, repeats: int
+) -> dict:
     """Per batch size: cached tokens/s over all new tokens; uncached tokens/s over its first few (every uncached
     step costs the same full-window forward, so its time for new_tokens is that per-token time x new_tokens)."""
     model = Transformer(cfg.model, nnx.Rngs(cfg.train.seed))
@@ -61,16 +68,34 @@ def bench_decode(cfg: config_lib.Config, batches: list[int], prompt_len: int, ne
         cached, cached_compile_s = compile_cached(model, prompts_BP, new_tokens)
         uncached, uncached_compile_s = compile_uncached(model, prompts_BP, uncached_tokens, prompt_len + new_tokens)
         same = bool(np.array_equal(cached()[:, :uncached_tokens], uncached()))
-        times = {k: statistics.median(v) for k, v in interleaved(dict(cached=cached, uncached=uncached), repeats).items()}
+        times = {
+            k: statistics.median(v) for k, v in interleaved(dict(cached=cached, uncached=uncached), repeats).items()
+        }
         uncached_total_s = times["uncached"] / uncached_tokens * new_tokens
-        rows.append(dict(
-            batch=B, cached_s=times["cached"], cached_tokens_per_s=B * new_tokens / times["cached"],
-            uncached_s_per_token=times["uncached"] / uncached_tokens, uncached_tokens_per_s=B * uncached_tokens / times["uncached"],
-            uncached_total_s=uncached_total_s, speedup=uncached_total_s / times["cached"], same_tokens=same,
-            cached_compile_s=cached_compile_s, uncached_compile_s=uncached_compile_s,
-        ))
-    return dict(preset=cfg.preset, n_ctx=cfg.model.n_ctx, prompt_len=prompt_len, new_tokens=new_tokens,
-                uncached_tokens=uncached_tokens, repeats=repeats, device_kind=jax.devices()[0].device_kind, rows=rows)
+        rows.append(
+            dict(
+                batch=B,
+                cached_s=times["cached"],
+                cached_tokens_per_s=B * new_tokens / times["cached"],
+                uncached_s_per_token=times["uncached"] / uncached_tokens,
+                uncached_tokens_per_s=B * uncached_tokens / times["uncached"],
+                uncached_total_s=uncached_total_s,
+                speedup=uncached_total_s / times["cached"],
+                same_tokens=same,
+                cached_compile_s=cached_compile_s,
+                uncached_compile_s=uncached_compile_s,
+            )
+        )
+    return dict(
+        preset=cfg.preset,
+        n_ctx=cfg.model.n_ctx,
+        prompt_len=prompt_len,
+        new_tokens=new_tokens,
+        uncached_tokens=uncached_tokens,
+        repeats=repeats,
+        device_kind=jax.devices()[0].device_kind,
+        rows=rows,
+    )
 
 
 def run(args) -> None:
@@ -84,9 +109,13 @@ def run(args) -> None:
     if args.json:
         print(json.dumps(result))
         return
-    print(f"meshlm bench decode: {result['preset']} (n_ctx {result['n_ctx']}), prompt {prompt_len} + {new} new tokens, greedy, "
-          f"{result['device_kind']}, median of {result['repeats']}")
+    print(
+        f"meshlm bench decode: {result['preset']} (n_ctx {result['n_ctx']}), prompt {prompt_len} + {new} new tokens, greedy, "
+        f"{result['device_kind']}, median of {result['repeats']}"
+    )
     for r in result["rows"]:
-        print(f"batch {r['batch']:3d}: KV cache {r['cached_tokens_per_s']:,.1f} tokens/s ({r['cached_s']:.2f} s for {new}); "
-              f"recompute {r['uncached_tokens_per_s']:,.2f} tokens/s ({r['uncached_total_s']:.1f} s for {new}, from {result['uncached_tokens']} steps); "
-              f"speedup {r['speedup']:.1f}x; same tokens: {r['same_tokens']}; compile {r['cached_compile_s']:.1f} s / {r['uncached_compile_s']:.1f} s")
+        print(
+            f"batch {r['batch']:3d}: KV cache {r['cached_tokens_per_s']:,.1f} tokens/s ({r['cached_s']:.2f} s for {new}); "
+            f"recompute {r['uncached_tokens_per_s']:,.2f} tokens/s ({r['uncached_total_s']:.1f} s for {new}, from {result['uncached_tokens']} steps); "
+            f"speedup {r['speedup']:.1f}x; same tokens: {r['same_tokens']}; compile {r['cached_compile_s']:.1f} s / {r['uncached_compile_s']:.1f} s"
+        )

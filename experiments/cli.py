@@ -21,86 +21,152 @@ Run `meshlm COMMAND --help` for the options of one command."""
 
 
 def _add_config_args(p: argparse.ArgumentParser, preset_required: bool = True) -> None:
-    p.add_argument("--preset", required=preset_required, metavar="NAME", help="model preset (meshlm info --list shows them)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override one config field (repeatable)")
+    p.add_argument(
+        "--preset", required=preset_required, metavar="NAME", help="model preset (meshlm info --list shows them)"
+    )
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override one config field (repeatable)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="meshlm", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="meshlm", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("info", help="resolved config, parameter counts, FLOPs per token",
-                       description="Print a preset's resolved config, its parameter counts (total and non-embedding, "
-                       "computed from shapes with nothing allocated) and its training FLOPs per token with the formula used.")
+    p = sub.add_parser(
+        "info",
+        help="resolved config, parameter counts, FLOPs per token",
+        description="Print a preset's resolved config, its parameter counts (total and non-embedding, "
+        "computed from shapes with nothing allocated) and its training FLOPs per token with the formula used.",
+    )
     p.add_argument("--preset", metavar="NAME", help="model preset, e.g. gpt3-175b, gpt3-small, tiny")
-    p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override one config field (repeatable)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override one config field (repeatable)"
+    )
     p.add_argument("--list", action="store_true", help="list the presets and their sizes")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
-    p = sub.add_parser("generate", help="sample text",
-                       description="Sample continuations of one or more prompts with a KV cache. With --run-dir the trained "
-                       "model and its tokenizer are loaded; with --preset a randomly initialised model reads and writes UTF-8 bytes.")
+    p = sub.add_parser(
+        "generate",
+        help="sample text",
+        description="Sample continuations of one or more prompts with a KV cache. With --run-dir the trained "
+        "model and its tokenizer are loaded; with --preset a randomly initialised model reads and writes UTF-8 bytes.",
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run-dir", metavar="DIR", help="a directory written by meshlm train")
     src.add_argument("--preset", metavar="NAME", help="a preset, randomly initialised (for trying the machinery)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override one config field (with --preset)")
-    p.add_argument("--prompt", action="append", default=[], metavar="TEXT", help="a prompt (repeat for a batch); default: one empty-context prompt")
-    p.add_argument("--max-new-tokens", type=int, default=64, metavar="N", help="tokens to generate per prompt (default 64)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override one config field (with --preset)"
+    )
+    p.add_argument(
+        "--prompt",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="a prompt (repeat for a batch); default: one empty-context prompt",
+    )
+    p.add_argument(
+        "--max-new-tokens", type=int, default=64, metavar="N", help="tokens to generate per prompt (default 64)"
+    )
     p.add_argument("--temperature", type=float, default=0.8, metavar="T", help="0 = greedy (default 0.8)")
     p.add_argument("--top-k", type=int, default=0, metavar="K", help="sample among the K most likely tokens (0 = all)")
     p.add_argument("--top-p", type=float, default=1.0, metavar="P", help="nucleus sampling mass (1 = off)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--no-stop", action="store_true", help="do not stop at the end-of-document token")
 
-    p = sub.add_parser("train", help="train a model; resumes a run directory",
-                       description="Train a preset on text. The run directory receives config.json, tokenizer.model, "
-                       "metrics.jsonl, TensorBoard events and orbax checkpoints; running the same command again resumes "
-                       "from the latest complete checkpoint.")
+    p = sub.add_parser(
+        "train",
+        help="train a model; resumes a run directory",
+        description="Train a preset on text. The run directory receives config.json, tokenizer.model, "
+        "metrics.jsonl, TensorBoard events and orbax checkpoints; running the same command again resumes "
+        "from the latest complete checkpoint.",
+    )
     _add_config_args(p, preset_required=False)
     p.add_argument("--run-dir", required=True, metavar="DIR", help="where the run lives (created if missing)")
     p.add_argument("--data", metavar="SPEC", help="shakespeare (default, embedded) | tfds:NAME[/CONFIG] | text:GLOB")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
-    p.add_argument("--mesh", metavar="SPEC", help="device mesh, e.g. data=2,fsdp=2,tensor=2 (one axis may be -1); sets mesh.shape")
-    p.add_argument("--coordinator", metavar="HOST:PORT", help="multi-process: process 0's address, or auto on a TPU slice/SLURM (env MESHLM_COORDINATOR)")
+    p.add_argument(
+        "--mesh", metavar="SPEC", help="device mesh, e.g. data=2,fsdp=2,tensor=2 (one axis may be -1); sets mesh.shape"
+    )
+    p.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help="multi-process: process 0's address, or auto on a TPU slice/SLURM (env MESHLM_COORDINATOR)",
+    )
     p.add_argument("--num-processes", type=int, metavar="N", help="multi-process: how many (env MESHLM_NUM_PROCESSES)")
-    p.add_argument("--process-id", type=int, metavar="I", help="multi-process: this one's index, 0 first (env MESHLM_PROCESS_ID)")
-    p.add_argument("--cpu-devices", type=int, metavar="N", help="simulated CPU devices in this process (env MESHLM_CPU_DEVICES)")
+    p.add_argument(
+        "--process-id", type=int, metavar="I", help="multi-process: this one's index, 0 first (env MESHLM_PROCESS_ID)"
+    )
+    p.add_argument(
+        "--cpu-devices", type=int, metavar="N", help="simulated CPU devices in this process (env MESHLM_CPU_DEVICES)"
+    )
 
-    p = sub.add_parser("plan", help="per-device memory, FLOPs, step time on a mesh",
-                       description="Per-device memory (parameters, gradients, optimizer state, activations under the remat "
-                       "policy), FLOPs per step and step time at a stated MFU, from shapes alone. When --chips is small "
-                       "enough to simulate on CPU, XLA's memory analysis of the real train step is printed too "
-                       "(compiled ahead of time from abstract shapes; nothing is allocated). See docs/parallelism.md.")
+    p = sub.add_parser(
+        "plan",
+        help="per-device memory, FLOPs, step time on a mesh",
+        description="Per-device memory (parameters, gradients, optimizer state, activations under the remat "
+        "policy), FLOPs per step and step time at a stated MFU, from shapes alone. When --chips is small "
+        "enough to simulate on CPU, XLA's memory analysis of the real train step is printed too "
+        "(compiled ahead of time from abstract shapes; nothing is allocated). See docs/parallelism.md.",
+    )
     _add_config_args(p)
     p.add_argument("--mesh", required=True, metavar="SPEC", help="e.g. fsdp=-1 or data=2,fsdp=2,tensor=2")
-    p.add_argument("--device", required=True, metavar="KIND", help="tpu-v4, tpu-v5e, tpu-v5p, tpu-v6e, a100, h100, h200")
-    p.add_argument("--chips", type=int, metavar="N", help="devices in the mesh (default: the product of the mesh's sizes)")
+    p.add_argument(
+        "--device", required=True, metavar="KIND", help="tpu-v4, tpu-v5e, tpu-v5p, tpu-v6e, a100, h100, h200"
+    )
+    p.add_argument(
+        "--chips", type=int, metavar="N", help="devices in the mesh (default: the product of the mesh's sizes)"
+    )
     p.add_argument("--batch", type=int, metavar="B", help="global batch in sequences (default train.batch_size)")
     p.add_argument("--seq-len", type=int, metavar="T", help="tokens per sequence (default model.n_ctx)")
-    p.add_argument("--micro-batches", type=int, metavar="M", help="gradient accumulation steps (default train.micro_batches)")
-    p.add_argument("--remat", metavar="POLICY", help="none | full | dots_saveable | dots_with_no_batch_dims_saveable (sets model.remat)")
-    p.add_argument("--mfu", type=float, default=0.4, help="model FLOP utilisation assumed for the step time (default 0.4)")
-    p.add_argument("--xla", choices=("auto", "on", "off"), default="auto",
-                   help="XLA's memory analysis on a simulated CPU mesh (auto: when --chips <= 8)")
+    p.add_argument(
+        "--micro-batches", type=int, metavar="M", help="gradient accumulation steps (default train.micro_batches)"
+    )
+    p.add_argument(
+        "--remat",
+        metavar="POLICY",
+        help="none | full | dots_saveable | dots_with_no_batch_dims_saveable (sets model.remat)",
+    )
+    p.add_argument(
+        "--mfu", type=float, default=0.4, help="model FLOP utilisation assumed for the step time (default 0.4)"
+    )
+    p.add_argument(
+        "--xla",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="XLA's memory analysis on a simulated CPU mesh (auto: when --chips <= 8)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
-    p = sub.add_parser("bench", help="training/decoding speed, MFU, compile time",
-                       description="Benchmarks on random data. Contestants take turns in one run and medians are reported; "
-                       "compile time is reported apart. On CPU, one simulated device per core (data parallel) unless "
-                       "--cpu-devices or XLA_FLAGS says otherwise. See docs/performance.md.")
+    p = sub.add_parser(
+        "bench",
+        help="training/decoding speed, MFU, compile time",
+        description="Benchmarks on random data. Contestants take turns in one run and medians are reported; "
+        "compile time is reported apart. On CPU, one simulated device per core (data parallel) unless "
+        "--cpu-devices or XLA_FLAGS says otherwise. See docs/performance.md.",
+    )
     kinds = p.add_subparsers(dest="bench", metavar="KIND", required=True)
     k = kinds.add_parser("train", help="train-step tokens/s, FLOP/s, MFU; --against PyTorch GPT-2")
     _add_config_args(k)
     k.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
     k.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
-    k.add_argument("--against", action="append", default=[], choices=("hf-gpt2", "torch-gpt2"),
-                   help="also time a PyTorch GPT-2 of the same shape (repeatable; needs pip install 'meshlm[torch]')")
+    k.add_argument(
+        "--against",
+        action="append",
+        default=[],
+        choices=("hf-gpt2", "torch-gpt2"),
+        help="also time a PyTorch GPT-2 of the same shape (repeatable; needs pip install 'meshlm[torch]')",
+    )
     k = kinds.add_parser("decode", help="KV-cache generation against recomputing the sequence")
     _add_config_args(k)
     k.add_argument("--batch", type=int, action="append", help="batch size (repeatable; default 1 and 16)")
     k.add_argument("--prompt-len", type=int, default=16, help="prompt tokens (default 16)")
     k.add_argument("--new-tokens", type=int, default=512, help="tokens to generate (default 512)")
-    k.add_argument("--uncached-tokens", type=int, default=4, help="uncached steps timed; each costs the same (default 4)")
+    k.add_argument(
+        "--uncached-tokens", type=int, default=4, help="uncached steps timed; each costs the same (default 4)"
+    )
     k.add_argument("--repeats", type=int, default=3, help="timed repeats (default 3)")
     k = kinds.add_parser("compile", help="train-step compile time at several depths")
     _add_config_args(k)

@@ -30,15 +30,27 @@ class Config:
         self.model.validate()
         t = self.train
         if self.seq_len > self.model.n_ctx:
-            raise ConfigError(f"train.seq_len={self.seq_len} exceeds model.n_ctx={self.model.n_ctx}; lower train.seq_len or raise model.n_ctx")
+            raise ConfigError(
+                f"train.seq_len={self.seq_len} exceeds model.n_ctx={self.model.n_ctx}; lower train.seq_len or raise model.n_ctx"
+            )
         if t.batch_size % t.micro_batches:
-            raise ConfigError(f"train.micro_batches={t.micro_batches} does not divide train.batch_size={t.batch_size}; pick a divisor")
+            raise ConfigError(
+                f"train.micro_batches={t.micro_batches} does not divide train.batch_size={t.batch_size}; pick a divisor"
+            )
         if self.data.vocab_size > self.model.vocab_size:
             raise ConfigError(
                 f"data.vocab_size={self.data.vocab_size} exceeds model.vocab_size={self.model.vocab_size}; "
                 f"set --set model.vocab_size={-(-self.data.vocab_size // 128) * 128}"
             )
-        for name in ("steps", "batch_size", "micro_batches", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
+        for name in (
+            "steps",
+            "batch_size",
+            "micro_batches",
+            "log_every",
+            "eval_every",
+            "checkpoint_every",
+            "keep_checkpoints",
+        ):
             if getattr(t, name) <= 0:
                 raise ConfigError(f"train.{name}={getattr(t, name)} must be positive")
         return self
@@ -46,7 +58,13 @@ class Config:
 
 # Training defaults that make the small presets finish in minutes on 2 CPU cores (`make demo`).
 _CPU_TRAIN = TrainConfig(
-    steps=300, batch_size=16, seq_len=128, log_every=25, eval_every=50, eval_batches=8, checkpoint_every=100,
+    steps=300,
+    batch_size=16,
+    seq_len=128,
+    log_every=25,
+    eval_every=50,
+    eval_batches=8,
+    checkpoint_every=100,
     optimizer=OptimizerConfig(peak_lr=3e-3, warmup_steps=30),
 )
 PRESET_TRAIN = {"tiny": _CPU_TRAIN, "tiny-modern": _CPU_TRAIN}
@@ -79,7 +97,9 @@ def _replace_path(node: Any, keys: list[str], value: str, full: str) -> Any:
             raise ConfigError(f"unknown config key {full!r}: {keys[0]} is a value, not a section")
         return dataclasses.replace(node, **{keys[0]: _replace_path(child, keys[1:], value, full)})
     if dataclasses.is_dataclass(hint):
-        raise ConfigError(f"config key {full!r} is a section; set one of its fields, e.g. {full}.{dataclasses.fields(hint)[0].name}=...")
+        raise ConfigError(
+            f"config key {full!r} is a section; set one of its fields, e.g. {full}.{dataclasses.fields(hint)[0].name}=..."
+        )
     return dataclasses.replace(node, **{keys[0]: _parse(value, hint, full)})
 
 

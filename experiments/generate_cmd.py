@@ -29,13 +29,20 @@ def run(args) -> None:
     else:
         cfg = config_lib.from_preset(args.preset, args.set).validate()
         if cfg.model.vocab_size < 256:
-            raise ConfigError(f"a random preset reads UTF-8 bytes and needs model.vocab_size >= 256, got {cfg.model.vocab_size}")
+            raise ConfigError(
+                f"a random preset reads UTF-8 bytes and needs model.vocab_size >= 256, got {cfg.model.vocab_size}"
+            )
         model, codec = Transformer(cfg.model, nnx.Rngs(cfg.train.seed)), ByteCodec()
     prompts = args.prompt or [""]
     ids = [[codec.eos_id] + codec.encode(p) for p in prompts]  # EOS opens every document in training
     sampling = SamplingConfig(
-        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-        stop_tokens=() if args.no_stop else (codec.eos_id,), seed=args.seed, vocab_limit=codec.vocab_size,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        stop_tokens=() if args.no_stop else (codec.eos_id,),
+        seed=args.seed,
+        vocab_limit=codec.vocab_size,
     )
     for prompt, new in zip(prompts, generate(model, ids, sampling)):
         print(f"--- prompt: {prompt!r}")

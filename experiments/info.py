@@ -10,7 +10,9 @@ def run(args) -> None:
     if args.list:
         for name, cfg in presets.PRESETS.items():
             n = flops.count_params(cfg).total
-            print(f"{name:14s} {n / 1e9:8.3f}B params  layers={cfg.n_layers:<3d} d_model={cfg.d_model:<6d} heads={cfg.n_heads}")
+            print(
+                f"{name:14s} {n / 1e9:8.3f}B params  layers={cfg.n_layers:<3d} d_model={cfg.d_model:<6d} heads={cfg.n_heads}"
+            )
         return
     cfg = config_lib.from_preset(args.preset, args.set).validate()
     m = cfg.model
@@ -18,17 +20,36 @@ def run(args) -> None:
     per_token = flops.flops_per_token(m, cfg.seq_len)
     paper = presets.paper_params(args.preset)
     if args.json:
-        print(json.dumps(dict(config=config_lib.to_dict(cfg), params_total=count.total, params_non_embedding=count.non_embedding,
-                              flops_per_token=per_token.total, flops_matmul=per_token.matmul, flops_attention=per_token.attention)))
+        print(
+            json.dumps(
+                dict(
+                    config=config_lib.to_dict(cfg),
+                    params_total=count.total,
+                    params_non_embedding=count.non_embedding,
+                    flops_per_token=per_token.total,
+                    flops_matmul=per_token.matmul,
+                    flops_attention=per_token.attention,
+                )
+            )
+        )
         return
     print(f"preset {args.preset}")
     print(json.dumps(config_lib.to_dict(cfg)["model"], indent=2))
-    print(f"parameters       {count.total:>18,d}  ({_human(count.total)})" + (f"  paper: {_human(paper)}, ratio {count.total / paper:.3f}" if paper else ""))
-    print(f"  embedding      {count.embedding:>18,d}  (token table{' + positions' if m.position == 'learned' else ''}; the tied head reuses the table)")
+    print(
+        f"parameters       {count.total:>18,d}  ({_human(count.total)})"
+        + (f"  paper: {_human(paper)}, ratio {count.total / paper:.3f}" if paper else "")
+    )
+    print(
+        f"  embedding      {count.embedding:>18,d}  (token table{' + positions' if m.position == 'learned' else ''}; the tied head reuses the table)"
+    )
     print(f"  non-embedding  {count.non_embedding:>18,d}")
     print(f"training FLOPs per token at seq_len {cfg.seq_len}: {per_token.total:.4g}")
-    print(f"  matmuls        {per_token.matmul:.4g}  = 6 x (n_layers x (4 d_model d_attn + {3 if m.mlp == 'swiglu' else 2} d_model d_mlp) + d_model vocab)")
-    print(f"  attention      {per_token.attention:.4g}  = 6 x 2 x n_layers x seq_len x d_attn  (QK^T and AV, unmasked square)")
+    print(
+        f"  matmuls        {per_token.matmul:.4g}  = 6 x (n_layers x (4 d_model d_attn + {3 if m.mlp == 'swiglu' else 2} d_model d_mlp) + d_model vocab)"
+    )
+    print(
+        f"  attention      {per_token.attention:.4g}  = 6 x 2 x n_layers x seq_len x d_attn  (QK^T and AV, unmasked square)"
+    )
 
 
 def _human(n: float) -> str:

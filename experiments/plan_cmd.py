@@ -17,13 +17,20 @@ def run(args) -> None:
     from meshlm.parallel import planner
     from meshlm.parallel.checks import check_mesh
 
-    flags = {"train.batch_size": args.batch, "train.seq_len": args.seq_len, "train.micro_batches": args.micro_batches, "model.remat": args.remat}
+    flags = {
+        "train.batch_size": args.batch,
+        "train.seq_len": args.seq_len,
+        "train.micro_batches": args.micro_batches,
+        "model.remat": args.remat,
+    }
     overrides = list(args.set) + [f"mesh.shape={args.mesh}"] + [f"{k}={v}" for k, v in flags.items() if v is not None]
     cfg = config_lib.from_preset(args.preset, overrides)
     chips = args.chips or cfg.mesh.fixed_devices
     sizes = cfg.mesh.axis_sizes(chips)
     if math.prod(sizes.values()) != chips:
-        raise ConfigError(f"mesh {args.mesh!r} uses {math.prod(sizes.values())} of the {chips} chips; use -1 for one axis or change --chips")
+        raise ConfigError(
+            f"mesh {args.mesh!r} uses {math.prod(sizes.values())} of the {chips} chips; use -1 for one axis or change --chips"
+        )
     if args.batch is None:  # the config's batch, raised to one sequence per data-parallel device if smaller
         dp = sizes["data"] * sizes["fsdp"] * cfg.train.micro_batches
         cfg = config_lib.apply_overrides(cfg, [f"train.batch_size={-(-cfg.train.batch_size // dp) * dp}"])
@@ -31,12 +38,18 @@ def run(args) -> None:
     check_mesh(sizes, cfg.mesh.sequence_parallel, cfg.model, cfg.train.batch_size, cfg.train.micro_batches, cfg.seq_len)
     p = planner.plan(cfg.model, cfg.train, cfg.mesh, chips, args.device, args.mfu)
     if p.peak_flops is None or p.hbm is None:
-        raise ConfigError(f"unknown device {args.device!r}; use one of tpu-v4, tpu-v5e, tpu-v5p, tpu-v6e, a100, h100, h200")
+        raise ConfigError(
+            f"unknown device {args.device!r}; use one of tpu-v4, tpu-v5e, tpu-v5p, tpu-v6e, a100, h100, h200"
+        )
     xla = None
     if args.xla == "on" or (args.xla == "auto" and chips <= MAX_SIMULATED):
         xla = planner.xla_memory(cfg.model, cfg.train, cfg.mesh, _cpu_devices(jax, chips))
     if args.json:
-        print(json.dumps({**dataclasses.asdict(p), "preset": args.preset, "total": p.total, "step_time": p.step_time, "xla": xla}))
+        print(
+            json.dumps(
+                {**dataclasses.asdict(p), "preset": args.preset, "total": p.total, "step_time": p.step_time, "xla": xla}
+            )
+        )
     else:
         print(_text(args.preset, cfg, p, xla))
 
@@ -48,7 +61,9 @@ def _cpu_devices(jax, n: int) -> list:
         pass
     devices = jax.devices("cpu")
     if len(devices) < n:
-        raise ConfigError(f"XLA's analysis needs {n} CPU devices but this process has {len(devices)}; run meshlm plan in a fresh process or pass --xla off")
+        raise ConfigError(
+            f"XLA's analysis needs {n} CPU devices but this process has {len(devices)}; run meshlm plan in a fresh process or pass --xla off"
+        )
     return devices[:n]
 
 
@@ -59,7 +74,11 @@ def _text(preset: str, cfg, p, xla: dict | None) -> str:
         ("parameters", p.params, f"{m.param_dtype}, sharded by the rules"),
         ("gradients", p.grads, "like the parameters"),
         ("optimizer state", p.optimizer, "AdamW mu and nu, like the parameters"),
-        ("activations", p.activations, f"remat {p.remat}, {t.batch_size // t.micro_batches // (p.mesh['data'] * p.mesh['fsdp'])} sequence(s) per device per micro-batch, {m.dtype}"),
+        (
+            "activations",
+            p.activations,
+            f"remat {p.remat}, {t.batch_size // t.micro_batches // (p.mesh['data'] * p.mesh['fsdp'])} sequence(s) per device per micro-batch, {m.dtype}",
+        ),
         ("gathered weights", p.gathered, "FSDP: one layer all-gathered, forward and backward"),
     ]
     verdict = "fits" if p.total <= p.hbm else "does NOT fit"

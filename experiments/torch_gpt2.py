@@ -6,7 +6,7 @@ like meshlm. torch is imported only when a reference is asked for.
 """
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 from meshlm.model.config import ModelConfig
 from meshlm.model.errors import ConfigError
@@ -29,11 +29,15 @@ def check(name: str, cfg: ModelConfig) -> None:
         raise ConfigError(f"unknown reference {name!r}; choose one of: {', '.join(REFERENCES)}")
     wrong = {k: getattr(cfg, k) for k, v in GPT2_SHAPE.items() if getattr(cfg, k) != v}
     if wrong or cfg.dtype != "float32" or cfg.dropout:
-        raise ConfigError(f"--against {name} compares GPT-2-shaped f32 models without dropout; this config has {wrong or 'dtype/dropout set'}")
+        raise ConfigError(
+            f"--against {name} compares GPT-2-shaped f32 models without dropout; this config has {wrong or 'dtype/dropout set'}"
+        )
     _torch()
 
 
-def make_step(name: str, cfg: ModelConfig, opt: OptimizerConfig, batch: int, seq_len: int, seed: int = 0) -> Callable[[], float]:
+def make_step(
+    name: str, cfg: ModelConfig, opt: OptimizerConfig, batch: int, seq_len: int, seed: int = 0
+) -> Callable[[], float]:
     """A function that runs one training step on a fixed random batch and returns its loss."""
     check(name, cfg)
     torch = _torch()
@@ -43,7 +47,9 @@ def make_step(name: str, cfg: ModelConfig, opt: OptimizerConfig, batch: int, seq
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW(
         [dict(params=decay, weight_decay=opt.weight_decay), dict(params=no_decay, weight_decay=0.0)],
-        lr=opt.peak_lr, betas=(opt.b1, opt.b2), eps=opt.eps,
+        lr=opt.peak_lr,
+        betas=(opt.b1, opt.b2),
+        eps=opt.eps,
     )
     tokens = torch.randint(0, cfg.vocab_size, (batch, seq_len + 1), generator=torch.Generator().manual_seed(seed))
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
@@ -67,9 +73,21 @@ def _hf_model(torch, cfg: ModelConfig):
     except ImportError:
         raise ConfigError("--against hf-gpt2 needs Hugging Face transformers: pip install 'meshlm[torch]'") from None
     hf_cfg = GPT2Config(
-        vocab_size=cfg.vocab_size, n_positions=cfg.n_ctx, n_embd=cfg.d_model, n_layer=cfg.n_layers, n_head=cfg.n_heads,
-        n_inner=cfg.mlp_dim, activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-        layer_norm_epsilon=cfg.norm_eps, bos_token_id=0, eos_token_id=0, use_cache=False, attn_implementation="sdpa",
+        vocab_size=cfg.vocab_size,
+        n_positions=cfg.n_ctx,
+        n_embd=cfg.d_model,
+        n_layer=cfg.n_layers,
+        n_head=cfg.n_heads,
+        n_inner=cfg.mlp_dim,
+        activation_function="gelu_new",
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        layer_norm_epsilon=cfg.norm_eps,
+        bos_token_id=0,
+        eos_token_id=0,
+        use_cache=False,
+        attn_implementation="sdpa",
     )
     model = GPT2LMHeadModel(hf_cfg).train()
     return model, lambda inputs: model(input_ids=inputs).logits
@@ -100,7 +118,11 @@ def _plain_model(torch, cfg: ModelConfig):
             self.blocks, self.ln_f = nn.ModuleList(Block() for _ in range(L)), nn.LayerNorm(D, eps=cfg.norm_eps)
             for name, p in self.named_parameters():
                 if p.dim() >= 2:
-                    std = cfg.init_std / math.sqrt(2 * L) if name.endswith(("proj.weight", "out.weight")) else cfg.init_std
+                    std = (
+                        cfg.init_std / math.sqrt(2 * L)
+                        if name.endswith(("proj.weight", "out.weight"))
+                        else cfg.init_std
+                    )
                     nn.init.normal_(p, 0.0, std)
                 elif name.endswith("bias"):
                     nn.init.zeros_(p)

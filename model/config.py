@@ -56,7 +56,9 @@ class ModelConfig:
             ("remat", self.remat, REMATS),
         ):
             if value not in allowed:
-                raise ConfigError(f"model.{name}={value!r} is not one of {', '.join(allowed)}; set --set model.{name}=<one of them>")
+                raise ConfigError(
+                    f"model.{name}={value!r} is not one of {', '.join(allowed)}; set --set model.{name}=<one of them>"
+                )
         attention.get(self.attention)
         for name in ("vocab_size", "n_ctx", "n_layers", "d_model", "n_heads"):
             if getattr(self, name) <= 0:
@@ -67,7 +69,9 @@ class ModelConfig:
                 f"choose n_heads dividing {self.d_model} or set model.d_head explicitly"
             )
         if self.position == "rotary" and self.head_dim % 2:
-            raise ConfigError(f"rotary positions need an even head dim, got {self.head_dim}; change model.d_head or model.n_heads")
+            raise ConfigError(
+                f"rotary positions need an even head dim, got {self.head_dim}; change model.d_head or model.n_heads"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout={self.dropout} must be in [0, 1)")
         return self

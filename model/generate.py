@@ -102,6 +102,14 @@ def _generate(graphdef, state, tokens_BP, segment_BP, positions_BP, key, cfg: Sa
         logits_B1V, cache = model(token_B[:, None], positions_B1, jnp.ones((B, 1), jnp.int32), cache)
         return step + 1, cache, logits_B1V[:, 0], key, out_BN, done_B, n_B
 
-    carry = (0, cache, logits_BTV[:, -1], key, jnp.zeros((B, N), jnp.int32), jnp.zeros((B,), bool), jnp.zeros((B,), jnp.int32))
+    carry = (
+        0,
+        cache,
+        logits_BTV[:, -1],
+        key,
+        jnp.zeros((B, N), jnp.int32),
+        jnp.zeros((B,), bool),
+        jnp.zeros((B,), jnp.int32),
+    )
     _, _, _, _, out_BN, _, n_B = jax.lax.while_loop(not_finished, step_fn, carry)
     return out_BN, n_B

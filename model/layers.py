@@ -11,7 +11,9 @@ from meshlm.model.attention import AttentionMask
 from meshlm.model.config import ModelConfig
 
 
-def param(rngs: nnx.Rngs, shape: tuple[int, ...], axes: tuple[str | None, ...], cfg: ModelConfig, std: float | None = None) -> nnx.Param:
+def param(
+    rngs: nnx.Rngs, shape: tuple[int, ...], axes: tuple[str | None, ...], cfg: ModelConfig, std: float | None = None
+) -> nnx.Param:
     """A weight drawn from N(0, std) (GPT-2/3 init); std=None gives zeros (biases)."""
     dtype = jnp.dtype(cfg.param_dtype)
     value = jnp.zeros(shape, dtype) if std is None else std * jax.random.normal(rngs.params(), shape, dtype)
@@ -93,8 +95,12 @@ class SelfAttention(nnx.Module):
             k_BTHK = rotary(k_BTHK, positions_BT, self.cfg.rope_theta)
         if kv_cache is not None:
             k_cache_BSHK, v_cache_BSHK = kv_cache
-            k_BTHK = jax.lax.dynamic_update_slice_in_dim(k_cache_BSHK, k_BTHK.astype(k_cache_BSHK.dtype), cache_index, axis=1)
-            v_BTHK = jax.lax.dynamic_update_slice_in_dim(v_cache_BSHK, v_BTHK.astype(v_cache_BSHK.dtype), cache_index, axis=1)
+            k_BTHK = jax.lax.dynamic_update_slice_in_dim(
+                k_cache_BSHK, k_BTHK.astype(k_cache_BSHK.dtype), cache_index, axis=1
+            )
+            v_BTHK = jax.lax.dynamic_update_slice_in_dim(
+                v_cache_BSHK, v_BTHK.astype(v_cache_BSHK.dtype), cache_index, axis=1
+            )
             kv_cache = (k_BTHK, v_BTHK)
         out_BTHK = self.attend(q_BTHK, k_BTHK.astype(dtype), v_BTHK.astype(dtype), mask)
         out_BTD = jnp.einsum("bthk,hkd->btd", out_BTHK, self.w_out[...].astype(dtype))

@@ -27,11 +27,22 @@ PRESETS.update(
         # Minutes on 2 CPU cores: the demo and the tests.
         "tiny": ModelConfig(vocab_size=4096, n_ctx=256, n_layers=4, d_model=128, n_heads=4),
         "tiny-modern": ModelConfig(
-            vocab_size=4096, n_ctx=256, n_layers=4, d_model=128, n_heads=4,
-            norm="rmsnorm", position="rotary", mlp="swiglu", bias=False, tie_embeddings=False, qk_norm=True,
+            vocab_size=4096,
+            n_ctx=256,
+            n_layers=4,
+            d_model=128,
+            n_heads=4,
+            norm="rmsnorm",
+            position="rotary",
+            mlp="swiglu",
+            bias=False,
+            tie_embeddings=False,
+            qk_norm=True,
         ),
         # The CPU benchmark shape, with the attention and remat measured fastest on 2 cores (docs/performance.md).
-        "cpu-small": ModelConfig(vocab_size=8192, n_ctx=256, n_layers=6, d_model=384, n_heads=6, attention="blocked", remat="dots_saveable"),
+        "cpu-small": ModelConfig(
+            vocab_size=8192, n_ctx=256, n_layers=6, d_model=384, n_heads=6, attention="blocked", remat="dots_saveable"
+        ),
     }
 )
 

@@ -11,7 +11,9 @@ from meshlm.model.errors import ConfigError
 from meshlm.model.transformer import Transformer
 
 
-def score(model: Transformer, contexts: list[list[int]], continuations: list[list[int]], length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def score(
+    model: Transformer, contexts: list[list[int]], continuations: list[list[int]], length: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Per pair: the summed log-probability of the continuation tokens given the context, and whether every
     continuation token was the greedy choice (lm-evaluation-harness's `is_greedy`). Rows are right-padded to
     `length` (default: the longest pair) so one compiled function serves many batches."""
@@ -20,9 +22,15 @@ def score(model: Transformer, contexts: list[list[int]], continuations: list[lis
         raise ConfigError("every context and continuation needs at least one token (start contexts with the EOS token)")
     T = length or max(map(len, pairs)) - 1
     if max(map(len, pairs)) - 1 > min(T, model.cfg.n_ctx):
-        raise ConfigError(f"a context + continuation of {max(map(len, pairs))} tokens exceeds n_ctx={model.cfg.n_ctx}; truncate the context from the left")
+        raise ConfigError(
+            f"a context + continuation of {max(map(len, pairs))} tokens exceeds n_ctx={model.cfg.n_ctx}; truncate the context from the left"
+        )
     B = len(pairs)
-    inputs_BT, targets_BT, weight_BT = np.zeros((B, T), np.int32), np.zeros((B, T), np.int32), np.zeros((B, T), np.float32)
+    inputs_BT, targets_BT, weight_BT = (
+        np.zeros((B, T), np.int32),
+        np.zeros((B, T), np.int32),
+        np.zeros((B, T), np.float32),
+    )
     for b, (pair, cont) in enumerate(zip(pairs, continuations)):
         n = len(pair) - 1
         inputs_BT[b, :n], targets_BT[b, :n] = pair[:-1], pair[1:]

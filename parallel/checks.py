@@ -4,15 +4,26 @@ from meshlm.model.config import ModelConfig
 from meshlm.model.errors import ConfigError
 
 
-def check_mesh(sizes: dict[str, int], sequence_parallel: bool, model: ModelConfig, batch_size: int, micro_batches: int,
-               seq_len: int, process_count: int = 1) -> None:
+def check_mesh(
+    sizes: dict[str, int],
+    sequence_parallel: bool,
+    model: ModelConfig,
+    batch_size: int,
+    micro_batches: int,
+    seq_len: int,
+    process_count: int = 1,
+) -> None:
     tensor, fsdp, dp = sizes["tensor"], sizes["fsdp"], sizes["data"] * sizes["fsdp"]
     # Tensor parallelism that cannot split the heads or the MLP would silently replicate them: refuse instead.
     for name, value in (("n_heads", model.n_heads), ("d_mlp", model.mlp_dim)):
         if value % tensor:
-            raise ConfigError(f"mesh tensor={tensor} does not divide model.{name}={value}; choose a tensor size dividing {value}")
+            raise ConfigError(
+                f"mesh tensor={tensor} does not divide model.{name}={value}; choose a tensor size dividing {value}"
+            )
     if model.d_model % fsdp:
-        raise ConfigError(f"mesh fsdp={fsdp} does not divide model.d_model={model.d_model}; choose an fsdp size dividing it")
+        raise ConfigError(
+            f"mesh fsdp={fsdp} does not divide model.d_model={model.d_model}; choose an fsdp size dividing it"
+        )
     rows = batch_size // micro_batches
     if rows % dp:
         raise ConfigError(
@@ -20,7 +31,9 @@ def check_mesh(sizes: dict[str, int], sequence_parallel: bool, model: ModelConfi
             f"not divisible by the data-parallel size data*fsdp={dp}; use a batch_size that is a multiple of {dp * micro_batches}"
         )
     if sequence_parallel and seq_len % tensor:
-        raise ConfigError(f"sequence parallelism splits train.seq_len={seq_len} over tensor={tensor}, which does not divide it; change one of them")
+        raise ConfigError(
+            f"sequence parallelism splits train.seq_len={seq_len} over tensor={tensor}, which does not divide it; change one of them"
+        )
     if dp % process_count:
         raise ConfigError(
             f"the data-parallel size data*fsdp={dp} is not a multiple of the {process_count} processes, so they cannot each "

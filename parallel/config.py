@@ -24,11 +24,15 @@ class MeshConfig:
         """{axis: size} for every axis in AXES, the -1 axis resolved; the product divides n_devices."""
         sizes, known = _parse(self.shape), self.fixed_devices
         if n_devices % known:
-            raise ConfigError(f"mesh {self.shape!r} needs {known} devices, which does not divide the {n_devices} present; change --mesh")
+            raise ConfigError(
+                f"mesh {self.shape!r} needs {known} devices, which does not divide the {n_devices} present; change --mesh"
+            )
         if -1 in sizes.values():
             sizes = {a: n_devices // known if s == -1 else s for a, s in sizes.items()}
         if self.sequence_parallel and sizes["tensor"] == 1:
-            raise ConfigError(f"mesh.sequence_parallel shards the sequence over the tensor axis, but mesh {self.shape!r} has tensor=1; add tensor=N")
+            raise ConfigError(
+                f"mesh.sequence_parallel shards the sequence over the tensor axis, but mesh {self.shape!r} has tensor=1; add tensor=N"
+            )
         return sizes
 
 
@@ -39,7 +43,9 @@ def _parse(shape: str) -> dict[str, int]:
         name, _, value = item.partition("=")
         name = name.strip()
         if name not in AXES:
-            raise ConfigError(f"mesh {shape!r}: unknown axis {name!r}; the axes are {', '.join(AXES)} (e.g. data=2,fsdp=2,tensor=2)")
+            raise ConfigError(
+                f"mesh {shape!r}: unknown axis {name!r}; the axes are {', '.join(AXES)} (e.g. data=2,fsdp=2,tensor=2)"
+            )
         if name in seen:
             raise ConfigError(f"mesh {shape!r} names axis {name!r} twice")
         try:

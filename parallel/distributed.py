@@ -8,7 +8,8 @@ environment (MESHLM_COORDINATOR, MESHLM_NUM_PROCESSES, MESHLM_PROCESS_ID, MESHLM
 import dataclasses
 import json
 import os
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import jax
 import numpy as np
@@ -38,9 +39,13 @@ class DistributedConfig:
         except ValueError as e:
             raise ConfigError(f"a MESHLM_* distributed variable is not an integer ({e}); fix the environment") from None
 
-    def with_flags(self, coordinator=None, num_processes=None, process_id=None, cpu_devices=None) -> "DistributedConfig":
+    def with_flags(
+        self, coordinator=None, num_processes=None, process_id=None, cpu_devices=None
+    ) -> "DistributedConfig":
         """Command-line flags (None = not given) over the environment."""
-        flags = dict(coordinator=coordinator, num_processes=num_processes, process_id=process_id, cpu_devices=cpu_devices)
+        flags = dict(
+            coordinator=coordinator, num_processes=num_processes, process_id=process_id, cpu_devices=cpu_devices
+        )
         return dataclasses.replace(self, **{k: v for k, v in flags.items() if v is not None})
 
 
@@ -50,10 +55,14 @@ def initialize(cfg: DistributedConfig) -> None:
         jax.config.update("jax_num_cpu_devices", cfg.cpu_devices)
     if not cfg.coordinator:
         if cfg.num_processes != 1:
-            raise ConfigError(f"--num-processes={cfg.num_processes} needs --coordinator HOST:PORT (process 0's address) or auto")
+            raise ConfigError(
+                f"--num-processes={cfg.num_processes} needs --coordinator HOST:PORT (process 0's address) or auto"
+            )
         return
     if cfg.coordinator != "auto" and not 0 <= cfg.process_id < cfg.num_processes:
-        raise ConfigError(f"--process-id={cfg.process_id} must be in [0, {cfg.num_processes}) for --num-processes={cfg.num_processes}")
+        raise ConfigError(
+            f"--process-id={cfg.process_id} must be in [0, {cfg.num_processes}) for --num-processes={cfg.num_processes}"
+        )
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # cross-process collectives between CPU devices
     if cfg.coordinator == "auto":
         jax.distributed.initialize()

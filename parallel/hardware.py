@@ -17,7 +17,7 @@ HBM_BYTES = {
 
 
 def device_name(kind: str) -> str:
-    """"tpu-v5p" and "TPU v5p" both become "tpu v5p", the spelling of jax's device_kind and of the tables."""
+    """ "tpu-v5p" and "TPU v5p" both become "tpu v5p", the spelling of jax's device_kind and of the tables."""
     return kind.lower().replace("-", " ").replace("_", " ")
 
 

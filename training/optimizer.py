@@ -17,7 +17,11 @@ def learning_rate_schedule(cfg: OptimizerConfig, total_steps: int) -> optax.Sche
     decay = max(1, int(cfg.decay_fraction * total_steps))
     stable = max(0, total_steps - warmup - decay)
     return optax.join_schedules(
-        [optax.linear_schedule(0.0, peak, warmup), optax.constant_schedule(peak), optax.linear_schedule(peak, floor, decay)],
+        [
+            optax.linear_schedule(0.0, peak, warmup),
+            optax.constant_schedule(peak),
+            optax.linear_schedule(peak, floor, decay),
+        ],
         [warmup, warmup + stable],
     )
 

@@ -1,11 +1,11 @@
 """The run directory: everything a run needs to resume, and everything a sweep or `generate` reads back.
 
-    RUN_DIR/config.json       the resolved config (plain JSON)
-    RUN_DIR/tokenizer.model   sentencepiece model trained on the training split (or copied in)
-    RUN_DIR/metrics.jsonl     one JSON object per logged step
-    RUN_DIR/tensorboard/      TensorBoard event files
-    RUN_DIR/checkpoints/N/    orbax checkpoints: train state and data-iterator state at step N
-    RUN_DIR/samples.txt       text sampled at the end of training
+RUN_DIR/config.json       the resolved config (plain JSON)
+RUN_DIR/tokenizer.model   sentencepiece model trained on the training split (or copied in)
+RUN_DIR/metrics.jsonl     one JSON object per logged step
+RUN_DIR/tensorboard/      TensorBoard event files
+RUN_DIR/checkpoints/N/    orbax checkpoints: train state and data-iterator state at step N
+RUN_DIR/samples.txt       text sampled at the end of training
 """
 
 import dataclasses
@@ -34,7 +34,12 @@ def resolve_config(run_dir: pathlib.Path, requested: config_lib.Config | None) -
     saved = config_lib.load(saved_path)
     if requested is None:
         return saved
-    if dataclasses.replace(requested, train=dataclasses.replace(requested.train, steps=saved.train.steps), mesh=saved.mesh) != saved:
+    if (
+        dataclasses.replace(
+            requested, train=dataclasses.replace(requested.train, steps=saved.train.steps), mesh=saved.mesh
+        )
+        != saved
+    ):
         changed = [k for k, v in config_lib.to_dict(requested).items() if config_lib.to_dict(saved)[k] != v]
         raise ConfigError(
             f"{run_dir} already holds a run with a different config (sections differing: {', '.join(changed)}); "

@@ -32,7 +32,9 @@ def _catalog(name: str, cfg: DataConfig, cache: pathlib.Path) -> dict[str, grain
             builder_kwargs={"file_format": "array_record"},  # The random-access format; tfrecord is not.
         )
     except tfds.core.registered.DatasetNotFoundError:
-        raise DataError(f"tfds:{name} is not in the TFDS catalog; see https://www.tensorflow.org/datasets/catalog") from None
+        raise DataError(
+            f"tfds:{name} is not in the TFDS catalog; see https://www.tensorflow.org/datasets/catalog"
+        ) from None
     except Exception as e:  # Network, missing generation dependencies, wrong file format: one fix for all.
         reason = (str(e).strip().splitlines() or [""])[0][:200]
         raise DataError(
@@ -43,7 +45,9 @@ def _catalog(name: str, cfg: DataConfig, cache: pathlib.Path) -> dict[str, grain
     out = {}
     for split, source in zip(splits, sources):
         if len(source) and cfg.text_key not in source[0]:
-            raise DataError(f"tfds:{name} has no feature {cfg.text_key!r}; set data.text_key to one of {sorted(source[0])}")
+            raise DataError(
+                f"tfds:{name} has no feature {cfg.text_key!r}; set data.text_key to one of {sorted(source[0])}"
+            )
         out[split] = grain.MapDataset.source(source).map(lambda r: _as_text(r[cfg.text_key]))
     return out
 
@@ -58,6 +62,11 @@ def open_splits(cfg: DataConfig) -> dict[str, grain.MapDataset]:
     elif cfg.source.startswith("text:"):
         files = corpus.text_glob_splits(cfg.source.removeprefix("text:"))
     else:
-        raise DataError(f"unknown data source {cfg.source!r}; use shakespeare, tfds:NAME[/CONFIG][:VERSION] or text:GLOB")
+        raise DataError(
+            f"unknown data source {cfg.source!r}; use shakespeare, tfds:NAME[/CONFIG][:VERSION] or text:GLOB"
+        )
     builder = text_dataset.build_local_text(files, cache / "local_text")
-    return {split: grain.MapDataset.source(builder.as_data_source(split)).map(lambda r: _as_text(r["text"])) for split in SPLITS}
+    return {
+        split: grain.MapDataset.source(builder.as_data_source(split)).map(lambda r: _as_text(r["text"]))
+        for split in SPLITS
+    }

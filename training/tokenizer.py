@@ -41,7 +41,9 @@ class Tokenizer:
     def load(cls, path: str | os.PathLike) -> "Tokenizer":
         path = pathlib.Path(path)
         if not path.is_file():
-            raise DataError(f"tokenizer {path} does not exist; point data.tokenizer at a sentencepiece .model or set it to ''")
+            raise DataError(
+                f"tokenizer {path} does not exist; point data.tokenizer at a sentencepiece .model or set it to ''"
+            )
         return cls(spm.SentencePieceProcessor(model_file=str(path)))
 
     @classmethod
@@ -74,7 +76,9 @@ class Tokenizer:
                 minloglevel=2,
             )
         except RuntimeError as e:
-            raise DataError(f"cannot train a {vocab_size}-token tokenizer ({e}); lower data.vocab_size or add text") from None
+            raise DataError(
+                f"cannot train a {vocab_size}-token tokenizer ({e}); lower data.vocab_size or add text"
+            ) from None
         tokenizer = cls(spm.SentencePieceProcessor(model_proto=model.getvalue()))
         tokenizer.save(path)
         return tokenizer

@@ -1,7 +1,8 @@
 """The train state and the one jitted function that advances it by a step."""
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +28,9 @@ class TrainState:
 
 def init_state(model: Transformer, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), jax.random.key_data(jax.random.key(seed + 1)))
+    return TrainState(
+        jnp.zeros((), jnp.int32), params, optimizer.init(params), jax.random.key_data(jax.random.key(seed + 1))
+    )
 
 
 def token_losses(graphdef, params, batch: Batch, dropout_key=None, z_loss: float = 0.0):
@@ -73,8 +76,15 @@ def make_gradient_fn(graphdef, cfg: TrainConfig) -> Callable:
     return gradients
 
 
-def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule: optax.Schedule, cfg: TrainConfig, dropout: bool,
-                    state_sharding=None, batch_sharding=None) -> Callable:
+def make_train_step(
+    graphdef,
+    optimizer: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    cfg: TrainConfig,
+    dropout: bool,
+    state_sharding=None,
+    batch_sharding=None,
+) -> Callable:
     """(state, batch) -> (state, metrics), the state donated. Shardings (from meshlm.parallel) place the state and batch on a mesh; None leaves placement to JAX."""
     accumulate = make_gradient_fn(graphdef, cfg)
 
@@ -83,12 +93,19 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule:
         grads, loss_sum, tokens = accumulate(state.params, batch, key)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = dict(loss=loss_sum / jnp.maximum(tokens, 1.0), grad_norm=optax.tree.norm(grads), lr=schedule(state.step), tokens=tokens)
+        metrics = dict(
+            loss=loss_sum / jnp.maximum(tokens, 1.0),
+            grad_norm=optax.tree.norm(grads),
+            lr=schedule(state.step),
+            tokens=tokens,
+        )
         return TrainState(state.step + 1, params, opt_state, state.rng), metrics
 
     if state_sharding is None:
         return jax.jit(step, donate_argnums=0)
-    return jax.jit(step, donate_argnums=0, in_shardings=(state_sharding, batch_sharding), out_shardings=(state_sharding, None))
+    return jax.jit(
+        step, donate_argnums=0, in_shardings=(state_sharding, batch_sharding), out_shardings=(state_sharding, None)
+    )
 
 
 def make_eval_step(graphdef) -> Callable:

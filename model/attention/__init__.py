@@ -8,7 +8,8 @@ and decorating it with `@register("name")`; add its import at the bottom of this
 tests/model/test_attention_variants.py then checks causality, parity with `reference` and KV-cache decoding.
 """
 
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import jax
 

@@ -19,7 +19,9 @@ def attend(q_BTHK: jax.Array, k_BSHK: jax.Array, v_BSHK: jax.Array, mask: Attent
         out_BHTK = _softmax_attend(q_BHTK, k_BHSK, v_BHSK, mask.dense_BTS()[:, None])
         return out_BHTK.transpose(0, 2, 1, 3)
     block = max(MIN_BLOCK, T // MAX_BLOCKS)
-    below_bb = jax.lax.broadcasted_iota(jnp.int32, (block, block), 0) >= jax.lax.broadcasted_iota(jnp.int32, (block, block), 1)
+    below_bb = jax.lax.broadcasted_iota(jnp.int32, (block, block), 0) >= jax.lax.broadcasted_iota(
+        jnp.int32, (block, block), 1
+    )
     outs = []
     for start in range(0, T, block):
         end = start + block

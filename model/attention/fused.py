@@ -20,5 +20,7 @@ def _implementation(q_BTHK: jax.Array) -> str | None:
 @register("fused")
 def attend(q_BTHK: jax.Array, k_BSHK: jax.Array, v_BSHK: jax.Array, mask: AttentionMask) -> jax.Array:
     if mask.plain_causal:
-        return jax.nn.dot_product_attention(q_BTHK, k_BSHK, v_BSHK, is_causal=True, implementation=_implementation(q_BTHK))
+        return jax.nn.dot_product_attention(
+            q_BTHK, k_BSHK, v_BSHK, is_causal=True, implementation=_implementation(q_BTHK)
+        )
     return jax.nn.dot_product_attention(q_BTHK, k_BSHK, v_BSHK, mask=mask.dense_BTS()[:, None])

@@ -14,8 +14,24 @@ from meshlm.model import flops, generate
 from meshlm.model.errors import ConfigError
 from meshlm.model.transformer import Transformer
 
-SMALL = ["--preset", "tiny", "--set", "model.n_layers=1", "--set", "model.d_model=32", "--set", "model.n_heads=2",
-         "--set", "model.vocab_size=256", "--set", "data.vocab_size=256", "--set", "train.seq_len=16", "--set", "train.batch_size=4"]
+SMALL = [
+    "--preset",
+    "tiny",
+    "--set",
+    "model.n_layers=1",
+    "--set",
+    "model.d_model=32",
+    "--set",
+    "model.n_heads=2",
+    "--set",
+    "model.vocab_size=256",
+    "--set",
+    "data.vocab_size=256",
+    "--set",
+    "train.seq_len=16",
+    "--set",
+    "train.batch_size=4",
+]
 
 
 def _json(argv, capsys) -> dict:
@@ -46,7 +62,12 @@ def test_train_text_names_every_figure(capsys):
 
 @pytest.mark.torch
 def test_against_torch_reports_both_and_the_ratio(capsys):
-    r = _json(["bench", "train"] + SMALL + ["--steps", "1", "--warmup", "0", "--against", "hf-gpt2", "--against", "torch-gpt2"], capsys)
+    r = _json(
+        ["bench", "train"]
+        + SMALL
+        + ["--steps", "1", "--warmup", "0", "--against", "hf-gpt2", "--against", "torch-gpt2"],
+        capsys,
+    )
     for name in ("hf-gpt2", "torch-gpt2"):
         ref = r["against"][name]
         assert ref["tokens_per_s"] == pytest.approx(4 * 16 / ref["step_s"])
@@ -56,7 +77,9 @@ def test_against_torch_reports_both_and_the_ratio(capsys):
 @pytest.mark.torch
 @pytest.mark.parametrize("name", torch_gpt2.REFERENCES)
 def test_torch_references_train(name):
-    cfg = config_lib.from_preset("tiny", ["model.n_layers=1", "model.d_model=32", "model.n_heads=2", "model.vocab_size=128"])
+    cfg = config_lib.from_preset(
+        "tiny", ["model.n_layers=1", "model.d_model=32", "model.n_heads=2", "model.vocab_size=128"]
+    )
     step = torch_gpt2.make_step(name, cfg.model, cfg.train.optimizer, batch=2, seq_len=16)
     first = step()
     assert abs(first - np.log(128)) < 0.5  # near-uniform predictions at initialisation
@@ -82,7 +105,9 @@ def test_compile_reports_each_depth_and_the_ratio(capsys):
 
 
 def test_uncached_generation_equals_kv_cache_generation():
-    cfg = config_lib.from_preset("tiny", ["model.n_layers=2", "model.d_model=32", "model.n_heads=2", "model.vocab_size=128"]).model
+    cfg = config_lib.from_preset(
+        "tiny", ["model.n_layers=2", "model.d_model=32", "model.n_heads=2", "model.vocab_size=128"]
+    ).model
     model = Transformer(cfg, nnx.Rngs(0))
     prompts_BP = np.random.default_rng(0).integers(0, 128, (3, 5), dtype=np.int32)
     cached = generate.generate(model, prompts_BP.tolist(), generate.SamplingConfig(max_new_tokens=12, temperature=0.0))
@@ -92,8 +117,24 @@ def test_uncached_generation_equals_kv_cache_generation():
 
 
 def test_decode_fields_are_consistent(capsys):
-    argv = ["bench", "decode"] + SMALL + ["--batch", "1", "--batch", "2", "--prompt-len", "4", "--new-tokens", "300",
-                                          "--uncached-tokens", "2", "--repeats", "1"]
+    argv = (
+        ["bench", "decode"]
+        + SMALL
+        + [
+            "--batch",
+            "1",
+            "--batch",
+            "2",
+            "--prompt-len",
+            "4",
+            "--new-tokens",
+            "300",
+            "--uncached-tokens",
+            "2",
+            "--repeats",
+            "1",
+        ]
+    )
     r = _json(argv, capsys)
     assert r["n_ctx"] == 304  # raised from tiny's 256 to hold prompt + new tokens
     assert [row["batch"] for row in r["rows"]] == [1, 2]

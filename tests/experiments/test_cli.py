@@ -38,12 +38,31 @@ def test_errors_are_one_line_without_traceback(argv, message, capsys):
 
 
 def test_console_script_runs_as_a_subprocess():
-    proc = subprocess.run([sys.executable, "-m", "meshlm.experiments.cli", "info", "--preset", "nope"], capture_output=True, text=True)
-    assert proc.returncode == 2 and proc.stderr.startswith("meshlm: error: unknown preset") and "Traceback" not in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "meshlm.experiments.cli", "info", "--preset", "nope"], capture_output=True, text=True
+    )
+    assert (
+        proc.returncode == 2
+        and proc.stderr.startswith("meshlm: error: unknown preset")
+        and "Traceback" not in proc.stderr
+    )
 
 
 def test_generate_from_a_random_preset_prints_each_prompt(capsys):
-    argv = ["generate", "--preset", "tiny", "--set", "model.n_layers=1", "--prompt", "ab", "--prompt", "xyz", "--max-new-tokens", "4", "--no-stop"]
+    argv = [
+        "generate",
+        "--preset",
+        "tiny",
+        "--set",
+        "model.n_layers=1",
+        "--prompt",
+        "ab",
+        "--prompt",
+        "xyz",
+        "--max-new-tokens",
+        "4",
+        "--no-stop",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert out.count("--- prompt:") == 2 and "'xyz'" in out

@@ -7,7 +7,9 @@ from meshlm.model.errors import ConfigError
 
 
 def test_overrides_by_dotted_path_are_typed():
-    cfg = config_lib.from_preset("tiny", ["model.d_model=64", "model.bias=false", "train.optimizer.peak_lr=3e-4", "model.norm=rmsnorm"])
+    cfg = config_lib.from_preset(
+        "tiny", ["model.d_model=64", "model.bias=false", "train.optimizer.peak_lr=3e-4", "model.norm=rmsnorm"]
+    )
     assert cfg.model.d_model == 64 and cfg.model.bias is False and cfg.model.norm == "rmsnorm"
     assert cfg.train.optimizer.peak_lr == 3e-4
 

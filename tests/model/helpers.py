@@ -4,8 +4,17 @@ from meshlm.model.config import ModelConfig
 
 TINY = ModelConfig(vocab_size=97, n_ctx=32, n_layers=2, d_model=32, n_heads=4)
 MODERN = ModelConfig(
-    vocab_size=97, n_ctx=32, n_layers=2, d_model=32, n_heads=4,
-    norm="rmsnorm", position="rotary", mlp="swiglu", bias=False, tie_embeddings=False, qk_norm=True,
+    vocab_size=97,
+    n_ctx=32,
+    n_layers=2,
+    d_model=32,
+    n_heads=4,
+    norm="rmsnorm",
+    position="rotary",
+    mlp="swiglu",
+    bias=False,
+    tie_embeddings=False,
+    qk_norm=True,
 )
 
 

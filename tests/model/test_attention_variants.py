@@ -18,7 +18,11 @@ VARIANTS = attention.names()
 
 def _qkv(B=2, T=9, S=9, H=3, K=8, seed=0):
     kq, kk, kv = jax.random.split(jax.random.key(seed), 3)
-    return (jax.random.normal(kq, (B, T, H, K)), jax.random.normal(kk, (B, S, H, K)), jax.random.normal(kv, (B, S, H, K)))
+    return (
+        jax.random.normal(kq, (B, T, H, K)),
+        jax.random.normal(kk, (B, S, H, K)),
+        jax.random.normal(kv, (B, S, H, K)),
+    )
 
 
 def test_registry_holds_the_two_builtin_variants():

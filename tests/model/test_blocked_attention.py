@@ -18,7 +18,9 @@ def test_blocks_equal_reference_values_and_gradients(T):
     def loss(variant):
         return lambda q, k, v: jnp.sum(attention.get(variant)(q, k, v, mask) * g)
 
-    np.testing.assert_allclose(attention.get("blocked")(q, k, v, mask), attention.get("reference")(q, k, v, mask), atol=1e-5)
+    np.testing.assert_allclose(
+        attention.get("blocked")(q, k, v, mask), attention.get("reference")(q, k, v, mask), atol=1e-5
+    )
     got = jax.grad(loss("blocked"), argnums=(0, 1, 2))(q, k, v)
     want = jax.grad(loss("reference"), argnums=(0, 1, 2))(q, k, v)
     for a, b in zip(got, want):

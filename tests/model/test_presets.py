@@ -27,7 +27,12 @@ def test_param_count_matches_the_closed_form():
 def test_flops_per_token_is_six_n_plus_attention():
     cfg = presets.get("gpt3-175b")
     f = flops.flops_per_token(cfg)
-    n_matmul = flops.count_params(cfg).non_embedding - cfg.n_layers * 13 * cfg.d_model - 2 * cfg.d_model + cfg.vocab_size * cfg.d_model
+    n_matmul = (
+        flops.count_params(cfg).non_embedding
+        - cfg.n_layers * 13 * cfg.d_model
+        - 2 * cfg.d_model
+        + cfg.vocab_size * cfg.d_model
+    )
     assert f.matmul == pytest.approx(6 * n_matmul, rel=1e-9)
     assert f.attention == 6 * 2 * 96 * 2048 * 12288
 

@@ -25,7 +25,9 @@ def test_every_parameter_names_one_logical_axis_per_dimension(cfg):
 
 
 def test_options_change_the_parameter_set():
-    names = lambda cfg: {"/".join(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(Transformer(cfg, nnx.Rngs(0)), nnx.Param))}
+    names = lambda cfg: {
+        "/".join(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(Transformer(cfg, nnx.Rngs(0)), nnx.Param))
+    }
     gpt, modern = names(TINY), names(MODERN)
     assert "pos_embed" in gpt and "pos_embed" not in modern  # rotary has no table
     assert "unembed" in modern and "unembed" not in gpt  # untied head

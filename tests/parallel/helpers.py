@@ -17,7 +17,9 @@ from meshlm.training.train_step import init_state, make_train_step
 MODEL = ModelConfig(vocab_size=128, n_ctx=16, n_layers=2, d_model=64, n_heads=4)
 # eps well above f32 gradient noise: Adam divides by |g| + eps, and the k bias has an exactly zero gradient,
 # so with a tiny eps its update would be the sign of rounding noise (which differs with the reduction order).
-TRAIN = TrainConfig(steps=5, batch_size=8, optimizer=OptimizerConfig(peak_lr=3e-3, schedule="constant", warmup_steps=0, eps=1e-6))
+TRAIN = TrainConfig(
+    steps=5, batch_size=8, optimizer=OptimizerConfig(peak_lr=3e-3, schedule="constant", warmup_steps=0, eps=1e-6)
+)
 
 
 def init_fn(cfg: ModelConfig = MODEL, train: TrainConfig = TRAIN):
@@ -31,7 +33,9 @@ def initial_state():
     return jax.tree.map(np.asarray, jax.jit(init_fn())())
 
 
-def batches(n: int, cfg: ModelConfig = MODEL, rows: int = TRAIN.batch_size, seed: int = 0) -> list[dict[str, np.ndarray]]:
+def batches(
+    n: int, cfg: ModelConfig = MODEL, rows: int = TRAIN.batch_size, seed: int = 0
+) -> list[dict[str, np.ndarray]]:
     """Random tokens, each row two packed documents split at a random point."""
     rng = np.random.default_rng(seed)
     T = cfg.n_ctx
@@ -59,7 +63,15 @@ def run(mesh: MeshConfig | None, steps: int):
     partitioner = Partitioner.build(mesh)
     shardings = partitioner.state_shardings(initial_state(), model_axes(MODEL))
     state = jax.device_put(initial_state(), shardings)
-    step = make_train_step(graphdef, optimizer, schedule, TRAIN, False, shardings, partitioner.batch_sharding(TRAIN.batch_size, MODEL.n_ctx))
+    step = make_train_step(
+        graphdef,
+        optimizer,
+        schedule,
+        TRAIN,
+        False,
+        shardings,
+        partitioner.batch_sharding(TRAIN.batch_size, MODEL.n_ctx),
+    )
     with partitioner.activate():
         return _steps(step, state, [partitioner.global_batch(b, TRAIN.batch_size) for b in data])
 

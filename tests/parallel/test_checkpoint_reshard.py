@@ -23,6 +23,10 @@ def test_checkpoint_from_fsdp_restores_onto_data_fsdp_tensor(tmp_path):
 
     assert data_state == {"position": 3}
     w_in = restored.params["blocks"]["mlp"]["w_in"]
-    assert w_in.sharding == shardings.params["blocks"]["mlp"]["w_in"] and tuple(w_in.sharding.spec) == (None, "fsdp", "tensor")
+    assert w_in.sharding == shardings.params["blocks"]["mlp"]["w_in"] and tuple(w_in.sharding.spec) == (
+        None,
+        "fsdp",
+        "tensor",
+    )
     assert restored.opt_state[1][0].mu["blocks"]["mlp"]["w_in"].sharding == w_in.sharding  # AdamW moments follow
     jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, restored), host)

@@ -10,7 +10,9 @@ def test_flags_override_the_environment():
     env = {"MESHLM_COORDINATOR": "host0:1234", "MESHLM_NUM_PROCESSES": "4", "MESHLM_PROCESS_ID": "2"}
     cfg = DistributedConfig.from_env(env)
     assert cfg == DistributedConfig("host0:1234", 4, 2, 0)
-    assert cfg.with_flags(process_id=0, cpu_devices=4) == DistributedConfig("host0:1234", 4, 0, 4)  # 0 is a value, not "unset"
+    assert cfg.with_flags(process_id=0, cpu_devices=4) == DistributedConfig(
+        "host0:1234", 4, 0, 4
+    )  # 0 is a value, not "unset"
 
 
 @pytest.mark.parametrize(

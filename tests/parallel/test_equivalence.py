@@ -42,8 +42,12 @@ def test_sharded_training_equals_single_device(name, reference):
         worst = max(jax.tree.leaves(errors))
         assert worst <= 1e-5, f"step {step + 1}: {errors}"
     # The strategy really split the weights it promises to (a replicated run would pass the checks above too).
-    spec_axes = {a for entry in state.params["blocks"]["mlp"]["w_in"].sharding.spec if entry for a in np.atleast_1d(entry)}
-    assert spec_axes == set(np.atleast_1d(expected_axes.get("w_in", ()))), state.params["blocks"]["mlp"]["w_in"].sharding
+    spec_axes = {
+        a for entry in state.params["blocks"]["mlp"]["w_in"].sharding.spec if entry for a in np.atleast_1d(entry)
+    }
+    assert spec_axes == set(np.atleast_1d(expected_axes.get("w_in", ()))), state.params["blocks"]["mlp"][
+        "w_in"
+    ].sharding
 
 
 def _constraints(partitioner: Partitioner | None) -> list[str]:

@@ -30,7 +30,9 @@ STRATEGIES = {
 
 
 def _describe(spec, names) -> str:
-    return " ".join(n if e is None else f"{n}={'+'.join(e) if isinstance(e, tuple) else e}" for n, e in zip(names, spec))
+    return " ".join(
+        n if e is None else f"{n}={'+'.join(e) if isinstance(e, tuple) else e}" for n, e in zip(names, spec)
+    )
 
 
 def _snapshot(name: str) -> dict:
@@ -53,4 +55,6 @@ def test_partition_specs_match_golden(name):
         GOLDEN.mkdir(exist_ok=True)
         path.write_text(json.dumps(snapshot, indent=1) + "\n")
     assert path.exists(), f"no golden file {path}; create it with MESHLM_REGEN_GOLDEN=1"
-    assert snapshot == json.loads(path.read_text()), f"specs of {name} changed; if intended, regenerate (see this file's docstring)"
+    assert snapshot == json.loads(path.read_text()), (
+        f"specs of {name} changed; if intended, regenerate (see this file's docstring)"
+    )

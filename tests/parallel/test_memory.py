@@ -26,7 +26,11 @@ def test_fsdp_splits_params_and_optimizer_state_eightfold():
     assert len(per_device) == 8
     assert max(per_device.values()) <= total / 8 * 1.01, (max(per_device.values()), total / 8)
     # Created in shards under jit, yet the same values as the unsharded initialisation.
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), jax.tree.map(np.asarray, state), initial_state())
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+        jax.tree.map(np.asarray, state),
+        initial_state(),
+    )
 
 
 def test_tensor_parallel_halves_every_matmul_weight():

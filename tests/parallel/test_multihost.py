@@ -26,9 +26,19 @@ from meshlm.training.optimizer import learning_rate_schedule, make_optimizer
 from meshlm.training.train_step import init_state, make_train_step
 
 SETTINGS = [
-    "model.n_layers=2", "model.d_model=64", "model.vocab_size=512", "model.n_ctx=32", "data.vocab_size=320",
-    "train.batch_size=8", "train.seq_len=32", "train.log_every=1", "train.eval_every=100", "train.checkpoint_every=2",
-    "train.eval_batches=1", "train.optimizer.schedule=constant", "train.optimizer.warmup_steps=0",
+    "model.n_layers=2",
+    "model.d_model=64",
+    "model.vocab_size=512",
+    "model.n_ctx=32",
+    "data.vocab_size=320",
+    "train.batch_size=8",
+    "train.seq_len=32",
+    "train.log_every=1",
+    "train.eval_every=100",
+    "train.checkpoint_every=2",
+    "train.eval_batches=1",
+    "train.optimizer.schedule=constant",
+    "train.optimizer.warmup_steps=0",
 ]
 
 
@@ -49,13 +59,42 @@ def _free_port() -> int:
 
 
 def _train_two_processes(run_dir, data: str, mesh: str, steps: int) -> list[subprocess.CompletedProcess]:
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # each process gets its 4 devices from --cpu-devices
+    env = {
+        k: v for k, v in os.environ.items() if k != "XLA_FLAGS"
+    }  # each process gets its 4 devices from --cpu-devices
     port = _free_port()
-    argv = [sys.executable, "-m", "meshlm.experiments.cli", "train", "--preset", "tiny", "--run-dir", str(run_dir), "--no-progress",
-            "--data", data, "--mesh", mesh, "--coordinator", f"localhost:{port}", "--num-processes", "2", "--cpu-devices", "4"]
-    argv += [arg for item in SETTINGS + [f"train.steps={steps}", f"data.cache_dir={run_dir.parent / 'cache'}"] for arg in ("--set", item)]
-    procs = [subprocess.Popen(argv + ["--process-id", str(i)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]
+    argv = [
+        sys.executable,
+        "-m",
+        "meshlm.experiments.cli",
+        "train",
+        "--preset",
+        "tiny",
+        "--run-dir",
+        str(run_dir),
+        "--no-progress",
+        "--data",
+        data,
+        "--mesh",
+        mesh,
+        "--coordinator",
+        f"localhost:{port}",
+        "--num-processes",
+        "2",
+        "--cpu-devices",
+        "4",
+    ]
+    argv += [
+        arg
+        for item in SETTINGS + [f"train.steps={steps}", f"data.cache_dir={run_dir.parent / 'cache'}"]
+        for arg in ("--set", item)
+    ]
+    procs = [
+        subprocess.Popen(
+            argv + ["--process-id", str(i)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for i in range(2)
+    ]
     results = []
     for i, proc in enumerate(procs):
         out, err = proc.communicate(timeout=540)
@@ -69,13 +108,25 @@ def _one_process_losses(run_dir, steps: int) -> list[float]:
     cfg = config_lib.load(run_dir / "config.json")
     t = cfg.train
     partitioner = Partitioner.build(MeshConfig("data=2,fsdp=2,tensor=2"))
-    iterators = [build_pipeline(cfg.data, run_dir, cfg.seq_len, t.batch_size // 2, t.seed, i, 2).train_iterator() for i in range(2)]
+    iterators = [
+        build_pipeline(cfg.data, run_dir, cfg.seq_len, t.batch_size // 2, t.seed, i, 2).train_iterator()
+        for i in range(2)
+    ]
     optimizer = make_optimizer(t.optimizer, t.steps)
     init = lambda: init_state(Transformer(cfg.model, nnx.Rngs(t.seed)), optimizer, t.seed)  # noqa: E731
     state, shardings = partitioner.init(init, model_axes(cfg.model))
     graphdef = nnx.graphdef(nnx.eval_shape(lambda: Transformer(cfg.model, nnx.Rngs(t.seed))))
-    step = partitioner.under_rules(make_train_step(graphdef, optimizer, learning_rate_schedule(t.optimizer, t.steps), t, False,
-                                                   shardings, partitioner.batch_sharding(t.batch_size, cfg.seq_len)))
+    step = partitioner.under_rules(
+        make_train_step(
+            graphdef,
+            optimizer,
+            learning_rate_schedule(t.optimizer, t.steps),
+            t,
+            False,
+            shardings,
+            partitioner.batch_sharding(t.batch_size, cfg.seq_len),
+        )
+    )
     losses = []
     for _ in range(steps):
         pieces = [next(it) for it in iterators]
@@ -102,6 +153,17 @@ def test_two_processes_match_one_and_resume_on_another_mesh(tmp_path):
 
     # A process with one device samples from the checkpoint the 8-device mesh wrote.
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    argv = [sys.executable, "-m", "meshlm.experiments.cli", "generate", "--run-dir", str(run_dir), "--prompt", "ka", "--max-new-tokens", "4"]
+    argv = [
+        sys.executable,
+        "-m",
+        "meshlm.experiments.cli",
+        "generate",
+        "--run-dir",
+        str(run_dir),
+        "--prompt",
+        "ka",
+        "--max-new-tokens",
+        "4",
+    ]
     sample = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
     assert sample.returncode == 0 and "--- prompt: 'ka'" in sample.stdout, sample.stderr[-2000:]

@@ -18,7 +18,10 @@ from meshlm.training.config import TrainConfig
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "mesh, remat",
-    [(MeshConfig("data=2,fsdp=2,tensor=2"), "none"), (MeshConfig("data=2,tensor=4", sequence_parallel=True), "dots_saveable")],
+    [
+        (MeshConfig("data=2,fsdp=2,tensor=2"), "none"),
+        (MeshConfig("data=2,tensor=4", sequence_parallel=True), "dots_saveable"),
+    ],
 )
 def test_planner_agrees_with_xla_memory_analysis_within_15_percent(mesh, remat):
     model = dataclasses.replace(presets.get("tiny"), remat=remat)
@@ -46,14 +49,33 @@ def test_fsdp_plan_splits_175b_state_over_1024_chips():
 
 def test_remat_policies_order_activation_memory():
     model, train = presets.get("gpt3-xl"), TrainConfig(batch_size=8)
-    act = {r: plan(dataclasses.replace(model, remat=r), train, MeshConfig("fsdp=8"), 8, "h100", 0.4).activations
-           for r in ("none", "dots_saveable", "dots_with_no_batch_dims_saveable", "full")}
+    act = {
+        r: plan(dataclasses.replace(model, remat=r), train, MeshConfig("fsdp=8"), 8, "h100", 0.4).activations
+        for r in ("none", "dots_saveable", "dots_with_no_batch_dims_saveable", "full")
+    }
     assert act["none"] > act["dots_saveable"] > act["dots_with_no_batch_dims_saveable"] > act["full"]
 
 
 def test_plan_command_for_175b_prints_in_seconds(capsys):
     start = time.perf_counter()
-    assert main(["plan", "--preset", "gpt3-175b", "--mesh", "fsdp=-1", "--device", "tpu-v5p", "--chips", "1024", "--remat", "full"]) == 0
+    assert (
+        main(
+            [
+                "plan",
+                "--preset",
+                "gpt3-175b",
+                "--mesh",
+                "fsdp=-1",
+                "--device",
+                "tpu-v5p",
+                "--chips",
+                "1024",
+                "--remat",
+                "full",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert time.perf_counter() - start < 30
     assert "gpt3-175b on 1024 x tpu v5p, mesh data=1,fsdp=1024,tensor=1" in out and "of 95 GiB HBM: fits" in out
@@ -61,7 +83,20 @@ def test_plan_command_for_175b_prints_in_seconds(capsys):
 
 
 def test_plan_command_json_includes_xla_analysis_for_small_meshes(capsys):
-    argv = ["plan", "--preset", "tiny", "--mesh", "data=2,fsdp=2,tensor=2", "--device", "h100", "--batch", "8", "--seq-len", "64", "--json"]
+    argv = [
+        "plan",
+        "--preset",
+        "tiny",
+        "--mesh",
+        "data=2,fsdp=2,tensor=2",
+        "--device",
+        "h100",
+        "--batch",
+        "8",
+        "--seq-len",
+        "64",
+        "--json",
+    ]
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["xla"]["total"] > 0 and abs(out["total"] / out["xla"]["total"] - 1) < 0.15

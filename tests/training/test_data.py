@@ -29,7 +29,9 @@ def short_docs(tmp_path_factory):
     rng = random.Random(0)
     for i in range(60):
         (root / f"doc{i:02d}.txt").write_text(f"{_words(rng, rng.randint(3, 18))}\n")
-    return DataConfig(source=f"text:{root}/*.txt", vocab_size=VOCAB, cache_dir=str(root / "cache"), shuffle_window=WINDOW)
+    return DataConfig(
+        source=f"text:{root}/*.txt", vocab_size=VOCAB, cache_dir=str(root / "cache"), shuffle_window=WINDOW
+    )
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,9 @@ def long_docs(tmp_path_factory):
     rng = random.Random(1)
     for i in range(24):
         (root / f"doc{i:02d}.txt").write_text("\n".join(_words(rng, 10) for _ in range(rng.randint(1, 12))))
-    return DataConfig(source=f"text:{root}/*.txt", vocab_size=VOCAB, cache_dir=str(root / "cache"), shuffle_window=WINDOW)
+    return DataConfig(
+        source=f"text:{root}/*.txt", vocab_size=VOCAB, cache_dir=str(root / "cache"), shuffle_window=WINDOW
+    )
 
 
 def _pipeline(cfg, tmp_path, seq_len=SHORT_SEQ, seed=0, **kw):
@@ -51,7 +55,9 @@ def _take(iterator, n):
 
 
 def _equal(a, b):
-    return len(a) == len(b) and all(x.keys() == y.keys() and all(np.array_equal(x[k], y[k]) for k in x) for x, y in zip(a, b))
+    return len(a) == len(b) and all(
+        x.keys() == y.keys() and all(np.array_equal(x[k], y[k]) for k in x) for x, y in zip(a, b)
+    )
 
 
 def _segments(batch):
@@ -173,7 +179,9 @@ def test_val_batches_are_fixed_and_split_across_processes(short_docs, tmp_path):
     val = single.splits["validation"]
     first_doc = whole[0]["inputs"][0][whole[0]["segment_ids"][0] == 1][1:]
     assert single.tokenizer.decode(first_doc) == val[0]  # stored order, not shuffled
-    parts = [_pipeline(short_docs, tmp_path, seed=p + 7, process_index=p, process_count=2).val_batches(10) for p in range(2)]
+    parts = [
+        _pipeline(short_docs, tmp_path, seed=p + 7, process_index=p, process_count=2).val_batches(10) for p in range(2)
+    ]
     assert len(parts[0]) == len(parts[1]) == len(whole)
     for w, p0, p1 in zip(whole, *parts):
         assert all(np.array_equal(w[k], np.concatenate([p0[k], p1[k]])) for k in w)

@@ -1,6 +1,4 @@
-import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from meshlm.training.config import OptimizerConfig
@@ -24,8 +22,21 @@ def test_warmup_stable_decay_holds_the_peak_then_decays_linearly():
 
 
 def test_weight_decay_skips_biases_and_norm_scales():
-    params = {"embed": jnp.zeros((4, 2)), "blocks": {"mlp": {"w_in": jnp.zeros((2, 2, 3)), "b_in": jnp.zeros((2, 3))},
-              "attn": {"b_qkv": jnp.zeros((2, 3, 2, 2))}, "attn_norm": {"scale": jnp.zeros((2, 2)), "bias": jnp.zeros((2, 2))}}}
+    params = {
+        "embed": jnp.zeros((4, 2)),
+        "blocks": {
+            "mlp": {"w_in": jnp.zeros((2, 2, 3)), "b_in": jnp.zeros((2, 3))},
+            "attn": {"b_qkv": jnp.zeros((2, 3, 2, 2))},
+            "attn_norm": {"scale": jnp.zeros((2, 2)), "bias": jnp.zeros((2, 2))},
+        },
+    }
     mask = decay_mask(params)
     assert mask["embed"] and mask["blocks"]["mlp"]["w_in"]
-    assert not any([mask["blocks"]["mlp"]["b_in"], mask["blocks"]["attn"]["b_qkv"], mask["blocks"]["attn_norm"]["scale"], mask["blocks"]["attn_norm"]["bias"]])
+    assert not any(
+        [
+            mask["blocks"]["mlp"]["b_in"],
+            mask["blocks"]["attn"]["b_qkv"],
+            mask["blocks"]["attn_norm"]["scale"],
+            mask["blocks"]["attn_norm"]["bias"],
+        ]
+    )

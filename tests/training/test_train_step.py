@@ -3,7 +3,6 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
 from meshlm.model.transformer import Transformer
@@ -18,8 +17,12 @@ def _batch(B=8, T=16, seed=0):
     segment_BT = jnp.where(jnp.arange(T) < T - 3, 1, 0) * jnp.ones((B, 1), jnp.int32)
     segment_BT = segment_BT.at[::2, 5:].set(jnp.where(segment_BT[::2, 5:] > 0, 2, 0))  # two documents, uneven padding
     positions_BT = jnp.where(segment_BT == 2, jnp.arange(T) - 5, jnp.arange(T)) * (segment_BT > 0)
-    return dict(inputs=jax.random.randint(k1, (B, T), 0, TINY.vocab_size), targets=jax.random.randint(k2, (B, T), 0, TINY.vocab_size),
-                segment_ids=segment_BT.astype(jnp.int32), positions=positions_BT.astype(jnp.int32))
+    return dict(
+        inputs=jax.random.randint(k1, (B, T), 0, TINY.vocab_size),
+        targets=jax.random.randint(k2, (B, T), 0, TINY.vocab_size),
+        segment_ids=segment_BT.astype(jnp.int32),
+        positions=positions_BT.astype(jnp.int32),
+    )
 
 
 def _gradients(micro_batches: int):
@@ -29,10 +32,14 @@ def _gradients(micro_batches: int):
 
 
 def _adamw_steps(micro_batches: int, steps: int = 2):
-    cfg = TrainConfig(steps=10, batch_size=8, micro_batches=micro_batches, optimizer=OptimizerConfig(warmup_steps=1, z_loss=1e-4))
+    cfg = TrainConfig(
+        steps=10, batch_size=8, micro_batches=micro_batches, optimizer=OptimizerConfig(warmup_steps=1, z_loss=1e-4)
+    )
     model = Transformer(TINY, nnx.Rngs(0))
     optimizer = make_optimizer(cfg.optimizer, cfg.steps)
-    step = make_train_step(nnx.graphdef(model), optimizer, learning_rate_schedule(cfg.optimizer, cfg.steps), cfg, dropout=False)
+    step = make_train_step(
+        nnx.graphdef(model), optimizer, learning_rate_schedule(cfg.optimizer, cfg.steps), cfg, dropout=False
+    )
     state = init_state(model, optimizer, 0)
     for i in range(steps):
         state, metrics = step(state, _batch(seed=i))
@@ -76,7 +83,9 @@ def test_train_step_lowers_the_loss_on_a_repeated_batch():
     model = Transformer(TINY, nnx.Rngs(0))
     optimizer = make_optimizer(cfg.optimizer, cfg.steps)
     state = init_state(model, optimizer, 0)
-    step = make_train_step(nnx.graphdef(model), optimizer, learning_rate_schedule(cfg.optimizer, cfg.steps), cfg, dropout=False)
+    step = make_train_step(
+        nnx.graphdef(model), optimizer, learning_rate_schedule(cfg.optimizer, cfg.steps), cfg, dropout=False
+    )
     batch, losses = _batch(), []
     for _ in range(15):
         state, metrics = step(state, batch)

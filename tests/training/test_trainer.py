@@ -1,7 +1,5 @@
 """End to end: the trainer on a small text corpus, exact resume, kill -9 and restart."""
 
-import json
-import os
 import random
 import signal
 import subprocess
@@ -34,10 +32,22 @@ def corpus(tmp_path_factory):
 
 def _config(corpus, tmp_path, steps=8, **extra):
     overrides = [
-        f"data.source={corpus}", "data.vocab_size=300", f"data.cache_dir={tmp_path / 'cache'}",
-        "model.vocab_size=384", "model.n_ctx=32", "model.n_layers=2", "model.d_model=32", "model.n_heads=4",
-        f"train.steps={steps}", "train.batch_size=4", "train.seq_len=32", "train.log_every=2", "train.eval_every=4",
-        "train.eval_batches=2", "train.checkpoint_every=2", "train.optimizer.warmup_steps=2",
+        f"data.source={corpus}",
+        "data.vocab_size=300",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "model.vocab_size=384",
+        "model.n_ctx=32",
+        "model.n_layers=2",
+        "model.d_model=32",
+        "model.n_heads=4",
+        f"train.steps={steps}",
+        "train.batch_size=4",
+        "train.seq_len=32",
+        "train.log_every=2",
+        "train.eval_every=4",
+        "train.eval_batches=2",
+        "train.checkpoint_every=2",
+        "train.optimizer.warmup_steps=2",
     ] + [f"{k}={v}" for k, v in extra.items()]
     return config_lib.from_preset("tiny", overrides)
 
@@ -72,7 +82,10 @@ def test_run_directory_layout_and_falling_validation_loss(corpus, tmp_path, caps
     assert {"loss", "grad_norm", "lr", "tokens_per_s", "mfu"} <= set(records[0])
     val = [r["val_loss"] for r in records if "val_loss" in r]
     assert len(val) == 3 and val[-1] < val[0]
-    assert main(["generate", "--run-dir", str(run), "--prompt", "the king", "--max-new-tokens", "5", "--temperature", "0"]) == 0
+    assert (
+        main(["generate", "--run-dir", str(run), "--prompt", "the king", "--max-new-tokens", "5", "--temperature", "0"])
+        == 0
+    )
     assert "the king" in capsys.readouterr().out
 
 
@@ -86,7 +99,17 @@ def test_a_different_config_on_an_existing_run_is_refused(corpus, tmp_path):
 def test_sigkill_then_rerun_continues_from_the_last_checkpoint(corpus, tmp_path):
     run = tmp_path / "run"
     cfg = _config(corpus, tmp_path, steps=400, **{"train.checkpoint_every": 5, "train.log_every": 5})
-    argv = [sys.executable, "-m", "meshlm.experiments.cli", "train", "--preset", "tiny", "--run-dir", str(run), "--no-progress"]
+    argv = [
+        sys.executable,
+        "-m",
+        "meshlm.experiments.cli",
+        "train",
+        "--preset",
+        "tiny",
+        "--run-dir",
+        str(run),
+        "--no-progress",
+    ]
     argv += [arg for item in _overrides_of(cfg) for arg in ("--set", item)]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
@@ -98,7 +121,9 @@ def test_sigkill_then_rerun_continues_from_the_last_checkpoint(corpus, tmp_path)
     steps_before = _finished_checkpoints(run)
     assert steps_before, "no checkpoint was written before the kill"
     killed_at = max(steps_before)
-    out = subprocess.run(argv[:-0 or None] + ["--set", "train.steps=" + str(killed_at + 5)], capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        argv[: -0 or None] + ["--set", "train.steps=" + str(killed_at + 5)], capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr
     assert f"resumed from step {killed_at}" in out.stdout
     records = metrics_lib.read(run)
