@@ -13,17 +13,14 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
-from meshlm.experiments import config as config_lib
 from meshlm.model import flops
 from meshlm.model.errors import ConfigError
-from meshlm.model.transformer import Transformer
 from meshlm.parallel.config import MeshConfig
-from meshlm.parallel.sharding import Partitioner, model_axes
+from meshlm.parallel.sharding import Partitioner
+from meshlm.training import config as config_lib
 from meshlm.training import mfu
-from meshlm.training.optimizer import learning_rate_schedule, make_optimizer
-from meshlm.training.train_step import init_state, make_train_step
+from meshlm.training import setup as setup_lib
 
 BATCH = 12  # sequences per step unless --set train.batch_size=N: the CPU benchmark shape (cpu-small)
 FLOP_FORMULA = (
@@ -74,25 +71,15 @@ def data_parallel_devices(batch: int) -> list:
 
 
 def build_train_step(cfg: config_lib.Config, devices: list):
-    """(compiled step, state, batch, trace seconds, compile seconds) for a random batch, data parallel over `devices`."""
+    """(compiled step, state, batch, trace s, compile s) for a random batch, data parallel over `devices`."""
     B, T = cfg.train.batch_size, cfg.seq_len
-    partitioner = Partitioner.build(MeshConfig(shape=f"data={len(devices)}"), devices)
-    optimizer = make_optimizer(cfg.train.optimizer, cfg.train.steps)
-    schedule = learning_rate_schedule(cfg.train.optimizer, cfg.train.steps)
-    model = Transformer(cfg.model, nnx.Rngs(cfg.train.seed))
-    graphdef = nnx.graphdef(model)
-    state = init_state(model, optimizer, cfg.train.seed)
-    state_sharding = partitioner.state_shardings(state, model_axes(cfg.model))
-    state = jax.device_put(state, state_sharding)
+    setup = setup_lib.build(cfg, Partitioner.build(MeshConfig(shape=f"data={len(devices)}"), devices))
+    state = setup.init_state()
     tokens = np.random.default_rng(cfg.train.seed).integers(0, cfg.model.vocab_size, (B, T + 1), dtype=np.int32)
-    batch_sharding = partitioner.batch_sharding(B, T)
-    batch = {k: jax.device_put(v, batch_sharding) for k, v in (("inputs", tokens[:, :-1]), ("targets", tokens[:, 1:]))}
-    step = make_train_step(
-        graphdef, optimizer, schedule, cfg.train, cfg.model.dropout > 0, state_sharding, batch_sharding
-    )
+    pairs = (("inputs", tokens[:, :-1]), ("targets", tokens[:, 1:]))
+    batch = {k: jax.device_put(v, setup.batch_sharding) for k, v in pairs}
     start = time.perf_counter()
-    with partitioner.activate():
-        lowered = step.lower(state, batch)
+    lowered = setup.lower(state, batch)
     traced = time.perf_counter()
     compiled = lowered.compile()
     return compiled, state, batch, traced - start, time.perf_counter() - traced
@@ -125,14 +112,10 @@ def bench_train(cfg: config_lib.Config, steps: int, warmup: int, against: list[s
     step_flops = per_token.total * B * T
     achieved = step_flops / times["meshlm"]
     if on_cpu:
-        peak, peak_source = (
-            probe_flops / times["matmul"],
-            f"measured f32 1024x1024 matmul, median of {steps} probes between the steps",
-        )
-    elif (chip := mfu.table_peak(devices[0].device_kind)) is not None:
-        peak, peak_source = chip * len(devices), f"{len(devices)} x {devices[0].device_kind} data sheet (bf16 dense)"
+        peak = probe_flops / times["matmul"]
+        peak_source = f"measured f32 1024x1024 matmul, median of {steps} probes between the steps"
     else:
-        peak, peak_source = mfu.measure_matmul_peak(), f"{devices[0].device_kind}: measured f32 1024x1024 matmul"
+        peak, peak_source = mfu.device_peak(devices)
     result = dict(
         preset=cfg.preset,
         n_layers=cfg.model.n_layers,
@@ -170,20 +153,10 @@ def bench_compile(cfg: config_lib.Config, layers: list[int], repeats: int) -> di
     """Seconds to lower and compile the train step at each depth (abstract inputs: nothing is allocated)."""
 
     def compile_at(n_layers: int) -> Callable[[], object]:
-        c = config_lib.apply_overrides(cfg, [f"model.n_layers={n_layers}"])
-        optimizer = make_optimizer(c.train.optimizer, c.train.steps)
-        schedule = learning_rate_schedule(c.train.optimizer, c.train.steps)
-        abstract_model = nnx.eval_shape(lambda: Transformer(c.model, nnx.Rngs(0)))
-        state = jax.eval_shape(lambda: init_state(Transformer(c.model, nnx.Rngs(0)), optimizer, 0))
-        B, T = c.train.batch_size, c.seq_len
-        batch = {k: jax.ShapeDtypeStruct((B, T), jnp.int32) for k in ("inputs", "targets")}
-
-        def lower_and_compile():
-            # A fresh jit each time, so nothing is cached between repeats.
-            step = make_train_step(nnx.graphdef(abstract_model), optimizer, schedule, c.train, False)
-            return step.lower(state, batch).compile()
-
-        return lower_and_compile
+        setup = setup_lib.build(config_lib.apply_overrides(cfg, [f"model.n_layers={n_layers}"]))
+        batch = setup.abstract_batch(keys=("inputs", "targets"))
+        # A fresh jit each time, so nothing is cached between repeats.
+        return lambda: setup.lower(batch=batch, fresh=True).compile()
 
     times = interleaved({L: compile_at(L) for L in layers}, repeats)
     seconds = {L: statistics.median(t) for L, t in times.items()}
@@ -213,9 +186,12 @@ def run(args) -> None:
 
 def _train_text(r: dict) -> str:
     lines = [
-        f"meshlm bench train: {r['preset']}, {r['n_layers']} layers, d_model {r['d_model']}, batch {r['batch']} x {r['seq_len']} tokens, "
-        f"{r['dtype']}, attention {r['attention']}, remat {r['remat']}, {r['devices']} x {r['device_kind']} (data parallel)",
-        f"compile      {r['trace_s'] + r['compile_s']:.1f} s  (trace {r['trace_s']:.1f} s + XLA {r['compile_s']:.1f} s; not in the step time)",
+        f"meshlm bench train: {r['preset']}, {r['n_layers']} layers, d_model {r['d_model']}, batch {r['batch']} x "
+        f"{r['seq_len']} tokens, "
+        f"{r['dtype']}, attention {r['attention']}, remat {r['remat']}, {r['devices']} x {r['device_kind']} (data "
+        "parallel)",
+        f"compile      {r['trace_s'] + r['compile_s']:.1f} s  (trace {r['trace_s']:.1f} s + XLA {r['compile_s']:.1f} "
+        "s; not in the step time)",
         f"step time    {r['step_s'] * 1e3:.0f} ms  (median of {r['steps']})",
         f"tokens/s     {r['tokens_per_s']:,.0f}",
         f"FLOPs/token  {r['flops_per_token'] / 1e6:.1f}M = {r['flop_formula']}",
@@ -226,7 +202,8 @@ def _train_text(r: dict) -> str:
     ]
     for name, ref in r["against"].items():
         lines.append(
-            f"{name:12s} {ref['tokens_per_s']:,.0f} tokens/s (step {ref['step_s'] * 1e3:.0f} ms); meshlm / {name} = {ref['ratio']:.2f}"
+            f"{name:12s} {ref['tokens_per_s']:,.0f} tokens/s (step {ref['step_s'] * 1e3:.0f} ms); meshlm / {name} = "
+            f"{ref['ratio']:.2f}"
         )
     return "\n".join(lines)
 

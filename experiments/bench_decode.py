@@ -10,10 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from meshlm.experiments import config as config_lib
 from meshlm.experiments.bench import interleaved
 from meshlm.model import generate
 from meshlm.model.transformer import Transformer
+from meshlm.training import config as config_lib
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4))
@@ -110,12 +110,16 @@ def run(args) -> None:
         print(json.dumps(result))
         return
     print(
-        f"meshlm bench decode: {result['preset']} (n_ctx {result['n_ctx']}), prompt {prompt_len} + {new} new tokens, greedy, "
+        f"meshlm bench decode: {result['preset']} (n_ctx {result['n_ctx']}), prompt {prompt_len} + {new} new tokens, "
+        "greedy, "
         f"{result['device_kind']}, median of {result['repeats']}"
     )
     for r in result["rows"]:
         print(
-            f"batch {r['batch']:3d}: KV cache {r['cached_tokens_per_s']:,.1f} tokens/s ({r['cached_s']:.2f} s for {new}); "
-            f"recompute {r['uncached_tokens_per_s']:,.2f} tokens/s ({r['uncached_total_s']:.1f} s for {new}, from {result['uncached_tokens']} steps); "
-            f"speedup {r['speedup']:.1f}x; same tokens: {r['same_tokens']}; compile {r['cached_compile_s']:.1f} s / {r['uncached_compile_s']:.1f} s"
+            f"batch {r['batch']:3d}: KV cache {r['cached_tokens_per_s']:,.1f} tokens/s ({r['cached_s']:.2f} s for "
+            f"{new}); "
+            f"recompute {r['uncached_tokens_per_s']:,.2f} tokens/s ({r['uncached_total_s']:.1f} s for {new}, from "
+            f"{result['uncached_tokens']} steps); "
+            f"speedup {r['speedup']:.1f}x; same tokens: {r['same_tokens']}; compile {r['cached_compile_s']:.1f} s / "
+            f"{r['uncached_compile_s']:.1f} s"
         )

@@ -88,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", metavar="SPEC", help="shakespeare (default, embedded) | tfds:NAME[/CONFIG] | text:GLOB")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     p.add_argument(
+        "--sample",
+        action="append",
+        default=[],
+        metavar="PROMPT",
+        help="after training, sample this prompt into RUN_DIR/samples.txt (repeatable)",
+    )
+    p.add_argument(
         "--mesh", metavar="SPEC", help="device mesh, e.g. data=2,fsdp=2,tensor=2 (one axis may be -1); sets mesh.shape"
     )
     p.add_argument(

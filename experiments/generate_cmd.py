@@ -2,10 +2,11 @@
 
 from flax import nnx
 
-from meshlm.experiments import config as config_lib
 from meshlm.model.errors import ConfigError
 from meshlm.model.generate import SamplingConfig, generate
 from meshlm.model.transformer import Transformer
+from meshlm.training import config as config_lib
+from meshlm.training.run_dir import load_run
 
 
 class ByteCodec:
@@ -23,9 +24,8 @@ class ByteCodec:
 
 def run(args) -> None:
     if args.run_dir:
-        from meshlm.training import run_dir
-
-        model, codec = run_dir.load_for_inference(args.run_dir)
+        run = load_run(args.run_dir)
+        model, codec = run.model, run.tokenizer
     else:
         cfg = config_lib.from_preset(args.preset, args.set).validate()
         if cfg.model.vocab_size < 256:

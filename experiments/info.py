@@ -2,8 +2,8 @@
 
 import json
 
-from meshlm.experiments import config as config_lib
 from meshlm.model import flops, presets
+from meshlm.training import config as config_lib
 
 
 def run(args) -> None:
@@ -11,7 +11,8 @@ def run(args) -> None:
         for name, cfg in presets.PRESETS.items():
             n = flops.count_params(cfg).total
             print(
-                f"{name:14s} {n / 1e9:8.3f}B params  layers={cfg.n_layers:<3d} d_model={cfg.d_model:<6d} heads={cfg.n_heads}"
+                f"{name:14s} {n / 1e9:8.3f}B params  layers={cfg.n_layers:<3d} d_model={cfg.d_model:<6d} "
+                f"heads={cfg.n_heads}"
             )
         return
     cfg = config_lib.from_preset(args.preset, args.set).validate()
@@ -40,15 +41,18 @@ def run(args) -> None:
         + (f"  paper: {_human(paper)}, ratio {count.total / paper:.3f}" if paper else "")
     )
     print(
-        f"  embedding      {count.embedding:>18,d}  (token table{' + positions' if m.position == 'learned' else ''}; the tied head reuses the table)"
+        f"  embedding      {count.embedding:>18,d}  (token table{' + positions' if m.position == 'learned' else ''}; "
+        "the tied head reuses the table)"
     )
     print(f"  non-embedding  {count.non_embedding:>18,d}")
     print(f"training FLOPs per token at seq_len {cfg.seq_len}: {per_token.total:.4g}")
     print(
-        f"  matmuls        {per_token.matmul:.4g}  = 6 x (n_layers x (4 d_model d_attn + {3 if m.mlp == 'swiglu' else 2} d_model d_mlp) + d_model vocab)"
+        f"  matmuls        {per_token.matmul:.4g}  = 6 x (n_layers x (4 d_model d_attn + "
+        f"{3 if m.mlp == 'swiglu' else 2} d_model d_mlp) + d_model vocab)"
     )
     print(
-        f"  attention      {per_token.attention:.4g}  = 6 x 2 x n_layers x seq_len x d_attn  (QK^T and AV, unmasked square)"
+        f"  attention      {per_token.attention:.4g}  = 6 x 2 x n_layers x seq_len x d_attn  (QK^T and AV, unmasked "
+        "square)"
     )
 
 

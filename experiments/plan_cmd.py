@@ -4,19 +4,20 @@ import dataclasses
 import json
 import math
 
-from meshlm.experiments import config as config_lib
+import jax
+
 from meshlm.model.errors import ConfigError
+from meshlm.parallel import hardware, planner
+from meshlm.parallel.checks import check_mesh
+from meshlm.parallel.sharding import Partitioner
+from meshlm.training import config as config_lib
+from meshlm.training import setup as setup_lib
 
 MAX_SIMULATED = 8  # --xla auto: meshes this small compile for simulated CPU devices in seconds to a minute
 GiB = 2**30
 
 
 def run(args) -> None:
-    import jax
-
-    from meshlm.parallel import planner
-    from meshlm.parallel.checks import check_mesh
-
     flags = {
         "train.batch_size": args.batch,
         "train.seq_len": args.seq_len,
@@ -29,21 +30,28 @@ def run(args) -> None:
     sizes = cfg.mesh.axis_sizes(chips)
     if math.prod(sizes.values()) != chips:
         raise ConfigError(
-            f"mesh {args.mesh!r} uses {math.prod(sizes.values())} of the {chips} chips; use -1 for one axis or change --chips"
+            f"mesh {args.mesh!r} uses {math.prod(sizes.values())} of the {chips} chips; use -1 for one axis or change "
+            "--chips"
         )
     if args.batch is None:  # the config's batch, raised to one sequence per data-parallel device if smaller
         dp = sizes["data"] * sizes["fsdp"] * cfg.train.micro_batches
         cfg = config_lib.apply_overrides(cfg, [f"train.batch_size={-(-cfg.train.batch_size // dp) * dp}"])
     cfg = cfg.validate()
-    check_mesh(sizes, cfg.mesh.sequence_parallel, cfg.model, cfg.train.batch_size, cfg.train.micro_batches, cfg.seq_len)
+    check_mesh(
+        sizes,
+        sequence_parallel=cfg.mesh.sequence_parallel,
+        model=cfg.model,
+        batch_size=cfg.train.batch_size,
+        micro_batches=cfg.train.micro_batches,
+        seq_len=cfg.seq_len,
+    )
     p = planner.plan(cfg.model, cfg.train, cfg.mesh, chips, args.device, args.mfu)
     if p.peak_flops is None or p.hbm is None:
-        raise ConfigError(
-            f"unknown device {args.device!r}; use one of tpu-v4, tpu-v5e, tpu-v5p, tpu-v6e, a100, h100, h200"
-        )
+        raise ConfigError(f"unknown device {args.device!r}; use one of {', '.join(hardware.names())}")
     xla = None
     if args.xla == "on" or (args.xla == "auto" and chips <= MAX_SIMULATED):
-        xla = planner.xla_memory(cfg.model, cfg.train, cfg.mesh, _cpu_devices(jax, chips))
+        partitioner = Partitioner.build(cfg.mesh, _cpu_devices(chips))
+        xla = setup_lib.build(cfg, partitioner).memory_analysis()
     if args.json:
         print(
             json.dumps(
@@ -54,7 +62,7 @@ def run(args) -> None:
         print(_text(args.preset, cfg, p, xla))
 
 
-def _cpu_devices(jax, n: int) -> list:
+def _cpu_devices(n: int) -> list:
     try:
         jax.config.update("jax_num_cpu_devices", n)
     except RuntimeError:  # JAX already started (e.g. in tests): use the CPU devices it has
@@ -62,7 +70,8 @@ def _cpu_devices(jax, n: int) -> list:
     devices = jax.devices("cpu")
     if len(devices) < n:
         raise ConfigError(
-            f"XLA's analysis needs {n} CPU devices but this process has {len(devices)}; run meshlm plan in a fresh process or pass --xla off"
+            f"XLA's analysis needs {n} CPU devices but this process has {len(devices)}; run meshlm plan in a fresh "
+            "process or pass --xla off"
         )
     return devices[:n]
 
@@ -77,13 +86,15 @@ def _text(preset: str, cfg, p, xla: dict | None) -> str:
         (
             "activations",
             p.activations,
-            f"remat {p.remat}, {t.batch_size // t.micro_batches // (p.mesh['data'] * p.mesh['fsdp'])} sequence(s) per device per micro-batch, {m.dtype}",
+            f"remat {p.remat}, {t.batch_size // t.micro_batches // (p.mesh['data'] * p.mesh['fsdp'])} sequence(s) per "
+            f"device per micro-batch, {m.dtype}",
         ),
         ("gathered weights", p.gathered, "FSDP: one layer all-gathered, forward and backward"),
     ]
     verdict = "fits" if p.total <= p.hbm else "does NOT fit"
     lines = [
-        f"{preset} on {p.chips} x {p.device}, mesh {mesh}{' + sequence parallel' if cfg.mesh.sequence_parallel else ''}",
+        f"{preset} on {p.chips} x {p.device}, mesh "
+        f"{mesh}{' + sequence parallel' if cfg.mesh.sequence_parallel else ''}",
         f"batch {t.batch_size} x {p.seq_len} tokens in {t.micro_batches} micro-batch(es)",
         "",
         "per-device memory",
@@ -91,16 +102,20 @@ def _text(preset: str, cfg, p, xla: dict | None) -> str:
         f"  {'total':<18}{_size(p.total):>10}   of {p.hbm / GiB:.0f} GiB HBM: {verdict}"
         + ("" if verdict == "fits" or p.remat != "none" else " (try --remat full)"),
         "",
-        f"FLOPs per step      {p.flops_per_step:.3e}   (6 x params + attention per token, PaLM App. B; remat recompute not counted)",
-        f"step time           {_seconds(p.step_time)} at {p.mfu:.0%} MFU ({p.peak_flops / 1e12:.0f} TFLOP/s per chip, bf16 dense data sheet)",
+        f"FLOPs per step      {p.flops_per_step:.3e}   (6 x params + attention per token, PaLM App. B; remat "
+        "recompute not counted)",
+        f"step time           {_seconds(p.step_time)} at {p.mfu:.0%} MFU ({p.peak_flops / 1e12:.0f} TFLOP/s per chip, "
+        "bf16 dense data sheet)",
         f"tokens per second   {t.batch_size * p.seq_len / p.step_time:,.0f}",
     ]
     if xla is not None:
         lines += [
             "",
-            f"XLA memory analysis: the train step compiled for {p.chips} simulated CPU devices from abstract shapes, per device",
+            f"XLA memory analysis: the train step compiled for {p.chips} simulated CPU devices from abstract shapes, "
+            "per device",
             f"  arguments {_size(xla['arguments'])}   temporaries {_size(xla['temp'])}   total {_size(xla['total'])}"
-            f"   (planner / XLA = {p.total / xla['total']:.3f}{'; CPU computes bfloat16 in f32' if m.dtype == 'bfloat16' else ''})",
+            "   (planner / XLA = "
+            f"{p.total / xla['total']:.3f}{'; CPU computes bfloat16 in f32' if m.dtype == 'bfloat16' else ''})",
         ]
     return "\n".join(lines)
 

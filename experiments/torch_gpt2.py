@@ -30,7 +30,8 @@ def check(name: str, cfg: ModelConfig) -> None:
     wrong = {k: getattr(cfg, k) for k, v in GPT2_SHAPE.items() if getattr(cfg, k) != v}
     if wrong or cfg.dtype != "float32" or cfg.dropout:
         raise ConfigError(
-            f"--against {name} compares GPT-2-shaped f32 models without dropout; this config has {wrong or 'dtype/dropout set'}"
+            f"--against {name} compares GPT-2-shaped f32 models without dropout; this config has "
+            f"{wrong or 'dtype/dropout set'}"
         )
     _torch()
 

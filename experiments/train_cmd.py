@@ -1,19 +1,20 @@
 """`meshlm train`: build the config from a preset and overrides, then hand it to the trainer."""
 
-import pathlib
+import jax
+from etils import epath
 
-from meshlm.experiments import config as config_lib
+from meshlm.model.generate import SamplingConfig
+from meshlm.parallel import distributed
+from meshlm.training import config as config_lib
+from meshlm.training.run_dir import load_run
+from meshlm.training.trainer import train
 
 
 def run(args) -> None:
-    from meshlm.parallel import distributed
-
     flags = distributed.DistributedConfig.from_env().with_flags(
         args.coordinator, args.num_processes, args.process_id, args.cpu_devices
     )
     distributed.initialize(flags)  # before anything touches a device
-    from meshlm.training.trainer import train
-
     overrides = (
         list(args.set)
         + ([f"data.source={args.data}"] if args.data else [])
@@ -21,5 +22,25 @@ def run(args) -> None:
     )
     cfg = config_lib.from_preset(args.preset, overrides).validate() if args.preset else None
     if cfg is None and overrides:
-        cfg = config_lib.apply_overrides(config_lib.load(pathlib.Path(args.run_dir) / "config.json"), overrides)
-    train(cfg, pathlib.Path(args.run_dir), progress=not args.no_progress)
+        cfg = config_lib.apply_overrides(config_lib.load(epath.Path(args.run_dir) / "config.json"), overrides)
+    train(cfg, args.run_dir, progress=not args.no_progress)
+    if args.sample and jax.process_count() == 1:  # sampling reads every parameter shard: one process only
+        write_samples(args.run_dir, args.sample)
+
+
+def write_samples(run_dir: str, prompts: list[str]) -> None:
+    """Sample each prompt from the finished run into RUN_DIR/samples.txt, and print them."""
+    run = load_run(run_dir)
+    tok, cfg = run.tokenizer, run.config
+    sampling = SamplingConfig(
+        max_new_tokens=min(96, cfg.model.n_ctx // 2),
+        temperature=0.8,
+        top_k=50,
+        stop_tokens=(tok.eos_id,),
+        seed=cfg.train.seed,
+        vocab_limit=tok.vocab_size,
+    )
+    texts = [p + text for p, text in zip(prompts, run.generate(prompts, sampling))]
+    (run.path / "samples.txt").write_text("".join(f"--- sample {i}\n{text}\n" for i, text in enumerate(texts)))
+    for text in texts:
+        print("--- sample\n" + text)

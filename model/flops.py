@@ -30,7 +30,8 @@ def count_params(cfg: ModelConfig) -> ParamCount:
 
 @dataclasses.dataclass(frozen=True)
 class FlopsPerToken:
-    """Training FLOPs per token = 3 x forward (backward costs twice the forward), as in PaLM (Chowdhery et al. 2022, App. B)."""
+    """Training FLOPs per token = 3 x forward (backward costs twice the forward), as in PaLM (Chowdhery et al.
+    2022, App. B)."""
 
     matmul: float  # 6 x (weights every token multiplies: blocks and output head)
     attention: float  # 6 x 2 x n_layers x seq_len x d_attn: QK^T and AV, counted for the full (unmasked) square

@@ -23,7 +23,8 @@ def score(
     T = length or max(map(len, pairs)) - 1
     if max(map(len, pairs)) - 1 > min(T, model.cfg.n_ctx):
         raise ConfigError(
-            f"a context + continuation of {max(map(len, pairs))} tokens exceeds n_ctx={model.cfg.n_ctx}; truncate the context from the left"
+            f"a context + continuation of {max(map(len, pairs))} tokens exceeds n_ctx={model.cfg.n_ctx}; truncate the "
+            "context from the left"
         )
     B = len(pairs)
     inputs_BT, targets_BT, weight_BT = (

@@ -9,7 +9,7 @@ from flax import nnx
 from meshlm.model.attention import AttentionMask
 from meshlm.model.config import ModelConfig
 from meshlm.model.layers import Block, Norm, dropout, param
-from meshlm.parallel.constrain import constrain
+from meshlm.model.layout import constrain
 
 # Logical axes of the residual stream between blocks: meshlm.parallel maps them to mesh axes.
 ACTIVATION_AXES = ("act_batch", "act_seq", "act_embed")

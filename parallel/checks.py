@@ -28,14 +28,17 @@ def check_mesh(
     if rows % dp:
         raise ConfigError(
             f"train.batch_size={batch_size} in {micro_batches} micro-batch(es) gives {rows} sequences per micro-batch, "
-            f"not divisible by the data-parallel size data*fsdp={dp}; use a batch_size that is a multiple of {dp * micro_batches}"
+            f"not divisible by the data-parallel size data*fsdp={dp}; use a batch_size that is a multiple of "
+            f"{dp * micro_batches}"
         )
     if sequence_parallel and seq_len % tensor:
         raise ConfigError(
-            f"sequence parallelism splits train.seq_len={seq_len} over tensor={tensor}, which does not divide it; change one of them"
+            f"sequence parallelism splits train.seq_len={seq_len} over tensor={tensor}, which does not divide it; "
+            "change one of them"
         )
     if dp % process_count:
         raise ConfigError(
-            f"the data-parallel size data*fsdp={dp} is not a multiple of the {process_count} processes, so they cannot each "
+            f"the data-parallel size data*fsdp={dp} is not a multiple of the {process_count} processes, so they "
+            "cannot each "
             "feed their own slice of the batch; give data or fsdp more devices"
         )

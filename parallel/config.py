@@ -25,13 +25,15 @@ class MeshConfig:
         sizes, known = _parse(self.shape), self.fixed_devices
         if n_devices % known:
             raise ConfigError(
-                f"mesh {self.shape!r} needs {known} devices, which does not divide the {n_devices} present; change --mesh"
+                f"mesh {self.shape!r} needs {known} devices, which does not divide the {n_devices} present; change "
+                "--mesh"
             )
         if -1 in sizes.values():
             sizes = {a: n_devices // known if s == -1 else s for a, s in sizes.items()}
         if self.sequence_parallel and sizes["tensor"] == 1:
             raise ConfigError(
-                f"mesh.sequence_parallel shards the sequence over the tensor axis, but mesh {self.shape!r} has tensor=1; add tensor=N"
+                f"mesh.sequence_parallel shards the sequence over the tensor axis, but mesh {self.shape!r} has "
+                "tensor=1; add tensor=N"
             )
         return sizes
 

@@ -1,26 +1,20 @@
-"""Per-device memory, FLOPs and step time of a model on a mesh, from shapes alone; and XLA's own memory analysis
-of the real train step, compiled ahead of time for a simulated CPU mesh (nothing is allocated either way)."""
+"""Per-device memory, FLOPs and step time of a model on a mesh, from shapes alone (nothing is allocated).
+
+XLA's own memory analysis of the real train step, the check on these figures, is `TrainSetup.memory_analysis()`
+in training/setup.py: it needs the train step, which lives a layer above this one."""
 
 import dataclasses
 import math
+from typing import Protocol
 
-import jax
 import jax.numpy as jnp
-from flax import nnx
 
 from meshlm.model.config import ModelConfig
 from meshlm.model.flops import flops_per_token
-from meshlm.model.transformer import Transformer
+from meshlm.parallel import hardware
 from meshlm.parallel.config import MeshConfig
-from meshlm.parallel.hardware import device_name, hbm_bytes
 from meshlm.parallel.rules import partition, rules_for
-from meshlm.parallel.sharding import Partitioner, abstract, flat_params, model_axes
-from meshlm.training.config import TrainConfig
-from meshlm.training.mfu import table_peak
-from meshlm.training.optimizer import learning_rate_schedule, make_optimizer
-from meshlm.training.train_step import init_state, make_train_step
-
-BATCH_KEYS = ("inputs", "targets", "segment_ids", "positions")
+from meshlm.parallel.sharding import flat_params
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +48,15 @@ class Plan:
         return None if self.peak_flops is None else self.flops_per_step / (self.chips * self.peak_flops * self.mfu)
 
 
-def plan(model: ModelConfig, train: TrainConfig, mesh: MeshConfig, chips: int, device: str, mfu: float) -> Plan:
+class BatchShape(Protocol):
+    """What the planner reads of a training config (training/config.py's TrainConfig has these fields)."""
+
+    batch_size: int  # sequences per step, all devices
+    seq_len: int  # 0 = model.n_ctx
+    micro_batches: int
+
+
+def plan(model: ModelConfig, train: BatchShape, mesh: MeshConfig, chips: int, device: str, mfu: float) -> Plan:
     sizes = mesh.axis_sizes(chips)
     rules = rules_for(mesh)
     params, layer_params = 0.0, 0.0
@@ -63,9 +65,10 @@ def plan(model: ModelConfig, train: TrainConfig, mesh: MeshConfig, chips: int, d
         params += math.prod(n // math.prod(sizes[a] for a in d) for n, d in zip(x.shape, dims)) * x.dtype.itemsize
         layer_params += math.prod(x.shape) / model.n_layers if names[0] == "layers" else 0
     T = train.seq_len or model.n_ctx
+    chip = hardware.lookup(device)
     return Plan(
         mesh=sizes,
-        device=device_name(device),
+        device=hardware.device_name(device),
         batch=train.batch_size,
         seq_len=T,
         micro_batches=train.micro_batches,
@@ -75,9 +78,9 @@ def plan(model: ModelConfig, train: TrainConfig, mesh: MeshConfig, chips: int, d
         optimizer=2 * params,  # AdamW: mu and nu, each shaped and sharded like the parameters
         activations=activation_bytes(model, sizes, mesh.sequence_parallel, train.batch_size // train.micro_batches, T),
         gathered=gathered_bytes(model, sizes, layer_params),
-        hbm=hbm_bytes(device),
+        hbm=None if chip is None else chip.memory_bytes,
         flops_per_step=flops_per_token(model, T).total * train.batch_size * T,
-        peak_flops=table_peak(device_name(device)),
+        peak_flops=None if chip is None else chip.peak("bfloat16"),
         mfu=mfu,
     )
 
@@ -118,29 +121,3 @@ def activation_bytes(model: ModelConfig, sizes: dict[str, int], sequence_paralle
 def gathered_bytes(model: ModelConfig, sizes: dict[str, int], layer_params: float) -> float:
     """FSDP all-gathers one layer's weights at a time (forward and backward): two layers' worth, still split t ways."""
     return 0.0 if sizes["fsdp"] == 1 else 2 * layer_params * jnp.dtype(model.param_dtype).itemsize / sizes["tensor"]
-
-
-def xla_memory(model: ModelConfig, train: TrainConfig, mesh: MeshConfig, devices) -> dict[str, int]:
-    """XLA's memory analysis (bytes per device) of the real train step, compiled for `devices` from abstract
-    shapes: parameters, optimizer state and batch exist only as shapes with shardings."""
-    partitioner = Partitioner.build(mesh, devices)
-    optimizer = make_optimizer(train.optimizer, train.steps)
-    init = lambda: init_state(Transformer(model, nnx.Rngs(0)), optimizer, 0)  # noqa: E731
-    state = jax.eval_shape(init)
-    shardings = partitioner.state_shardings(state, model_axes(model))
-    T = train.seq_len or model.n_ctx
-    batch_sharding = partitioner.batch_sharding(train.batch_size, T)
-    batch = {k: jax.ShapeDtypeStruct((train.batch_size, T), jnp.int32, sharding=batch_sharding) for k in BATCH_KEYS}
-    graphdef = nnx.graphdef(nnx.eval_shape(lambda: Transformer(model, nnx.Rngs(0))))
-    schedule = learning_rate_schedule(train.optimizer, train.steps)
-    step = make_train_step(graphdef, optimizer, schedule, train, model.dropout > 0, shardings, batch_sharding)
-    with partitioner.activate():
-        stats = step.lower(abstract(state, shardings), batch).compile().memory_analysis()
-    out = dict(
-        arguments=stats.argument_size_in_bytes,
-        outputs=stats.output_size_in_bytes,
-        aliased=stats.alias_size_in_bytes,
-        temp=stats.temp_size_in_bytes,
-    )
-    out["total"] = out["arguments"] + out["outputs"] - out["aliased"] + out["temp"]
-    return out

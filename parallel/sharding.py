@@ -61,7 +61,8 @@ class Partitioner:
         sizes = cfg.axis_sizes(len(devices))
         if jax.process_count() > 1 and math.prod(sizes.values()) != len(devices):
             raise ConfigError(
-                f"mesh {cfg.shape!r} leaves devices out, but every one of the {jax.process_count()} processes needs a part; use -1 for one axis"
+                f"mesh {cfg.shape!r} leaves devices out, but every one of the {jax.process_count()} processes needs a "
+                "part; use -1 for one axis"
             )
         return cls(make_mesh(sizes, devices[: math.prod(sizes.values())]), rules_for(cfg))
 

@@ -1,9 +1,8 @@
 """Orbax checkpoints of the train state and the data iterator; only finished saves are ever restored."""
 
-import pathlib
-
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 from meshlm.parallel.distributed import gather_json
 from meshlm.training.errors import DataError
@@ -11,11 +10,14 @@ from meshlm.training.train_step import TrainState
 
 
 class Checkpointer:
-    def __init__(self, directory: pathlib.Path, keep: int, async_save: bool = True):
+    def __init__(self, directory: epath.PathLike, keep: int, async_save: bool = True):
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=async_save)
         # Orbax writes each step into a temporary folder and renames it when complete, so a killed run
         # leaves at worst an unfinished folder that latest_step() ignores.
-        self.manager = ocp.CheckpointManager(directory.absolute(), options=options)
+        directory = epath.Path(directory)
+        # A URL (gs://...) goes to orbax as it is; a local path is made absolute, as orbax requires.
+        directory = directory if "://" in str(directory) else directory.absolute()
+        self.manager = ocp.CheckpointManager(directory, options=options)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -33,7 +35,8 @@ class Checkpointer:
         data = restored.data["processes"]
         if len(data) != jax.process_count():
             raise DataError(
-                f"the checkpoint of step {step} was written by {len(data)} process(es); resume with as many, not {jax.process_count()}"
+                f"the checkpoint of step {step} was written by {len(data)} process(es); "
+                f"resume with as many, not {jax.process_count()}"
             )
         return restored.state, data[jax.process_index()]
 

@@ -8,12 +8,12 @@ restarting at 0 per piece; with False the token stream is concatenated and split
 """
 
 import json
-import pathlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import grain
 import numpy as np
+from etils import epath
 
 from meshlm.training import sources
 from meshlm.training.data_config import DataConfig
@@ -155,7 +155,8 @@ class Pipeline:
         docs = self.splits["train"][shard.shard_index :: shard.shard_count]
         if len(docs) == 0:
             raise DataError(
-                f"process {self.process_index} of {self.process_count} got no training documents; use fewer processes or more data"
+                f"process {self.process_index} of {self.process_count} got no training documents; "
+                "use fewer processes or more data"
             )
         ds = _rows(docs.shuffle(self.seed).repeat(), self.tokenizer, self.cfg, self.seq_len, self.batch_size, self.seed)
         identity = {
@@ -189,7 +190,7 @@ class Pipeline:
         return self._val_cache[max_batches]
 
 
-def _tokenizer(cfg: DataConfig, run_dir: pathlib.Path, train_docs: grain.MapDataset) -> Tokenizer:
+def _tokenizer(cfg: DataConfig, run_dir: epath.Path, train_docs: grain.MapDataset) -> Tokenizer:
     """The run's tokenizer: the one saved in run_dir, else cfg.tokenizer, else one trained on train_docs."""
     path = run_dir / "tokenizer.model"
     if path.exists():
@@ -205,7 +206,7 @@ def _tokenizer(cfg: DataConfig, run_dir: pathlib.Path, train_docs: grain.MapData
 
 def build_pipeline(
     cfg: DataConfig,
-    run_dir: pathlib.Path,
+    run_dir: epath.PathLike,
     seq_len: int,
     batch_size: int,
     seed: int,
@@ -214,5 +215,5 @@ def build_pipeline(
 ) -> Pipeline:
     """Open cfg.source, get the tokenizer into run_dir/tokenizer.model and return the batch pipeline."""
     splits = sources.open_splits(cfg)
-    tokenizer = _tokenizer(cfg, pathlib.Path(run_dir), splits["train"])
+    tokenizer = _tokenizer(cfg, epath.Path(run_dir), splits["train"])
     return Pipeline(tokenizer, splits, cfg, seq_len, batch_size, seed, process_index, process_count)

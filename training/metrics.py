@@ -1,44 +1,61 @@
 """Metrics to metrics.jsonl (one JSON object per line) and TensorBoard events; only process 0 writes."""
 
 import json
-import pathlib
 
 import jax
+from etils import epath
 
 
 class MetricsWriter:
-    def __init__(self, run_dir: pathlib.Path, resume_step: int):
+    def __init__(self, run_dir: epath.PathLike, resume_step: int):
         self.enabled = jax.process_index() == 0
         if not self.enabled:
             return
+        run_dir = epath.Path(run_dir)
         self.path = run_dir / "metrics.jsonl"
-        self._drop_after(resume_step)
-        from tensorboardX import SummaryWriter
+        self.lines = self._kept_until(resume_step)
+        # Object stores (gs://, s3://) cannot append: there the file is rewritten whole, which is atomic.
+        self.appendable = _is_local(self.path)
+        self._rewrite()
+        self.file = self.path.open("a") if self.appendable else None
+        from tensorboardX import SummaryWriter  # deferred: imports TensorFlow's protobufs
 
         self.tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
-        self.file = self.path.open("a")
 
-    def _drop_after(self, step: int) -> None:
+    def _kept_until(self, step: int) -> list[str]:
         """A resumed run repeats the steps after its checkpoint: forget what the killed run logged for them."""
         if not self.path.exists():
-            return
+            return []
         lines = [line for line in self.path.read_text().splitlines() if line.strip()]
-        kept = [line for line in lines if _step_of(line) is not None and _step_of(line) <= step]
-        self.path.write_text("".join(line + "\n" for line in kept))
+        return [line for line in lines if _step_of(line) is not None and _step_of(line) <= step]
+
+    def _rewrite(self) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in self.lines))
+        tmp.replace(self.path)
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
             return
-        record = {"step": step, **{k: float(v) for k, v in metrics.items()}}
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
+        line = json.dumps({"step": step, **{k: float(v) for k, v in metrics.items()}})
+        self.lines.append(line)
+        if self.appendable:
+            self.file.write(line + "\n")
+            self.file.flush()
+        else:
+            self._rewrite()
         for name, value in metrics.items():
             self.tb.add_scalar(name, float(value), step)
 
     def close(self) -> None:
         if self.enabled:
-            self.file.close()
+            if self.file is not None:
+                self.file.close()
             self.tb.close()
+
+
+def _is_local(path: epath.Path) -> bool:
+    return "://" not in str(path)
 
 
 def _step_of(line: str) -> int | None:
@@ -48,6 +65,6 @@ def _step_of(line: str) -> int | None:
         return None
 
 
-def read(run_dir: pathlib.Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
+def read(run_dir: epath.PathLike) -> list[dict]:
+    path = epath.Path(run_dir) / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []

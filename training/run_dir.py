@@ -1,32 +1,39 @@
-"""The run directory: everything a run needs to resume, and everything a sweep or `generate` reads back.
+"""The run directory: everything a run needs to resume, and everything a sweep, `generate` or `eval` reads back.
 
-RUN_DIR/config.json       the resolved config (plain JSON)
-RUN_DIR/tokenizer.model   sentencepiece model trained on the training split (or copied in)
-RUN_DIR/metrics.jsonl     one JSON object per logged step
-RUN_DIR/tensorboard/      TensorBoard event files
-RUN_DIR/checkpoints/N/    orbax checkpoints: train state and data-iterator state at step N
-RUN_DIR/samples.txt       text sampled at the end of training
+    RUN_DIR/config.json       the resolved config (plain JSON)
+    RUN_DIR/tokenizer.model   sentencepiece model trained on the training split (or copied in)
+    RUN_DIR/metrics.jsonl     one JSON object per logged step
+    RUN_DIR/tensorboard/      TensorBoard event files
+    RUN_DIR/checkpoints/N/    orbax checkpoints: train state and data-iterator state at step N
+
+RUN_DIR may be any path orbax and etils.epath can write, `gs://bucket/run` included: paths travel as epath.Path,
+never through pathlib, which would turn the URL into a local folder `gs:/bucket/run`.
 """
 
 import dataclasses
-import pathlib
 
 import jax
+from etils import epath
 from flax import nnx
 
-from meshlm.experiments import config as config_lib
 from meshlm.model.errors import ConfigError
+from meshlm.model.generate import SamplingConfig, generate
 from meshlm.model.transformer import Transformer
+from meshlm.parallel.config import MeshConfig
+from meshlm.parallel.sharding import Partitioner, abstract, model_axes
+from meshlm.training import config as config_lib
+from meshlm.training.checkpoint import Checkpointer
+from meshlm.training.tokenizer import Tokenizer
 
 CONFIG = "config.json"
 TOKENIZER = "tokenizer.model"
 CHECKPOINTS = "checkpoints"
 
 
-def resolve_config(run_dir: pathlib.Path, requested: config_lib.Config | None) -> config_lib.Config:
+def resolve_config(run_dir: epath.PathLike, requested: config_lib.Config | None) -> config_lib.Config:
     """The config of this run: the saved one when resuming (a changed train.steps extends the run, a changed mesh
     reshards the checkpoint onto the new one)."""
-    saved_path = run_dir / CONFIG
+    saved_path = epath.Path(run_dir) / CONFIG
     if not saved_path.exists():
         if requested is None:
             raise ConfigError(f"{run_dir} holds no run; pass --preset NAME to start one there")
@@ -34,12 +41,10 @@ def resolve_config(run_dir: pathlib.Path, requested: config_lib.Config | None) -
     saved = config_lib.load(saved_path)
     if requested is None:
         return saved
-    if (
-        dataclasses.replace(
-            requested, train=dataclasses.replace(requested.train, steps=saved.train.steps), mesh=saved.mesh
-        )
-        != saved
-    ):
+    same_run = dataclasses.replace(
+        requested, train=dataclasses.replace(requested.train, steps=saved.train.steps), mesh=saved.mesh
+    )
+    if same_run != saved:
         changed = [k for k, v in config_lib.to_dict(requested).items() if config_lib.to_dict(saved)[k] != v]
         raise ConfigError(
             f"{run_dir} already holds a run with a different config (sections differing: {', '.join(changed)}); "
@@ -48,31 +53,52 @@ def resolve_config(run_dir: pathlib.Path, requested: config_lib.Config | None) -
     return requested
 
 
-def save_config(run_dir: pathlib.Path, cfg: config_lib.Config) -> None:
+def save_config(run_dir: epath.PathLike, cfg: config_lib.Config) -> None:
     if jax.process_index() == 0:
-        tmp = run_dir / (CONFIG + ".tmp")
-        config_lib.save(cfg, tmp)
-        tmp.replace(run_dir / CONFIG)
+        config_lib.save(cfg, epath.Path(run_dir) / CONFIG)
 
 
-def load_for_inference(run_dir) -> tuple[Transformer, object]:
-    """The latest checkpoint's model and the run's tokenizer."""
-    from meshlm.parallel.config import MeshConfig
-    from meshlm.parallel.sharding import Partitioner, model_axes
-    from meshlm.parallel.sharding import abstract as with_shardings
-    from meshlm.training.checkpoint import Checkpointer
-    from meshlm.training.tokenizer import Tokenizer
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """A trained run, loaded: its config, tokenizer, model (parameters merged in), parameters and step."""
 
-    run_dir = pathlib.Path(run_dir)
-    cfg = resolve_config(run_dir, None)
-    checkpointer = Checkpointer(run_dir / CHECKPOINTS, keep=cfg.train.keep_checkpoints)
-    if checkpointer.latest_step() is None:
-        raise ConfigError(f"{run_dir} has no finished checkpoint yet; train longer (train.checkpoint_every) and retry")
-    abstract = nnx.eval_shape(lambda: Transformer(cfg.model, nnx.Rngs(0)))
-    graphdef, abstract_params = nnx.split(abstract)
+    path: epath.Path
+    config: config_lib.Config
+    tokenizer: Tokenizer
+    model: Transformer
+    params: dict
+    step: int
+    partitioner: Partitioner  # the mesh the parameters were restored onto
+
+    def generate(self, prompts: list[str], sampling: SamplingConfig | None = None) -> list[str]:
+        """Continuations of text prompts (each starts a new document, as in training)."""
+        tok = self.tokenizer
+        sampling = sampling or SamplingConfig(stop_tokens=(tok.eos_id,), vocab_limit=tok.vocab_size)
+        ids = [[tok.eos_id] + tok.encode(p) for p in prompts]
+        return [tok.decode([t for t in new if t != tok.eos_id]) for new in generate(self.model, ids, sampling)]
+
+
+def load_run(path: epath.PathLike, mesh: MeshConfig | None = None, step: int | None = None) -> Run:
+    """The run at `path` at its latest (or the given) complete checkpoint, its parameters restored onto `mesh`
+    (default: this process's first device), whatever mesh wrote them: orbax reshards."""
+    path = epath.Path(path)
+    cfg = resolve_config(path, None)
+    checkpointer = Checkpointer(path / CHECKPOINTS, keep=cfg.train.keep_checkpoints)
+    step = checkpointer.latest_step() if step is None else step
+    if step is None:
+        raise ConfigError(f"{path} has no finished checkpoint yet; train longer (train.checkpoint_every) and retry")
+    graphdef, abstract_params = nnx.split(nnx.eval_shape(lambda: Transformer(cfg.model, nnx.Rngs(0))))
     abstract_params = nnx.to_pure_dict(abstract_params)
-    # Onto this process's first device, whatever mesh the run was trained on: orbax reshards.
-    shardings = Partitioner.build(MeshConfig()).param_shardings(abstract_params, model_axes(cfg.model))
-    params = checkpointer.restore_params(with_shardings(abstract_params, shardings))
+    partitioner = Partitioner.build(mesh or MeshConfig())
+    shardings = partitioner.param_shardings(abstract_params, model_axes(cfg.model))
+    params = checkpointer.restore_params(abstract(abstract_params, shardings), step=step)
     checkpointer.close()
-    return nnx.merge(graphdef, params), Tokenizer.load(run_dir / TOKENIZER)
+    return Run(
+        path=path,
+        config=cfg,
+        tokenizer=Tokenizer.load(path / TOKENIZER),
+        model=nnx.merge(graphdef, params),
+        params=params,
+        step=step,
+        partitioner=partitioner,
+    )

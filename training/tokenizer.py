@@ -1,12 +1,11 @@
 """A sentencepiece BPE tokenizer that round-trips any UTF-8 text exactly."""
 
 import io
-import os
-import pathlib
-import tempfile
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 
 import sentencepiece as spm
+from etils import epath
 
 from meshlm.training.errors import DataError
 
@@ -38,17 +37,17 @@ class Tokenizer:
         self._sp = processor
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Tokenizer":
-        path = pathlib.Path(path)
+    def load(cls, path: epath.PathLike) -> "Tokenizer":
+        path = epath.Path(path)
         if not path.is_file():
             raise DataError(
                 f"tokenizer {path} does not exist; point data.tokenizer at a sentencepiece .model or set it to ''"
             )
-        return cls(spm.SentencePieceProcessor(model_file=str(path)))
+        return cls(spm.SentencePieceProcessor(model_proto=path.read_bytes()))
 
     @classmethod
     def train(
-        cls, texts: Iterable[str], vocab_size: int, path: str | os.PathLike, max_chars: int | None = None
+        cls, texts: Iterable[str], vocab_size: int, path: epath.PathLike, max_chars: int | None = None
     ) -> "Tokenizer":
         """Train BPE on the lines of `texts` (at most `max_chars` characters) and write the model to `path`.
 
@@ -83,13 +82,13 @@ class Tokenizer:
         tokenizer.save(path)
         return tokenizer
 
-    def save(self, path: str | os.PathLike) -> None:
+    def save(self, path: epath.PathLike) -> None:
         """Write the model so that readers see the old file or the whole new one, never a part."""
-        path = pathlib.Path(path)
+        path = epath.Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
-            f.write(self._sp.serialized_model_proto())
-        os.replace(f.name, path)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        tmp.write_bytes(self._sp.serialized_model_proto())
+        tmp.replace(path)
 
     @property
     def vocab_size(self) -> int:

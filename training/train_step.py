@@ -85,7 +85,8 @@ def make_train_step(
     state_sharding=None,
     batch_sharding=None,
 ) -> Callable:
-    """(state, batch) -> (state, metrics), the state donated. Shardings (from meshlm.parallel) place the state and batch on a mesh; None leaves placement to JAX."""
+    """(state, batch) -> (state, metrics), the state donated. Shardings (from meshlm.parallel) place the state
+    and batch on a mesh; None leaves placement to JAX."""
     accumulate = make_gradient_fn(graphdef, cfg)
 
     def step(state: TrainState, batch: Batch):

@@ -8,11 +8,11 @@ import pytest
 from flax import nnx
 
 from meshlm.experiments import bench_decode, torch_gpt2
-from meshlm.experiments import config as config_lib
 from meshlm.experiments.cli import main
 from meshlm.model import flops, generate
 from meshlm.model.errors import ConfigError
 from meshlm.model.transformer import Transformer
+from meshlm.training import config as config_lib
 
 SMALL = [
     "--preset",

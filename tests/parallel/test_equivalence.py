@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from meshlm.model.layout import constrain
 from meshlm.model.transformer import ACTIVATION_AXES, Transformer
 from meshlm.parallel.config import MeshConfig
-from meshlm.parallel.constrain import constrain
 from meshlm.parallel.sharding import Partitioner
 from tests.parallel.helpers import MODEL, TRAIN, run
 

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from meshlm.experiments import config as config_lib
 from meshlm.model.transformer import Transformer
 from meshlm.parallel.config import MeshConfig
 from meshlm.parallel.sharding import Partitioner, model_axes
+from meshlm.training import config as config_lib
 from meshlm.training import metrics
 from meshlm.training.data import build_pipeline
 from meshlm.training.optimizer import learning_rate_schedule, make_optimizer

@@ -4,15 +4,16 @@ import dataclasses
 import json
 import time
 
-import jax
 import pytest
 
 from meshlm.experiments.cli import main
 from meshlm.model import presets
 from meshlm.model.flops import count_params, flops_per_token
 from meshlm.parallel.config import MeshConfig
-from meshlm.parallel.planner import plan, xla_memory
-from meshlm.training.config import TrainConfig
+from meshlm.parallel.planner import plan
+from meshlm.parallel.sharding import Partitioner
+from meshlm.training import setup as setup_lib
+from meshlm.training.config import Config, TrainConfig
 
 
 @pytest.mark.slow
@@ -27,7 +28,7 @@ def test_planner_agrees_with_xla_memory_analysis_within_15_percent(mesh, remat):
     model = dataclasses.replace(presets.get("tiny"), remat=remat)
     train = TrainConfig(batch_size=16, seq_len=256)
     estimate = plan(model, train, mesh, 8, "h100", 0.4)
-    xla = xla_memory(model, train, mesh, jax.devices())
+    xla = setup_lib.build(Config(model=model, train=train, mesh=mesh), Partitioner.build(mesh)).memory_analysis()
     # XLA's arguments: exactly the planner's parameters and optimizer state, this device's 4 batch arrays of
     # 16 / data-parallel rows, and a few scalars (step, rng, optimizer counts).
     rows = 16 // (estimate.mesh["data"] * estimate.mesh["fsdp"])

@@ -10,8 +10,8 @@ import jax
 import numpy as np
 import pytest
 
-from meshlm.experiments import config as config_lib
 from meshlm.experiments.cli import main
+from meshlm.training import config as config_lib
 from meshlm.training import metrics as metrics_lib
 from meshlm.training.trainer import train
 
@@ -74,7 +74,8 @@ def test_run_directory_layout_and_falling_validation_loss(corpus, tmp_path, caps
     run = tmp_path / "run"
     train(cfg, run, progress=False, log=_quiet)
     assert config_lib.load(run / "config.json") == cfg
-    assert (run / "tokenizer.model").exists() and (run / "samples.txt").read_text().count("--- sample") == 3
+    # Samples are the command line's job (meshlm train --sample), not the generic trainer's.
+    assert (run / "tokenizer.model").exists() and not (run / "samples.txt").exists()
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert sorted(int(p.name) for p in (run / "checkpoints").iterdir()) == [20, 22, 24]  # keep_checkpoints=3
     records = metrics_lib.read(run)
@@ -148,3 +149,26 @@ def _overrides_of(cfg):
 def _finished_checkpoints(run):
     folder = run / "checkpoints"
     return [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.exists() else []
+
+
+def test_train_command_samples_its_prompts_after_training(corpus, tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["train", "--preset", "tiny", "--run-dir", str(run), "--no-progress", "--sample", "the king"]
+    argv += [arg for item in _overrides_of(_config(corpus, tmp_path, steps=2)) for arg in ("--set", item)]
+    assert main(argv + ["--sample", "a lady"]) == 0
+    samples = (run / "samples.txt").read_text()
+    assert samples.count("--- sample") == 2 and "\nthe king" in samples and "\na lady" in samples
+
+
+def test_hooks_run_every_n_steps_and_at_the_end_and_their_metrics_are_logged(corpus, tmp_path):
+    calls = []
+
+    def hook(step, state):
+        calls.append((step, int(state.step)))
+        return {"probe": float(step) * 2}
+
+    cfg = _config(corpus, tmp_path, steps=7)
+    train(cfg, tmp_path / "run", progress=False, log=_quiet, hooks=((3, hook),))
+    assert calls == [(3, 3), (6, 6), (7, 7)]  # the state a hook sees has taken exactly `step` steps
+    probes = {r["step"]: r["probe"] for r in metrics_lib.read(tmp_path / "run") if "probe" in r}
+    assert probes == {3: 6.0, 6: 12.0, 7: 14.0}

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from meshlm.experiments import config as config_lib
 from meshlm.model.errors import ConfigError
+from meshlm.training import config as config_lib
 
 
 def test_overrides_by_dotted_path_are_typed():

@@ -1,0 +1,114 @@
+"""One assembly of a training setup from a config and a mesh: graphdef, optimizer and schedule, shardings,
+initial or restored sharded state, jitted train and eval steps. The trainer, `meshlm plan`'s XLA check, the
+benchmarks and the sweep runner all build it here, so there is one way to set training up."""
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding
+
+from meshlm.model.transformer import Transformer
+from meshlm.parallel.sharding import Partitioner, abstract, model_axes
+from meshlm.training.checkpoint import Checkpointer
+from meshlm.training.config import Config
+from meshlm.training.optimizer import learning_rate_schedule, make_optimizer
+from meshlm.training.train_step import TrainState, init_state, make_eval_step, make_train_step
+
+BATCH_KEYS = ("inputs", "targets", "segment_ids", "positions")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSetup:
+    cfg: Config
+    partitioner: Partitioner
+    graphdef: nnx.GraphDef
+    optimizer: optax.GradientTransformation
+    schedule: optax.Schedule
+    param_axes: dict  # each parameter's logical axis names
+    state_sharding: TrainState  # a NamedSharding in place of every array
+    batch_sharding: NamedSharding
+    train_step: Callable  # (state, batch) -> (state, metrics), state donated, traced under the mesh's rules
+    eval_step: Callable  # (params, batch) -> (summed loss, token count)
+
+    def _init(self) -> TrainState:
+        return _initial_state(self.cfg, self.optimizer)
+
+    def init_state(self) -> TrainState:
+        """The initial state created directly in its shards: never whole on one device."""
+        return self.partitioner.init(self._init, self.param_axes)[0]
+
+    def restore_or_init(self, checkpointer: Checkpointer) -> tuple[TrainState, dict | None]:
+        """The latest complete checkpoint resharded onto this mesh, with its data-iterator state; else a new state."""
+        if checkpointer.latest_step() is None:
+            return self.init_state(), None
+        return checkpointer.restore(self.abstract_state())
+
+    def abstract_state(self) -> TrainState:
+        return abstract(jax.eval_shape(self._init), self.state_sharding)
+
+    def abstract_batch(self, keys: tuple[str, ...] = BATCH_KEYS) -> dict[str, jax.ShapeDtypeStruct]:
+        shape = (self.cfg.train.batch_size, self.cfg.seq_len)
+        return {k: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=self.batch_sharding) for k in keys}
+
+    def lower(self, state=None, batch=None, fresh: bool = False):
+        """The train step lowered for `state` and `batch` (default: abstract ones, nothing allocated); `fresh` traces
+        a new jit, so nothing cached is reused (compile-time benchmarks)."""
+        step = _jit_train_step(self) if fresh else self.train_step.__wrapped__
+        with self.partitioner.activate():
+            return step.lower(self.abstract_state() if state is None else state, batch or self.abstract_batch())
+
+    def memory_analysis(self) -> dict[str, int]:
+        """XLA's memory analysis (bytes per device) of the real train step, compiled from abstract shapes."""
+        stats = self.lower().compile().memory_analysis()
+        out = dict(
+            arguments=stats.argument_size_in_bytes,
+            outputs=stats.output_size_in_bytes,
+            aliased=stats.alias_size_in_bytes,
+            temp=stats.temp_size_in_bytes,
+        )
+        out["total"] = out["arguments"] + out["outputs"] - out["aliased"] + out["temp"]
+        return out
+
+
+def build(cfg: Config, partitioner: Partitioner | None = None) -> TrainSetup:
+    """The setup of `cfg` on `partitioner`'s mesh (default: the mesh that cfg.mesh describes on all devices)."""
+    t = cfg.train
+    partitioner = partitioner or Partitioner.build(cfg.mesh)
+    graphdef = nnx.graphdef(nnx.eval_shape(lambda: Transformer(cfg.model, nnx.Rngs(t.seed))))
+    optimizer = make_optimizer(t.optimizer, t.steps)
+    param_axes = model_axes(cfg.model)
+    state_sharding = partitioner.state_shardings(jax.eval_shape(lambda: _initial_state(cfg, optimizer)), param_axes)
+    setup = TrainSetup(
+        cfg=cfg,
+        partitioner=partitioner,
+        graphdef=graphdef,
+        optimizer=optimizer,
+        schedule=learning_rate_schedule(t.optimizer, t.steps),
+        param_axes=param_axes,
+        state_sharding=state_sharding,
+        batch_sharding=partitioner.batch_sharding(t.batch_size, cfg.seq_len),
+        train_step=None,
+        eval_step=partitioner.under_rules(make_eval_step(graphdef)),
+    )
+    # The step closes over the setup's own shardings and optimizer, so it is made from the setup.
+    return dataclasses.replace(setup, train_step=partitioner.under_rules(_jit_train_step(setup)))
+
+
+def _initial_state(cfg: Config, optimizer: optax.GradientTransformation) -> TrainState:
+    return init_state(Transformer(cfg.model, nnx.Rngs(cfg.train.seed)), optimizer, cfg.train.seed)
+
+
+def _jit_train_step(setup: TrainSetup) -> Callable:
+    return make_train_step(
+        setup.graphdef,
+        setup.optimizer,
+        setup.schedule,
+        setup.cfg.train,
+        dropout=setup.cfg.model.dropout > 0,
+        state_sharding=setup.state_sharding,
+        batch_sharding=setup.batch_sharding,
+    )
