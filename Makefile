@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-torch clean
+.PHONY: demo test lint test-torch clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -19,8 +19,12 @@ demo: $(STAMP)
 	$(VENV)/bin/meshlm generate --run-dir runs/demo --prompt "KING." --prompt "To be, or not to be" --max-new-tokens 48
 
 # The PyTorch comparisons need the optional torch extra (several GB from PyPI): they run in test-torch.
-test: $(STAMP)
+test: $(STAMP) lint
 	$(PY) -m pytest -q -m "not torch"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test-torch: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[test,torch]'

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from meshlm.experiments import bench_decode
+from meshlm.experiments.timing import interleaved
 from meshlm.model import flops
 from meshlm.model.errors import ConfigError
 from meshlm.parallel.config import MeshConfig
@@ -42,17 +44,6 @@ def use_cpu_devices(n: int | None) -> None:
         jax.config.update("jax_num_cpu_devices", n)
     except RuntimeError:
         raise ConfigError(f"--cpu-devices {n}: JAX is already initialised; set it before any JAX call") from None
-
-
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
-    """Seconds of each call, the functions taking turns."""
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return times
 
 
 def matmul_probe(n: int = 1024, count: int = 4) -> tuple[Callable[[], object], float]:
@@ -172,8 +163,6 @@ def bench_compile(cfg: config_lib.Config, layers: list[int], repeats: int) -> di
 def run(args) -> None:
     use_cpu_devices(args.cpu_devices)
     if args.bench == "decode":
-        from meshlm.experiments import bench_decode
-
         return bench_decode.run(args)
     cfg = config_lib.from_preset(args.preset, [f"train.batch_size={BATCH}"] + list(args.set)).validate()
     if args.bench == "compile":

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from meshlm.experiments.bench import interleaved
+from meshlm.experiments.timing import interleaved
 from meshlm.model import generate
 from meshlm.model.transformer import Transformer
 from meshlm.training import config as config_lib

@@ -1,6 +1,7 @@
 """The `meshlm` command: one subcommand per job, each documented by its --help."""
 
 import argparse
+import importlib
 import sys
 
 from meshlm.model.errors import ConfigError
@@ -185,31 +186,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Each command's module, imported only when that command runs, so `meshlm --help` answers without loading JAX.
+# A new command: its parser above, its module here (exposing `run(args)`).
+COMMANDS = {
+    "info": "meshlm.experiments.info",
+    "generate": "meshlm.experiments.generate_cmd",
+    "train": "meshlm.experiments.train_cmd",
+    "plan": "meshlm.experiments.plan_cmd",
+    "bench": "meshlm.experiments.bench",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "info":
-            from meshlm.experiments import info
-
-            if not args.list and not args.preset:
-                raise ConfigError("meshlm info needs --preset NAME or --list")
-            info.run(args)
-        elif args.command == "generate":
-            from meshlm.experiments import generate_cmd
-
-            generate_cmd.run(args)
-        elif args.command == "train":
-            from meshlm.experiments import train_cmd
-
-            train_cmd.run(args)
-        elif args.command == "plan":
-            from meshlm.experiments import plan_cmd
-
-            plan_cmd.run(args)
-        elif args.command == "bench":
-            from meshlm.experiments import bench
-
-            bench.run(args)
+        importlib.import_module(COMMANDS[args.command]).run(args)
     except ConfigError as e:
         print(f"meshlm: error: {e}", file=sys.stderr)
         return 2

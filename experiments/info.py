@@ -3,10 +3,13 @@
 import json
 
 from meshlm.model import flops, presets
+from meshlm.model.errors import ConfigError
 from meshlm.training import config as config_lib
 
 
 def run(args) -> None:
+    if not args.list and not args.preset:
+        raise ConfigError("meshlm info needs --preset NAME or --list")
     if args.list:
         for name, cfg in presets.PRESETS.items():
             n = flops.count_params(cfg).total
