@@ -92,7 +92,9 @@ def bench_train(cfg: config_lib.Config, steps: int, warmup: int, against: list[s
 
     contestants = {"meshlm": meshlm_step}
     for name in against:
-        contestants[name] = torch_gpt2.make_step(name, cfg.model, cfg.train.optimizer, B, T, cfg.train.seed)
+        contestants[name] = torch_gpt2.make_step(
+            name, cfg.model, cfg.train.optimizer, batch=B, seq_len=T, seed=cfg.train.seed
+        )
     on_cpu = devices[0].platform == "cpu"
     if on_cpu:
         contestants["matmul"], probe_flops = matmul_probe()

@@ -105,7 +105,14 @@ def run(args) -> None:
         # Positions beyond the preset's context need a longer position table; the weights are random anyway.
         cfg = config_lib.apply_overrides(cfg, [f"model.n_ctx={prompt_len + new}"])
     cfg = cfg.validate()
-    result = bench_decode(cfg, args.batch or [1, 16], prompt_len, new, min(args.uncached_tokens, new), args.repeats)
+    result = bench_decode(
+        cfg,
+        batches=args.batch or [1, 16],
+        prompt_len=prompt_len,
+        new_tokens=new,
+        uncached_tokens=min(args.uncached_tokens, new),
+        repeats=args.repeats,
+    )
     if args.json:
         print(json.dumps(result))
         return

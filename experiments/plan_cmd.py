@@ -45,7 +45,7 @@ def run(args) -> None:
         micro_batches=cfg.train.micro_batches,
         seq_len=cfg.seq_len,
     )
-    p = planner.plan(cfg.model, cfg.train, cfg.mesh, chips, args.device, args.mfu)
+    p = planner.plan(cfg.model, cfg.train, cfg.mesh, chips=chips, device=args.device, mfu=args.mfu)
     if p.peak_flops is None or p.hbm is None:
         raise ConfigError(f"unknown device {args.device!r}; use one of {', '.join(hardware.names())}")
     xla = None

@@ -158,7 +158,14 @@ class Pipeline:
                 f"process {self.process_index} of {self.process_count} got no training documents; "
                 "use fewer processes or more data"
             )
-        ds = _rows(docs.shuffle(self.seed).repeat(), self.tokenizer, self.cfg, self.seq_len, self.batch_size, self.seed)
+        ds = _rows(
+            docs.shuffle(self.seed).repeat(),
+            tokenizer=self.tokenizer,
+            cfg=self.cfg,
+            seq_len=self.seq_len,
+            bins=self.batch_size,
+            seed=self.seed,
+        )
         identity = {
             "source": self.cfg.source,
             "segment_ids": self.cfg.segment_ids,
@@ -178,9 +185,15 @@ class Pipeline:
         """
         if max_batches not in self._val_cache:
             rows = self.batch_size * self.process_count
-            global_batches = _rows(self.splits["validation"], self.tokenizer, self.cfg, self.seq_len, rows, None).batch(
-                rows
+            val_rows = _rows(
+                self.splits["validation"],
+                tokenizer=self.tokenizer,
+                cfg=self.cfg,
+                seq_len=self.seq_len,
+                bins=rows,
+                seed=None,
             )
+            global_batches = val_rows.batch(rows)
             own = slice(self.process_index * self.batch_size, (self.process_index + 1) * self.batch_size)
             batches = []
             for _, batch in zip(range(max_batches), global_batches):
@@ -216,4 +229,13 @@ def build_pipeline(
     """Open cfg.source, get the tokenizer into run_dir/tokenizer.model and return the batch pipeline."""
     splits = sources.open_splits(cfg)
     tokenizer = _tokenizer(cfg, epath.Path(run_dir), splits["train"])
-    return Pipeline(tokenizer, splits, cfg, seq_len, batch_size, seed, process_index, process_count)
+    return Pipeline(
+        tokenizer,
+        splits,
+        cfg=cfg,
+        seq_len=seq_len,
+        batch_size=batch_size,
+        seed=seed,
+        process_index=process_index,
+        process_count=process_count,
+    )

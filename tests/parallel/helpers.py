@@ -68,9 +68,9 @@ def run(mesh: MeshConfig | None, steps: int):
         optimizer,
         schedule,
         TRAIN,
-        False,
-        shardings,
-        partitioner.batch_sharding(TRAIN.batch_size, MODEL.n_ctx),
+        dropout=False,
+        state_sharding=shardings,
+        batch_sharding=partitioner.batch_sharding(TRAIN.batch_size, MODEL.n_ctx),
     )
     with partitioner.activate():
         return _steps(step, state, [partitioner.global_batch(b, TRAIN.batch_size) for b in data])

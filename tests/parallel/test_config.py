@@ -64,7 +64,15 @@ MODEL = ModelConfig(vocab_size=128, n_ctx=64, n_layers=2, d_model=60, n_heads=6)
 def test_mesh_model_and_batch_mismatches_are_one_line_errors(shape, sp, batch, micro, seq, processes, message):
     sizes = MeshConfig(shape, sp).axis_sizes(8 if processes == 1 else 2)
     with pytest.raises(ConfigError, match=message) as e:
-        check_mesh(sizes, sp, MODEL, batch, micro, seq, processes)
+        check_mesh(
+            sizes,
+            sequence_parallel=sp,
+            model=MODEL,
+            batch_size=batch,
+            micro_batches=micro,
+            seq_len=seq,
+            process_count=processes,
+        )
     assert "\n" not in str(e.value)
 
 

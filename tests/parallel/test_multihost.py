@@ -14,16 +14,13 @@ import sys
 
 import numpy as np
 import pytest
-from flax import nnx
 
-from meshlm.model.transformer import Transformer
 from meshlm.parallel.config import MeshConfig
-from meshlm.parallel.sharding import Partitioner, model_axes
+from meshlm.parallel.sharding import Partitioner
 from meshlm.training import config as config_lib
 from meshlm.training import metrics
+from meshlm.training import setup as setup_lib
 from meshlm.training.data import build_pipeline
-from meshlm.training.optimizer import learning_rate_schedule, make_optimizer
-from meshlm.training.train_step import init_state, make_train_step
 
 SETTINGS = [
     "model.n_layers=2",
@@ -109,24 +106,19 @@ def _one_process_losses(run_dir, steps: int) -> list[float]:
     t = cfg.train
     partitioner = Partitioner.build(MeshConfig("data=2,fsdp=2,tensor=2"))
     iterators = [
-        build_pipeline(cfg.data, run_dir, cfg.seq_len, t.batch_size // 2, t.seed, i, 2).train_iterator()
+        build_pipeline(
+            cfg.data,
+            run_dir,
+            seq_len=cfg.seq_len,
+            batch_size=t.batch_size // 2,
+            seed=t.seed,
+            process_index=i,
+            process_count=2,
+        ).train_iterator()
         for i in range(2)
     ]
-    optimizer = make_optimizer(t.optimizer, t.steps)
-    init = lambda: init_state(Transformer(cfg.model, nnx.Rngs(t.seed)), optimizer, t.seed)  # noqa: E731
-    state, shardings = partitioner.init(init, model_axes(cfg.model))
-    graphdef = nnx.graphdef(nnx.eval_shape(lambda: Transformer(cfg.model, nnx.Rngs(t.seed))))
-    step = partitioner.under_rules(
-        make_train_step(
-            graphdef,
-            optimizer,
-            learning_rate_schedule(t.optimizer, t.steps),
-            t,
-            False,
-            shardings,
-            partitioner.batch_sharding(t.batch_size, cfg.seq_len),
-        )
-    )
+    setup = setup_lib.build(cfg, partitioner)
+    state, step = setup.init_state(), setup.train_step
     losses = []
     for _ in range(steps):
         pieces = [next(it) for it in iterators]
