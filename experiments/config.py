@@ -10,6 +10,7 @@ from meshlm.model import presets
 from meshlm.model.config import ModelConfig
 from meshlm.model.errors import ConfigError
 from meshlm.parallel.config import MeshConfig
+from meshlm.training import recipe
 from meshlm.training.config import OptimizerConfig, TrainConfig
 from meshlm.training.data_config import DataConfig
 
@@ -42,8 +43,8 @@ class Config:
                 f"data.vocab_size={self.data.vocab_size} exceeds model.vocab_size={self.model.vocab_size}; "
                 f"set --set model.vocab_size={-(-self.data.vocab_size // 128) * 128}"
             )
+        recipe.check(t)
         for name in (
-            "steps",
             "batch_size",
             "micro_batches",
             "log_every",
@@ -73,7 +74,8 @@ PRESET_TRAIN = {"tiny": _CPU_TRAIN, "tiny-modern": _CPU_TRAIN}
 def from_preset(name: str, overrides: list[str] = ()) -> Config:
     model = presets.get(name)
     data = DataConfig(vocab_size=min(DataConfig().vocab_size, model.vocab_size))
-    cfg = Config(model=model, train=PRESET_TRAIN.get(name, TrainConfig()), data=data, preset=name)
+    train = recipe.train_config(name) or PRESET_TRAIN.get(name, TrainConfig())
+    cfg = Config(model=model, train=train, data=data, preset=name)
     return apply_overrides(cfg, overrides)
 
 
