@@ -6,6 +6,7 @@ import math
 
 from meshlm.experiments import config as config_lib
 from meshlm.model.errors import ConfigError
+from meshlm.training import recipe
 
 MAX_SIMULATED = 8  # --xla auto: meshes this small compile for simulated CPU devices in seconds to a minute
 GiB = 2**30
@@ -32,6 +33,8 @@ def run(args) -> None:
             f"mesh {args.mesh!r} uses {math.prod(sizes.values())} of the {chips} chips; use -1 for one axis or change --chips"
         )
     if args.batch is None:  # the config's batch, raised to one sequence per data-parallel device if smaller
+        if args.micro_batches is None:  # a batch ramp's micro-batch must span the data-parallel devices
+            cfg = dataclasses.replace(cfg, train=recipe.fit_to_mesh(cfg.train, sizes["data"] * sizes["fsdp"]))
         dp = sizes["data"] * sizes["fsdp"] * cfg.train.micro_batches
         cfg = config_lib.apply_overrides(cfg, [f"train.batch_size={-(-cfg.train.batch_size // dp) * dp}"])
     cfg = cfg.validate()

@@ -106,6 +106,14 @@ def check(train: TrainConfig) -> None:
         )
 
 
+def fit_to_mesh(train: TrainConfig, data_parallel: int) -> TrainConfig:
+    """The same batch in the most micro-batches (at most train's) that each span every data-parallel device: on a
+    wide mesh the ramp starts at a larger micro-batch. When one micro-batch must be the whole batch, or no count
+    fits, there is no ramp (and a batch that is no multiple of the devices stays for the caller to round)."""
+    fits = [m for m in range(train.micro_batches, 0, -1) if train.batch_size % (m * data_parallel) == 0] or [1]
+    return dataclasses.replace(train, micro_batches=fits[0], ramp_tokens=train.ramp_tokens if fits[0] > 1 else 0)
+
+
 @dataclasses.dataclass(frozen=True)
 class StepPlan:
     """Each optimizer step's batch and the tokens consumed before it. The batch changes only where a stage starts;
