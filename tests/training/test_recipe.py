@@ -13,7 +13,8 @@ from meshlm.training.config import OptimizerConfig, TrainConfig
 
 # Brown et al. (2020), Table 2.1: batch size in tokens and learning rate; "all models were trained for a total of
 # 300 billion tokens". Next to each, the batch in sequences of 2048 we train: 0.5M, 1M and 2M read as binary
-# (2^19, 2^20, 2^21 tokens); 3.2M as 1536 sequences (3.15M tokens), the 175B batch of Megatron-LM's GPT-3 example.
+# (2^19, 2^20, 2^21 tokens); 3.2M as 1536 sequences (3.15M tokens), as in Megatron-LM's and Megatron-DeepSpeed's
+# GPT-3 example configs.
 TABLE_2_1 = {
     "gpt3-small": (0.5e6, 6.0e-4, 256),
     "gpt3-medium": (0.5e6, 3.0e-4, 256),
