@@ -11,6 +11,7 @@ from meshlm.parallel import hardware, planner
 from meshlm.parallel.checks import check_mesh
 from meshlm.parallel.sharding import Partitioner
 from meshlm.training import config as config_lib
+from meshlm.training import recipe
 from meshlm.training import setup as setup_lib
 
 MAX_SIMULATED = 8  # --xla auto: meshes this small compile for simulated CPU devices in seconds to a minute
@@ -34,6 +35,8 @@ def run(args) -> None:
             "--chips"
         )
     if args.batch is None:  # the config's batch, raised to one sequence per data-parallel device if smaller
+        if args.micro_batches is None:  # a batch ramp's micro-batch must span the data-parallel devices
+            cfg = dataclasses.replace(cfg, train=recipe.fit_to_mesh(cfg.train, sizes["data"] * sizes["fsdp"]))
         dp = sizes["data"] * sizes["fsdp"] * cfg.train.micro_batches
         cfg = config_lib.apply_overrides(cfg, [f"train.batch_size={-(-cfg.train.batch_size // dp) * dp}"])
     cfg = cfg.validate()

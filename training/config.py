@@ -1,5 +1,5 @@
-"""The whole run's configuration as one typed dataclass tree: the optimizer and training-loop sections, the tree
-itself (model, train, data, mesh), presets, `--set a.b=c` overrides and JSON round trips."""
+"""The whole run's configuration as one typed dataclass tree (model, train, data, mesh), each preset's training
+defaults, `--set a.b=c` overrides and JSON round trips. The sections live beside their code; this file joins them."""
 
 import dataclasses
 import json
@@ -13,37 +13,9 @@ from meshlm.model import presets
 from meshlm.model.config import ModelConfig
 from meshlm.model.errors import ConfigError
 from meshlm.parallel.config import MeshConfig
+from meshlm.training import recipe
 from meshlm.training.data_config import DataConfig
-
-
-@dataclasses.dataclass(frozen=True)
-class OptimizerConfig:
-    peak_lr: float = 6e-4
-    schedule: Literal["cosine", "wsd", "constant"] = "cosine"
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.1  # GPT-3: cosine decay to 10% of the peak
-    decay_fraction: float = 0.2  # wsd: the last fraction of the run decays linearly to min_lr_ratio
-    b1: float = 0.9
-    b2: float = 0.95
-    eps: float = 1e-8
-    weight_decay: float = 0.1  # decoupled (AdamW); matrices only, never norms or biases
-    grad_clip: float = 1.0  # global norm; 0 = off
-    z_loss: float = 0.0  # weight of log(Z)^2 (PaLM), 0 = off
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    steps: int = 1000
-    batch_size: int = 32  # sequences per step, over all devices and micro-batches
-    seq_len: int = 0  # 0 = model.n_ctx
-    micro_batches: int = 1  # gradient accumulation: the batch is split into this many sequential pieces
-    seed: int = 0
-    log_every: int = 10
-    eval_every: int = 100
-    eval_batches: int = 8
-    checkpoint_every: int = 200
-    keep_checkpoints: int = 3
-    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+from meshlm.training.train_config import OptimizerConfig, TrainConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,8 +47,8 @@ class Config:
                 f"data.vocab_size={self.data.vocab_size} exceeds model.vocab_size={self.model.vocab_size}; "
                 f"set --set model.vocab_size={-(-self.data.vocab_size // 128) * 128}"
             )
+        recipe.check(t)
         for name in (
-            "steps",
             "batch_size",
             "micro_batches",
             "log_every",
@@ -106,7 +78,8 @@ PRESET_TRAIN = {"tiny": _CPU_TRAIN, "tiny-modern": _CPU_TRAIN}
 def from_preset(name: str, overrides: list[str] = ()) -> Config:
     model = presets.get(name)
     data = DataConfig(vocab_size=min(DataConfig().vocab_size, model.vocab_size))
-    cfg = Config(model=model, train=PRESET_TRAIN.get(name, TrainConfig()), data=data, preset=name)
+    train = recipe.train_config(name) or PRESET_TRAIN.get(name, TrainConfig())
+    cfg = Config(model=model, train=train, data=data, preset=name)
     return apply_overrides(cfg, overrides)
 
 

@@ -3,7 +3,7 @@
 import jax
 import optax
 
-from meshlm.training.config import OptimizerConfig
+from meshlm.training.train_config import OptimizerConfig
 
 
 def learning_rate_schedule(cfg: OptimizerConfig, total_steps: int) -> optax.Schedule:
@@ -36,8 +36,11 @@ def decay_mask(params) -> dict:
     return jax.tree_util.tree_map_with_path(decays, params)
 
 
-def make_optimizer(cfg: OptimizerConfig, total_steps: int) -> optax.GradientTransformation:
-    schedule = learning_rate_schedule(cfg, total_steps)
+def make_optimizer(
+    cfg: OptimizerConfig, total_steps: int, schedule: optax.Schedule | None = None
+) -> optax.GradientTransformation:
+    """AdamW on `schedule` (e.g. recipe.learning_rate_schedule's token clock), or on the step schedule of cfg."""
+    schedule = schedule or learning_rate_schedule(cfg, total_steps)
     adamw = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=decay_mask)
     if cfg.grad_clip > 0:
         return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), adamw)

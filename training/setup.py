@@ -13,9 +13,10 @@ from jax.sharding import NamedSharding
 
 from meshlm.model.transformer import Transformer
 from meshlm.parallel.sharding import Partitioner, abstract, model_axes
+from meshlm.training import recipe
 from meshlm.training.checkpoint import Checkpointer
 from meshlm.training.config import Config
-from meshlm.training.optimizer import learning_rate_schedule, make_optimizer
+from meshlm.training.optimizer import make_optimizer
 from meshlm.training.train_step import TrainState, init_state, make_eval_step, make_train_step
 
 BATCH_KEYS = ("inputs", "targets", "segment_ids", "positions")
@@ -26,6 +27,7 @@ class TrainSetup:
     cfg: Config
     partitioner: Partitioner
     graphdef: nnx.GraphDef
+    plan: recipe.StepPlan  # the run's length in steps and, under a batch ramp, each step's batch
     optimizer: optax.GradientTransformation
     schedule: optax.Schedule
     param_axes: dict  # each parameter's logical axis names
@@ -79,15 +81,18 @@ def build(cfg: Config, partitioner: Partitioner | None = None) -> TrainSetup:
     t = cfg.train
     partitioner = partitioner or Partitioner.build(cfg.mesh)
     graphdef = nnx.graphdef(nnx.eval_shape(lambda: Transformer(cfg.model, nnx.Rngs(t.seed))))
-    optimizer = make_optimizer(t.optimizer, t.steps)
+    plan = recipe.step_plan(t, cfg.seq_len)
+    schedule = recipe.learning_rate_schedule(t, cfg.seq_len)
+    optimizer = make_optimizer(t.optimizer, plan.total_steps, schedule)
     param_axes = model_axes(cfg.model)
     state_sharding = partitioner.state_shardings(jax.eval_shape(lambda: _initial_state(cfg, optimizer)), param_axes)
     setup = TrainSetup(
         cfg=cfg,
         partitioner=partitioner,
         graphdef=graphdef,
+        plan=plan,
         optimizer=optimizer,
-        schedule=learning_rate_schedule(t.optimizer, t.steps),
+        schedule=schedule,
         param_axes=param_axes,
         state_sharding=state_sharding,
         batch_sharding=partitioner.batch_sharding(t.batch_size, cfg.seq_len),
@@ -111,4 +116,5 @@ def _jit_train_step(setup: TrainSetup) -> Callable:
         dropout=setup.cfg.model.dropout > 0,
         state_sharding=setup.state_sharding,
         batch_sharding=setup.batch_sharding,
+        micro_batches_at=setup.plan.micro_batches_at_traced if setup.plan.ramps else None,
     )

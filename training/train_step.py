@@ -10,7 +10,7 @@ import optax
 from flax import nnx
 
 from meshlm.model.transformer import Transformer
-from meshlm.training.config import TrainConfig
+from meshlm.training.train_config import TrainConfig
 
 Batch = dict[str, jax.Array]
 
@@ -45,7 +45,7 @@ def token_losses(graphdef, params, batch: Batch, dropout_key=None, z_loss: float
 
 
 def make_gradient_fn(graphdef, cfg: TrainConfig) -> Callable:
-    """(params, batch, key) -> (mean gradient over the batch's tokens, summed loss, token count).
+    """(params, batch, key, n_micro=None) -> (mean gradient over the batch's tokens, summed loss, token count).
 
     The batch is split into `cfg.micro_batches` sequential pieces; their summed gradients are divided by the
     token count of the whole batch, so accumulation changes memory, not the result."""
@@ -57,7 +57,7 @@ def make_gradient_fn(graphdef, cfg: TrainConfig) -> Callable:
 
     grad_fn = jax.value_and_grad(summed_loss, has_aux=True)
 
-    def gradients(params, batch: Batch, key):
+    def gradients(params, batch: Batch, key, n_micro=None):
         # Micro-batch m takes rows m, m + M, ...: every device's rows feed every micro-batch, so a batch split
         # over data-parallel devices needs no resharding (contiguous pieces would each live on 1/M of them).
         micro_MB = jax.tree.map(lambda x: x.reshape((x.shape[0] // M, M) + x.shape[1:]).swapaxes(0, 1), batch)
@@ -69,8 +69,13 @@ def make_gradient_fn(graphdef, cfg: TrainConfig) -> Callable:
             (loss_i, tokens_i), grads_i = grad_fn(params, micro, micro_key)
             return (jax.tree.map(jnp.add, grads, grads_i), loss_sum + loss_i, tokens + tokens_i), None
 
-        zeros = jax.tree.map(jnp.zeros_like, params)
-        (grads, loss_sum, tokens), _ = jax.lax.scan(add_micro, (zeros, 0.0, 0.0), (micro_MB, jnp.arange(M)))
+        init = (jax.tree.map(jnp.zeros_like, params), 0.0, 0.0)
+        if n_micro is None:
+            (grads, loss_sum, tokens), _ = jax.lax.scan(add_micro, init, (micro_MB, jnp.arange(M)))
+        else:
+            # A batch ramp: only the first n_micro pieces hold data this step, and the loop runs just those.
+            body = lambda i, carry: add_micro(carry, (jax.tree.map(lambda x: x[i], micro_MB), i))[0]
+            grads, loss_sum, tokens = jax.lax.fori_loop(0, n_micro, body, init)
         return jax.tree.map(lambda g: g / jnp.maximum(tokens, 1.0), grads), loss_sum, tokens
 
     return gradients
@@ -84,14 +89,17 @@ def make_train_step(
     dropout: bool,
     state_sharding=None,
     batch_sharding=None,
+    micro_batches_at: Callable[[jax.Array], jax.Array] | None = None,
 ) -> Callable:
     """(state, batch) -> (state, metrics), the state donated. Shardings (from meshlm.parallel) place the state
-    and batch on a mesh; None leaves placement to JAX."""
+    and batch on a mesh; None leaves placement to JAX. Under a batch ramp, `micro_batches_at(step)` says how many
+    of the batch's micro-batches hold data at that step (training/recipe.py)."""
     accumulate = make_gradient_fn(graphdef, cfg)
 
     def step(state: TrainState, batch: Batch):
         key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step) if dropout else None
-        grads, loss_sum, tokens = accumulate(state.params, batch, key)
+        n_micro = None if micro_batches_at is None else micro_batches_at(state.step)
+        grads, loss_sum, tokens = accumulate(state.params, batch, key, n_micro)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = dict(

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 
 import jax
+import numpy as np
 from etils import epath
 
 from meshlm.model.errors import ConfigError
@@ -18,6 +19,7 @@ from meshlm.model.flops import flops_per_token
 from meshlm.parallel import distributed
 from meshlm.parallel.checks import check_mesh
 from meshlm.parallel.sharding import Partitioner
+from meshlm.training import recipe
 from meshlm.training import run_dir as run_dir_lib
 from meshlm.training import setup as setup_lib
 from meshlm.training.checkpoint import Checkpointer
@@ -63,13 +65,16 @@ class Trainer:
             seq_len=cfg.seq_len,
             process_count=jax.process_count(),
         )
+        # Under a batch ramp the loader yields single micro-batches and a step takes as many as it needs.
+        plan = recipe.step_plan(t, cfg.seq_len)
+        self.loader_rows = t.batch_size // t.micro_batches if plan.ramps else t.batch_size
         # Process 0 writes the tokenizer and data caches into shared folders before the others read them.
         self.pipeline = distributed.first_process_first(
             lambda: build_pipeline(
                 cfg.data,
                 run_dir=self.run_dir,
                 seq_len=cfg.seq_len,
-                batch_size=t.batch_size // jax.process_count(),
+                batch_size=self.loader_rows // jax.process_count(),
                 seed=t.seed,
                 process_index=jax.process_index(),
                 process_count=jax.process_count(),
@@ -104,7 +109,7 @@ class Trainer:
         t = self.cfg.train
         if self._val_batches is None:
             local = self.pipeline.val_batches(t.eval_batches)
-            self._val_batches = [self.setup.partitioner.global_batch(b, t.batch_size) for b in local]
+            self._val_batches = [self.setup.partitioner.global_batch(b, self.loader_rows) for b in local]
         total, count = 0.0, 0.0
         for batch in self._val_batches:
             loss_sum, tokens = self.setup.eval_step(state.params, batch)
@@ -113,23 +118,25 @@ class Trainer:
         return {"val_loss": self.last_val_loss}
 
     def run(self, stop_after: int | None = None, progress: bool = True) -> TrainResult:
-        """Train until cfg.train.steps (or `stop_after` more steps, for tests of resumption)."""
-        cfg, t, setup = self.cfg, self.cfg.train, self.setup
-        start = int(self.state.step)
+        """Train to the run's last step (train.steps, or the steps train.tokens takes), or `stop_after` more."""
+        cfg, t, setup, plan = self.cfg, self.cfg.train, self.setup, self.setup.plan
+        start, total = int(self.state.step), plan.total_steps
         writer = MetricsWriter(self.run_dir, start)
-        flops_per_step = flops_per_token(cfg.model, cfg.seq_len).total * t.batch_size * cfg.seq_len
+        model_flops_per_token = flops_per_token(cfg.model, cfg.seq_len).total
         peak, peak_source = device_peak(setup.partitioner.mesh.devices.flat)
         n_params = sum(x.size for x in jax.tree.leaves(self.state.params))
         self.log(
-            f"{cfg.preset or 'model'}: {n_params:,} params, {t.batch_size} x {cfg.seq_len} tokens per step, "
+            f"{cfg.preset or 'model'}: {n_params:,} params, {t.batch_size} x {cfg.seq_len} tokens per step"
+            + (f" after a ramp from {plan.batch_size_at(0)} over {t.ramp_tokens:,} tokens" if plan.ramps else "")
+            + f", {total:,} steps, "
             f"peak {peak:.3g} FLOP/s ({peak_source}), mesh {setup.partitioner.sizes} on "
             f"{setup.partitioner.mesh.size} of {jax.device_count()} devices, {jax.process_count()} process(es)"
         )
-        end = t.steps if stop_after is None else min(t.steps, start + stop_after)
-        bar = _progress_bar(start, t.steps, progress)
-        state, window_start, window_steps = self.state, time.perf_counter(), 0
+        end = total if stop_after is None else min(total, start + stop_after)
+        bar = _progress_bar(start, total, progress)
+        state, window_start, window_steps, window_tokens = self.state, time.perf_counter(), 0, 0
         for step in range(start, end):
-            batch = setup.partitioner.global_batch(next(self.train_iter), t.batch_size)
+            batch = setup.partitioner.global_batch(self._next_batch(step), t.batch_size)
             state, metrics = setup.train_step(state, batch)
             done = step + 1
             if step == start:  # the first step compiles: keep it out of the throughput figures
@@ -137,17 +144,22 @@ class Trainer:
                 window_start = time.perf_counter()
             else:
                 window_steps += 1
+                window_tokens += plan.batch_size_at(step) * cfg.seq_len
             record = {}
             if done % t.log_every == 0 or done == end:
                 record = {k: float(v) for k, v in metrics.items()}  # blocks until the step is finished
-                step_time = (time.perf_counter() - window_start) / max(window_steps, 1)
+                elapsed = time.perf_counter() - window_start
+                # With no step timed since the compile, the one logged step stands for itself.
+                tokens_per_s = (window_tokens or plan.batch_size_at(step) * cfg.seq_len) / elapsed
                 record.update(
-                    step_time=step_time,
-                    tokens_per_s=t.batch_size * cfg.seq_len / step_time,
-                    mfu=flops_per_step / step_time / peak,
+                    step_time=elapsed / max(window_steps, 1),
+                    tokens_per_s=tokens_per_s,
+                    mfu=model_flops_per_token * tokens_per_s / peak,
+                    batch_size=plan.batch_size_at(step),
+                    tokens_seen=plan.tokens_at(done),
                 )
-                window_start, window_steps = time.perf_counter(), 0
-            due = [h for h in self.hooks if done % h.every == 0 or done == t.steps]
+                window_start, window_steps, window_tokens = time.perf_counter(), 0, 0
+            due = [h for h in self.hooks if done % h.every == 0 or done == total]
             for hook in due:
                 record.update(hook.fn(done, state) or {})
             if due:
@@ -167,15 +179,27 @@ class Trainer:
         self.state = state
         return TrainResult(state, end, self.last_val_loss)
 
+    def _next_batch(self, step: int) -> dict:
+        """This process's rows of step `step`'s batch. Under a ramp: the step's micro-batches, the unused ones zero
+        (never read: the step loops over the first n only), interleaved so micro-batch m is rows m, m + M, ...
+        as the train step's gradient accumulation takes them."""
+        if not self.setup.plan.ramps:
+            return next(self.train_iter)
+        M, n = self.cfg.train.micro_batches, self.setup.plan.micro_batches_at(step)
+        micros = [next(self.train_iter) for _ in range(n)]
+        micros += [jax.tree.map(np.zeros_like, micros[0])] * (M - n)
+        return {k: np.stack([m[k] for m in micros], axis=1).reshape((-1,) + micros[0][k].shape[1:]) for k in micros[0]}
+
     def _report(self, step: int, record: dict[str, float], bar) -> None:
         val = f"{self.last_val_loss:.3f}" if self.last_val_loss else "-"
         if bar is not None and "loss" in record:
             bar.set_postfix(loss=f"{record['loss']:.3f}", val=val, mfu=f"{record['mfu']:.1%}")
         elif "loss" in record:
             self.log(
-                f"step {step}/{self.cfg.train.steps} loss {record['loss']:.4f}"
+                f"step {step}/{self.setup.plan.total_steps} loss {record['loss']:.4f}"
                 + (f" val_loss {record['val_loss']:.4f}" if "val_loss" in record else "")
-                + f" lr {record['lr']:.2e} {record['tokens_per_s']:.0f} tok/s mfu {record['mfu']:.1%}"
+                + f" lr {record['lr']:.2e} batch {record['batch_size']:.0f} {record['tokens_per_s']:.0f} tok/s"
+                + f" mfu {record['mfu']:.1%}"
             )
 
 

@@ -1,0 +1,45 @@
+"""Typed configuration of the optimizer and the training loop (sections of the run's Config tree)."""
+
+import dataclasses
+from typing import Literal
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    peak_lr: float = 6e-4
+    schedule: Literal["cosine", "wsd", "constant"] = "cosine"
+    warmup_steps: int = 100
+    # Either token field > 0 puts the schedule on a token clock (GPT-3), so a changed batch keeps it in place.
+    warmup_tokens: int = 0  # linear warmup over this many tokens instead of warmup_steps (GPT-3: 375M)
+    decay_tokens: int = 0  # the decay ends here and the LR stays at its floor (GPT-3: 260B); 0 = at the last step
+    min_lr_ratio: float = 0.1  # GPT-3: cosine decay to 10% of the peak
+    decay_fraction: float = 0.2  # wsd: the last fraction of the run decays linearly to min_lr_ratio
+    b1: float = 0.9
+    b2: float = 0.95
+    eps: float = 1e-8
+    weight_decay: float = 0.1  # decoupled (AdamW); matrices only, never norms or biases
+    grad_clip: float = 1.0  # global norm; 0 = off
+    z_loss: float = 0.0  # weight of log(Z)^2 (PaLM), 0 = off
+
+    @property
+    def on_tokens(self) -> bool:
+        return self.warmup_tokens > 0 or self.decay_tokens > 0
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1000  # the run's length in optimizer steps; 0 = derived from `tokens`
+    tokens: int = 0  # > 0 (with steps 0): the run's length in tokens, so a changed batch keeps the token budget
+    batch_size: int = 32  # sequences per step, over all devices and micro-batches (at the end of a ramp)
+    seq_len: int = 0  # 0 = model.n_ctx
+    micro_batches: int = 1  # gradient accumulation: the batch is split into this many sequential pieces
+    # > 0: the batch grows linearly in tokens from one micro-batch to batch_size over this many tokens, one
+    # micro-batch at a time (GPT-3, Appendix B); every piece keeps one shape, so nothing recompiles.
+    ramp_tokens: int = 0
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 100
+    eval_batches: int = 8
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 3
+    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
