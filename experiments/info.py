@@ -85,7 +85,7 @@ def _recipe_lines(cfg, plan: recipe.StepPlan, row: recipe.PaperRecipe | None) ->
             f"linear over {_tokens(t.ramp_tokens)} tokens" + paper("32k to full over 4-12B")
         )
     length = f"  length         {_tokens(plan.tokens_at(plan.total_steps))} tokens in {plan.total_steps:,d} steps"
-    if recipe.ramps(t):
+    if recipe.ramps(t) and t.tokens:
         length += f" ({recipe.step_plan(dataclasses.replace(t, ramp_tokens=0), T).total_steps:,d} without the ramp)"
     warmup = f"{_tokens(opt.warmup_tokens)} tokens" if opt.on_tokens else f"{opt.warmup_steps} steps"
     end = f"{_tokens(opt.decay_tokens)} tokens, then constant" if opt.decay_tokens else "the last step"
