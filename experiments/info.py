@@ -78,17 +78,17 @@ def _recipe_lines(cfg, plan: recipe.StepPlan, row: recipe.PaperRecipe | None) ->
 
     lines = [
         "training recipe" + (": Brown et al. (2020), Table 2.1 and Appendix B" if row else ""),
-        f"  batch          {t.batch_size} x {T} = {t.batch_size * T:,d} tokens per step, "
-        f"as {t.micro_batches} micro-batch(es) of {plan.micro_batch}"
+        f"  batch          {t.batch_size} x {T} = {t.batch_size * T:,d} tokens per step"
+        + (f", each chunk in {t.micro_batches} micro-batches" if t.micro_batches > 1 else "")
         + paper(row and f"{row.paper_batch_tokens / 1e6:g}M"),
     ]
-    if t.ramp_tokens:
+    if recipe.ramps(t):
         lines.append(
-            f"  batch ramp     {plan.micro_batch} sequences ({plan.micro_batch * T:,d} tokens) to full, "
-            f"linear over {_tokens(t.ramp_tokens)} tokens" + paper("32k tokens to full over 4-12B")
+            f"  batch ramp     from {plan.chunk} sequences ({plan.chunk * T:,d} tokens), {plan.chunk} more at a time, "
+            f"linear over {_tokens(t.ramp_tokens)} tokens" + paper("32k to full over 4-12B")
         )
     length = f"  length         {_tokens(plan.tokens_at(plan.total_steps))} tokens in {plan.total_steps:,d} steps"
-    if t.ramp_tokens:
+    if recipe.ramps(t) and t.tokens:
         length += f" ({recipe.step_plan(dataclasses.replace(t, ramp_tokens=0), T).total_steps:,d} without the ramp)"
     warmup = f"{_tokens(opt.warmup_tokens)} tokens" if opt.on_tokens else f"{opt.warmup_steps} steps"
     end = f"{_tokens(opt.decay_tokens)} tokens, then constant" if opt.decay_tokens else "the last step"

@@ -34,9 +34,13 @@ def run(args) -> None:
             f"mesh {args.mesh!r} uses {math.prod(sizes.values())} of the {chips} chips; use -1 for one axis or change "
             "--chips"
         )
+    # The preset's batch, accumulated from ramp chunks that span the data-parallel devices; --batch or
+    # --micro-batches plan that plain batch instead.
+    ramped = recipe.fit_to_mesh(cfg.train, sizes["data"] * sizes["fsdp"])
+    plain = dataclasses.replace(cfg.train, ramp_tokens=0)
+    preset_batch = args.batch is None and args.micro_batches is None
+    cfg = dataclasses.replace(cfg, train=recipe.as_accumulation(ramped if preset_batch else plain))
     if args.batch is None:  # the config's batch, raised to one sequence per data-parallel device if smaller
-        if args.micro_batches is None:  # a batch ramp's micro-batch must span the data-parallel devices
-            cfg = dataclasses.replace(cfg, train=recipe.fit_to_mesh(cfg.train, sizes["data"] * sizes["fsdp"]))
         dp = sizes["data"] * sizes["fsdp"] * cfg.train.micro_batches
         cfg = config_lib.apply_overrides(cfg, [f"train.batch_size={-(-cfg.train.batch_size // dp) * dp}"])
     cfg = cfg.validate()

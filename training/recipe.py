@@ -68,8 +68,9 @@ def train_config(preset: str) -> TrainConfig | None:
         steps=0,
         tokens=TOTAL_TOKENS,
         batch_size=row.batch_size,
-        micro_batches=row.batch_size // RAMP_START,
+        micro_batches=1,
         ramp_tokens=row.ramp_tokens,
+        ramp_batch=RAMP_START,
         eval_every=1000,
         checkpoint_every=1000,
         optimizer=optimizer,
@@ -89,11 +90,17 @@ def check(train: TrainConfig) -> None:
             f"train.steps={train.steps} and train.tokens={train.tokens}: set exactly one of them (the other 0) "
             "to give the run's length"
         )
-    if train.ramp_tokens and train.micro_batches < 2:
-        raise ConfigError(
-            f"train.ramp_tokens={train.ramp_tokens} needs train.micro_batches > 1: the ramp grows the batch one "
-            "micro-batch at a time; raise train.micro_batches or set train.ramp_tokens=0"
-        )
+    if ramps(train):
+        if train.ramp_batch <= 0 or train.batch_size % train.ramp_batch:
+            raise ConfigError(
+                f"train.batch_size={train.batch_size} is not a multiple of train.ramp_batch={train.ramp_batch}, the "
+                "ramp's increment; change one of them or set train.ramp_tokens=0"
+            )
+        if train.ramp_batch % train.micro_batches:
+            raise ConfigError(
+                f"train.micro_batches={train.micro_batches} does not divide train.ramp_batch={train.ramp_batch}, the "
+                "sequences of each accumulated chunk; pick a divisor"
+            )
     if opt.warmup_steps and opt.warmup_tokens:
         raise ConfigError(
             f"train.optimizer.warmup_steps={opt.warmup_steps} and warmup_tokens={opt.warmup_tokens} both set the "
@@ -106,53 +113,69 @@ def check(train: TrainConfig) -> None:
         )
 
 
+def ramps(train: TrainConfig) -> bool:
+    return train.ramp_tokens > 0 and train.ramp_batch < train.batch_size
+
+
 def fit_to_mesh(train: TrainConfig, data_parallel: int) -> TrainConfig:
-    """The same batch in the most micro-batches (at most train's) that each span every data-parallel device: on a
-    wide mesh the ramp starts at a larger micro-batch. When one micro-batch must be the whole batch, or no count
-    fits, there is no ramp (and a batch that is no multiple of the devices stays for the caller to round)."""
-    fits = [m for m in range(train.micro_batches, 0, -1) if train.batch_size % (m * data_parallel) == 0] or [1]
-    return dataclasses.replace(train, micro_batches=fits[0], ramp_tokens=train.ramp_tokens if fits[0] > 1 else 0)
+    """The ramp's chunk widened to the smallest that divides the batch and gives every data-parallel device whole
+    micro-batches: on a wide mesh the ramp starts at a larger batch; with no such chunk, no ramp."""
+    if not ramps(train):
+        return train
+    unit = data_parallel * train.micro_batches
+    fits = [c for c in range(train.ramp_batch, train.batch_size) if c % unit == 0 and train.batch_size % c == 0]
+    return dataclasses.replace(train, ramp_batch=fits[0]) if fits else dataclasses.replace(train, ramp_tokens=0)
+
+
+def as_accumulation(train: TrainConfig) -> TrainConfig:
+    """A full-batch step of a ramped run as plain accumulation (its chunks' micro-batches in one count): the
+    memory and FLOPs parallel/planner.py models."""
+    if not ramps(train):
+        return train
+    chunks = train.batch_size // train.ramp_batch
+    return dataclasses.replace(train, micro_batches=train.micro_batches * chunks, ramp_tokens=0)
 
 
 @dataclasses.dataclass(frozen=True)
 class StepPlan:
     """Each optimizer step's batch and the tokens consumed before it. The batch changes only where a stage starts;
-    every step runs a whole number of micro-batches of one fixed shape (`micro_batch` sequences)."""
+    every step accumulates a whole number of chunks of one fixed shape (`chunk` sequences)."""
 
     seq_len: int
-    micro_batch: int  # sequences per micro-batch: the one batch shape the jitted gradient function sees
+    chunk: int  # sequences per gradient call: the one batch shape the jitted gradient function sees
     total_steps: int
     stage_steps: tuple[int, ...]  # first step of each stage, from 0, increasing
     stage_tokens: tuple[int, ...]  # tokens consumed before that step
-    stage_micro_batches: tuple[int, ...]  # micro-batches per step during the stage
+    stage_chunks: tuple[int, ...]  # chunks per step during the stage
 
     @property
     def ramps(self) -> bool:
-        return len(self.stage_steps) > 1
+        """Whether steps accumulate chunks smaller than the batch (recipe.ramps(train) of the plan's config)."""
+        return self.stage_chunks[-1] > 1
 
-    def micro_batches_at(self, step: int) -> int:
-        return self.stage_micro_batches[self._stage(step)]
+    def chunks_at(self, step: int) -> int:
+        return self.stage_chunks[self._stage(step)]
 
-    def micro_batches_at_traced(self, step: jax.Array) -> jax.Array:
-        """micro_batches_at for a traced step (inside jit)."""
+    def chunks_at_traced(self, step: jax.Array) -> jax.Array:
+        """chunks_at for a traced step (inside jit)."""
         k = jnp.searchsorted(jnp.asarray(self.stage_steps, jnp.int32), step, side="right") - 1
-        return jnp.asarray(self.stage_micro_batches, jnp.int32)[k]
+        return jnp.asarray(self.stage_chunks, jnp.int32)[k]
 
     def batch_size_at(self, step: int) -> int:
         """Sequences in optimizer step `step` (counted from 0)."""
-        return self.micro_batch * self.micro_batches_at(step)
+        return self.chunk * self.chunks_at(step)
 
     def tokens_at(self, step: int) -> int:
         """Tokens consumed by steps 0 .. step-1, exactly."""
         k = self._stage(step)
-        per_step = self.micro_batch * self.stage_micro_batches[k] * self.seq_len
+        per_step = self.chunk * self.stage_chunks[k] * self.seq_len
         return self.stage_tokens[k] + (step - self.stage_steps[k]) * per_step
 
     def tokens_at_traced(self, step: jax.Array) -> jax.Array:
         """tokens_at for a traced step (inside jit), in float32: relative error ~1e-7, ample for a learning rate."""
         starts = jnp.asarray(self.stage_steps, jnp.int32)
         k = jnp.searchsorted(starts, step, side="right") - 1
-        per_step = jnp.asarray([self.micro_batch * n * self.seq_len for n in self.stage_micro_batches], jnp.float32)
+        per_step = jnp.asarray([self.chunk * n * self.seq_len for n in self.stage_chunks], jnp.float32)
         since = (step - starts[k]).astype(jnp.float32)
         return jnp.asarray(self.stage_tokens, jnp.float32)[k] + since * per_step[k]
 
@@ -163,33 +186,31 @@ class StepPlan:
 
 
 def step_plan(train: TrainConfig, seq_len: int) -> StepPlan:
-    """The stages of a run: with a ramp, stage k runs k+1 micro-batches per step (Megatron-LM's rule: the batch is
-    one micro-batch plus floor(c / P) more, c the tokens consumed before the step, P = ramp_tokens / (M - 1))."""
+    """The stages of a run. With a ramp of C = batch_size / ramp_batch chunks, stage k runs k+1 chunks per step
+    (Megatron-LM's rule: one chunk plus floor(c / P) more, c the tokens consumed before the step, P = ramp_tokens /
+    (C - 1)); without one, every step is one chunk of the whole batch."""
     check(train)
-    M = train.micro_batches
-    micro, per_micro = train.batch_size // M, train.batch_size // M * seq_len
+    chunk = train.ramp_batch if ramps(train) else train.batch_size
+    C, per_chunk = train.batch_size // chunk, chunk * seq_len
     stages, step, tokens = [], 0, 0
-    if train.ramp_tokens:
-        increments = M - 1
-        for n in range(1, M):
-            # Steps until the tokens consumed reach n/(M-1) of the ramp; 0 when a larger earlier step passed it.
-            need = n * train.ramp_tokens - tokens * increments
-            steps = max(0, -(-need // (increments * n * per_micro)))
-            if steps:
-                stages.append((step, tokens, n))
-                step, tokens = step + steps, tokens + steps * n * per_micro
-    stages.append((step, tokens, M))
-    total = train.steps or _steps_for_tokens(stages, per_micro, train.tokens)
+    for n in range(1, C):
+        # Steps until the tokens consumed reach n/(C-1) of the ramp; 0 when a larger earlier step passed it.
+        need = n * train.ramp_tokens - tokens * (C - 1)
+        steps = max(0, -(-need // ((C - 1) * n * per_chunk)))
+        if steps:
+            stages.append((step, tokens, n))
+            step, tokens = step + steps, tokens + steps * n * per_chunk
+    stages.append((step, tokens, C))
+    total = train.steps or _steps_for_tokens(stages, per_chunk, train.tokens)
     starts, consumed, counts = zip(*stages)
-    return StepPlan(seq_len, micro, total, starts, consumed, counts)
+    return StepPlan(seq_len, chunk, total, starts, consumed, counts)
 
 
-def _steps_for_tokens(stages: list[tuple[int, int, int]], per_micro: int, budget: int) -> int:
+def _steps_for_tokens(stages: list[tuple[int, int, int]], per_chunk: int, budget: int) -> int:
     """The first step count whose tokens reach the budget (the last step may pass it by less than one batch)."""
-    for (step, tokens, n), nxt in zip(stages, stages[1:] + [None]):
-        if nxt is None or nxt[1] >= budget:
-            return step + max(0, -(-(budget - tokens) // (n * per_micro)))
-    raise AssertionError("unreachable: the last stage has no end")
+    ends = [tokens for _, tokens, _ in stages[1:]] + [budget]
+    step, tokens, n = stages[next(k for k, end in enumerate(ends) if end >= budget)]
+    return step + max(0, -(-(budget - tokens) // (n * per_chunk)))
 
 
 def learning_rate_schedule(train: TrainConfig, seq_len: int) -> optax.Schedule:

@@ -31,8 +31,8 @@ CHECKPOINTS = "checkpoints"
 
 
 def resolve_config(run_dir: epath.PathLike, requested: config_lib.Config | None) -> config_lib.Config:
-    """The config of this run: the saved one when resuming (a changed train.steps extends the run, a changed mesh
-    reshards the checkpoint onto the new one)."""
+    """The config of this run: the saved one when resuming (a changed train.steps or train.tokens extends the run,
+    a changed mesh reshards the checkpoint onto the new one)."""
     saved_path = epath.Path(run_dir) / CONFIG
     if not saved_path.exists():
         if requested is None:
@@ -42,7 +42,9 @@ def resolve_config(run_dir: epath.PathLike, requested: config_lib.Config | None)
     if requested is None:
         return saved
     same_run = dataclasses.replace(
-        requested, train=dataclasses.replace(requested.train, steps=saved.train.steps), mesh=saved.mesh
+        requested,
+        train=dataclasses.replace(requested.train, steps=saved.train.steps, tokens=saved.train.tokens),
+        mesh=saved.mesh,
     )
     if same_run != saved:
         changed = [k for k, v in config_lib.to_dict(requested).items() if config_lib.to_dict(saved)[k] != v]

@@ -103,6 +103,11 @@ def build(cfg: Config, partitioner: Partitioner | None = None) -> TrainSetup:
     return dataclasses.replace(setup, train_step=partitioner.under_rules(_jit_train_step(setup)))
 
 
+def _micro_batches_at(setup: TrainSetup) -> Callable:
+    pieces_per_chunk = setup.cfg.train.micro_batches
+    return lambda step: setup.plan.chunks_at_traced(step) * pieces_per_chunk
+
+
 def _initial_state(cfg: Config, optimizer: optax.GradientTransformation) -> TrainState:
     return init_state(Transformer(cfg.model, nnx.Rngs(cfg.train.seed)), optimizer, cfg.train.seed)
 
@@ -112,9 +117,9 @@ def _jit_train_step(setup: TrainSetup) -> Callable:
         setup.graphdef,
         setup.optimizer,
         setup.schedule,
-        setup.cfg.train,
+        recipe.as_accumulation(setup.cfg.train),  # a ramp's chunks are accumulated micro-batches
         dropout=setup.cfg.model.dropout > 0,
         state_sharding=setup.state_sharding,
         batch_sharding=setup.batch_sharding,
-        micro_batches_at=setup.plan.micro_batches_at_traced if setup.plan.ramps else None,
+        micro_batches_at=_micro_batches_at(setup) if setup.plan.ramps else None,
     )

@@ -32,10 +32,12 @@ class TrainConfig:
     tokens: int = 0  # > 0 (with steps 0): the run's length in tokens, so a changed batch keeps the token budget
     batch_size: int = 32  # sequences per step, over all devices and micro-batches (at the end of a ramp)
     seq_len: int = 0  # 0 = model.n_ctx
-    micro_batches: int = 1  # gradient accumulation: the batch is split into this many sequential pieces
-    # > 0: the batch grows linearly in tokens from one micro-batch to batch_size over this many tokens, one
-    # micro-batch at a time (GPT-3, Appendix B); every piece keeps one shape, so nothing recompiles.
+    micro_batches: int = 1  # gradient accumulation: the batch (each ramp chunk) is split into this many pieces
+    # > 0: the batch grows linearly in tokens from ramp_batch to batch_size over this many tokens, ramp_batch
+    # sequences at a time (GPT-3, Appendix B). Each step accumulates chunks of ramp_batch sequences, one shape, so
+    # nothing recompiles. No ramp when batch_size <= ramp_batch.
     ramp_tokens: int = 0
+    ramp_batch: int = 16  # sequences: the ramp's first batch and its increment (GPT-3: 32k tokens = 16 x 2048)
     seed: int = 0
     log_every: int = 10
     eval_every: int = 100

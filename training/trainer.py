@@ -55,19 +55,19 @@ class Trainer:
         self.cfg = cfg = run_dir_lib.resolve_config(self.run_dir, cfg).validate()
         t = cfg.train
         self.log = log if jax.process_index() == 0 else (lambda *_: None)
+        # Under a batch ramp the loader yields single micro-batches and a step takes as many as it needs.
+        self.accumulation = recipe.as_accumulation(t)
+        self.loader_rows = t.batch_size // self.accumulation.micro_batches if recipe.ramps(t) else t.batch_size
         partitioner = Partitioner.build(cfg.mesh)
         check_mesh(
             partitioner.sizes,
             sequence_parallel=cfg.mesh.sequence_parallel,
             model=cfg.model,
             batch_size=t.batch_size,
-            micro_batches=t.micro_batches,
+            micro_batches=self.accumulation.micro_batches,
             seq_len=cfg.seq_len,
             process_count=jax.process_count(),
         )
-        # Under a batch ramp the loader yields single micro-batches and a step takes as many as it needs.
-        plan = recipe.step_plan(t, cfg.seq_len)
-        self.loader_rows = t.batch_size // t.micro_batches if plan.ramps else t.batch_size
         # Process 0 writes the tokenizer and data caches into shared folders before the others read them.
         self.pipeline = distributed.first_process_first(
             lambda: build_pipeline(
@@ -185,7 +185,8 @@ class Trainer:
         as the train step's gradient accumulation takes them."""
         if not self.setup.plan.ramps:
             return next(self.train_iter)
-        M, n = self.cfg.train.micro_batches, self.setup.plan.micro_batches_at(step)
+        M = self.accumulation.micro_batches
+        n = self.setup.plan.chunks_at(step) * self.cfg.train.micro_batches
         micros = [next(self.train_iter) for _ in range(n)]
         micros += [jax.tree.map(np.zeros_like, micros[0])] * (M - n)
         return {k: np.stack([m[k] for m in micros], axis=1).reshape((-1,) + micros[0][k].shape[1:]) for k in micros[0]}

@@ -31,8 +31,9 @@ def test_info_json_compute_is_near_table_d_1(capsys):
 
 
 def test_overrides_keep_the_token_budget():
-    cfg = config_lib.from_preset("gpt3-small", ["train.batch_size=512", "train.micro_batches=32"]).validate()
-    assert cfg.train.tokens == 300_000_000_000 and cfg.train.ramp_tokens == 4_000_000_000
+    cfg = config_lib.from_preset("gpt3-small", ["train.batch_size=512"]).validate()
+    assert cfg.train.tokens == 300_000_000_000 and (cfg.train.ramp_tokens, cfg.train.ramp_batch) == (4 * 10**9, 16)
+    assert config_lib.from_preset("gpt3-xl", ["train.batch_size=8"]).validate()  # a benchmark's batch: no ramp
     short = config_lib.from_preset("gpt3-small", ["train.steps=100", "train.tokens=0"]).validate()
     assert short.train.steps == 100
     with pytest.raises(ConfigError, match="set exactly one of them"):
@@ -40,21 +41,21 @@ def test_overrides_keep_the_token_budget():
 
 
 def test_small_presets_keep_their_defaults():
-    cfg = config_lib.from_preset("tiny").validate()
-    assert (cfg.train.steps, cfg.train.tokens, cfg.train.ramp_tokens, cfg.train.optimizer.warmup_steps) == (
-        300,
-        0,
-        0,
-        30,
-    )
+    t = config_lib.from_preset("tiny").validate().train
+    assert (t.steps, t.tokens, t.ramp_tokens, t.optimizer.warmup_steps, t.optimizer.on_tokens) == (300, 0, 0, 30, False)
 
 
-@pytest.mark.parametrize(
-    "mesh, chips, micro_batches",
-    [("data=8", 8, 96), ("data=8,fsdp=-1,tensor=8", 1024, 12)],  # 16 sequences span 8 devices, not 128
-)
+# The full step as accumulation of ramp chunks: 16 sequences span 8 devices; 128 need chunks of 128.
+@pytest.mark.parametrize("mesh, chips, micro_batches", [("data=8", 8, 96), ("data=8,fsdp=-1,tensor=8", 1024, 12)])
 def test_plan_uses_the_presets_batch(mesh, chips, micro_batches, capsys):
     argv = ["plan", "--preset", "gpt3-175b", "--mesh", mesh, "--chips", str(chips), "--device", "h100"]
     assert main(argv + ["--xla", "off", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert (out["batch"], out["micro_batches"]) == (1536, micro_batches)
+
+
+def test_plan_with_an_explicit_batch_plans_that_plain_batch(capsys):
+    argv = ["plan", "--preset", "gpt3-xl", "--mesh", "fsdp=8", "--device", "h100", "--batch", "64", "--xla", "off"]
+    assert main(argv + ["--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["batch"], out["micro_batches"]) == (64, 1)

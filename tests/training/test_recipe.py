@@ -75,7 +75,7 @@ def test_each_preset_carries_appendix_b(name):
     assert (opt.warmup_tokens, opt.decay_tokens, opt.min_lr_ratio, opt.schedule) == (375e6, 260e9, 0.1, "cosine")
     assert opt.warmup_steps == 0
     # The ramp starts at 32k tokens (16 sequences of 2048) and reaches the full batch within 4-12B tokens.
-    assert t.batch_size // t.micro_batches * S == 32768
+    assert t.ramp_batch * S == 32768 and t.micro_batches == 1
     assert 4e9 <= t.ramp_tokens <= 12e9
 
 
@@ -94,15 +94,20 @@ def test_other_presets_keep_their_step_based_defaults():
 
 def test_small_ramp_by_hand():
     plan = recipe.step_plan(recipe.train_config("gpt3-small"), S)
-    # 16 micro-batches of 16: 15 increments, one every 4B / 15 = 266,666,666.7 tokens; the first stage runs
+    # 256 / 16 = 16 chunks of 16: 15 increments, one every 4B / 15 = 266,666,666.7 tokens; the first stage runs
     # ceil(266,666,666.7 / 32,768) = 8,139 steps of 16 sequences.
-    assert plan.micro_batch == 16
+    assert plan.chunk == 16
     assert [plan.batch_size_at(s) for s in (0, 8138, 8139)] == [16, 16, 32]
     assert plan.tokens_at(1) == 32768 and plan.tokens_at(8139) == 8139 * 32768
     # Without the ramp: ceil(300e9 / 524,288) = 572,205 steps; twice the batch halves them: ceil(300e9 / 2^20).
     flat = dataclasses.replace(recipe.train_config("gpt3-small"), ramp_tokens=0)
     assert recipe.step_plan(flat, S).total_steps == 572_205
-    assert recipe.step_plan(dataclasses.replace(flat, batch_size=512, micro_batches=32), S).total_steps == 286_103
+    assert recipe.step_plan(dataclasses.replace(flat, batch_size=512), S).total_steps == 286_103
+
+
+def test_a_batch_no_larger_than_the_ramps_start_has_no_ramp():
+    plan = recipe.step_plan(dataclasses.replace(recipe.train_config("gpt3-small"), batch_size=8), S)
+    assert plan.chunk == 8 and plan.batch_size_at(0) == 8 and plan.total_steps == math.ceil(300e9 / (8 * S))
 
 
 @pytest.mark.parametrize("name", list(TABLE_2_1))
@@ -118,10 +123,16 @@ def test_plan_follows_a_step_by_step_simulation_of_the_ramp(name):
     assert plan.tokens_at(plan.total_steps) >= 300e9 > plan.tokens_at(plan.total_steps - 1)
 
 
+@pytest.mark.parametrize("budget", [10**9, 4_000_317_440, 4_000_317_441])  # inside the ramp, at its end, one past
+def test_a_budget_that_ends_near_or_inside_the_ramp(budget):
+    t = dataclasses.replace(recipe.train_config("gpt3-small"), tokens=budget)
+    assert recipe.step_plan(t, S).total_steps == len(list(simulate(t.batch_size, t.ramp_tokens, budget)))
+
+
 def test_a_changed_batch_keeps_the_token_budget():
     base = recipe.train_config("gpt3-xl")
-    for batch, micro in ((512, 32), (256, 16), (1024, 64)):
-        plan = recipe.step_plan(dataclasses.replace(base, batch_size=batch, micro_batches=micro), S)
+    for batch in (512, 256, 1024):
+        plan = recipe.step_plan(dataclasses.replace(base, batch_size=batch), S)
         assert plan.tokens_at(plan.total_steps) - 300e9 < batch * S
         assert plan.tokens_at(plan.total_steps) >= 300e9
 
@@ -179,13 +190,21 @@ def test_training_compute_within_ten_percent_of_table_d_1(name):
     assert compute.attention == 12 * L * S * D * compute.tokens
 
 
-def test_fit_to_mesh_keeps_the_batch_and_widens_the_micro_batch():
-    t = recipe.train_config("gpt3-175b")  # 1536 sequences in 96 micro-batches of 16
+def test_fit_to_mesh_keeps_the_batch_and_widens_the_ramps_chunk():
+    t = recipe.train_config("gpt3-175b")  # 1536 sequences, ramped 16 at a time
     assert recipe.fit_to_mesh(t, 8) == t
-    wide = recipe.fit_to_mesh(t, 128)  # 16 sequences cannot span 128 devices: 12 micro-batches of 128
-    assert (wide.batch_size, wide.micro_batches, wide.ramp_tokens) == (1536, 12, t.ramp_tokens)
-    for devices in (1536, 1024):  # one micro-batch is the batch, or no count fits: no ramp
-        assert (recipe.fit_to_mesh(t, devices).micro_batches, recipe.fit_to_mesh(t, devices).ramp_tokens) == (1, 0)
+    wide = recipe.fit_to_mesh(t, 128)  # 16 sequences cannot span 128 devices: chunks of 128
+    assert (wide.batch_size, wide.ramp_batch, wide.ramp_tokens) == (1536, 128, t.ramp_tokens)
+    assert recipe.fit_to_mesh(dataclasses.replace(t, micro_batches=2), 128).ramp_batch == 256
+    for devices in (1536, 1024):  # no chunk smaller than the batch spans them: no ramp
+        assert recipe.fit_to_mesh(t, devices).ramp_tokens == 0
+
+
+def test_as_accumulation_counts_every_chunks_micro_batches():
+    t = recipe.train_config("gpt3-175b")
+    assert (recipe.as_accumulation(t).micro_batches, recipe.as_accumulation(t).ramp_tokens) == (96, 0)
+    wide = recipe.as_accumulation(dataclasses.replace(t, ramp_batch=128, micro_batches=4))
+    assert (wide.batch_size, wide.micro_batches) == (1536, 48)
 
 
 @pytest.mark.parametrize(
@@ -193,7 +212,8 @@ def test_fit_to_mesh_keeps_the_batch_and_widens_the_micro_batch():
     [
         (dict(steps=100), "set exactly one of them"),
         (dict(tokens=0), "set exactly one of them"),
-        (dict(micro_batches=1), "ramp_tokens=4000000000 needs train.micro_batches > 1"),
+        (dict(batch_size=264), "batch_size=264 is not a multiple of train.ramp_batch=16"),
+        (dict(micro_batches=3), "micro_batches=3 does not divide train.ramp_batch=16"),
         (dict(ramp_tokens=-1), "ramp_tokens=-1 must not be negative"),
     ],
 )

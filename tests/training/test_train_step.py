@@ -91,3 +91,22 @@ def test_train_step_lowers_the_loss_on_a_repeated_batch():
         state, metrics = step(state, batch)
         losses.append(float(metrics["loss"]))
     assert losses[-1] < losses[0] - 0.5 and int(state.step) == 15
+
+
+def test_a_ramped_step_uses_only_its_first_micro_batches():
+    """Under a batch ramp the step loops over n of M micro-batches (M - n of them zero filler): its gradients equal
+    those of a plain batch made of just those n micro-batches' rows."""
+    batch, n, M = _batch(B=8), 2, 4
+    graphdef, params = nnx.split(Transformer(TINY, nnx.Rngs(0)))
+    ramped = make_gradient_fn(graphdef, TrainConfig(batch_size=8, micro_batches=M))
+    # Micro-batch m is rows m, m + M, ...: keep micro-batches 0 and 1, fill 2 and 3 with garbage that must be ignored.
+    rows = np.arange(8).reshape(2, M)
+    kept = {k: v[np.sort(rows[:, :n].ravel())] for k, v in batch.items()}
+    junk = {k: v.at[rows[:, n:].ravel()].set(7) for k, v in batch.items()}
+    grads, loss, tokens = jax.jit(ramped)(params, junk, None, jnp.int32(n))
+    plain = make_gradient_fn(graphdef, TrainConfig(batch_size=4, micro_batches=n))
+    want_grads, want_loss, want_tokens = jax.jit(plain)(params, kept, None)
+    assert float(tokens) == float(want_tokens) == float(jnp.sum(kept["segment_ids"] > 0))
+    np.testing.assert_allclose(float(loss), float(want_loss), rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)

@@ -13,6 +13,7 @@ import pytest
 from meshlm.experiments.cli import main
 from meshlm.training import config as config_lib
 from meshlm.training import metrics as metrics_lib
+from meshlm.training import recipe
 from meshlm.training.trainer import train
 
 
@@ -172,3 +173,21 @@ def test_hooks_run_every_n_steps_and_at_the_end_and_their_metrics_are_logged(cor
     assert calls == [(3, 3), (6, 6), (7, 7)]  # the state a hook sees has taken exactly `step` steps
     probes = {r["step"]: r["probe"] for r in metrics_lib.read(tmp_path / "run") if "probe" in r}
     assert probes == {3: 6.0, 6: 12.0, 7: 14.0}
+
+
+def test_a_batch_ramp_follows_the_step_plan_and_resumes_exactly(corpus, tmp_path):
+    ramp = {"train.batch_size": 8, "train.ramp_batch": 2, "train.ramp_tokens": 6 * 32 * 2, "train.eval_every": 100}
+    cfg = _config(corpus, tmp_path, steps=8, **ramp)
+    plan = recipe.step_plan(cfg.train, cfg.seq_len)
+    # Megatron-LM's rule by hand: 1 + floor(tokens before the step / (384 / 3)) chunks of 2 sequences x 32 tokens.
+    assert [plan.batch_size_at(s) for s in range(8)] == [2, 2, 4, 6, 8, 8, 8, 8]
+    straight = train(cfg, tmp_path / "straight", progress=False, log=_quiet)
+    train(cfg, tmp_path / "resumed", progress=False, log=_quiet, stop_after=3)  # stops inside the ramp
+    resumed = train(cfg, tmp_path / "resumed", progress=False, log=_quiet)
+    records = metrics_lib.read(tmp_path / "straight")
+    assert [(r["step"], r["batch_size"]) for r in records] == [(2, 2), (4, 6), (6, 8), (8, 8)]
+    assert [r["tokens_seen"] for r in records] == [plan.tokens_at(r["step"]) for r in records]
+    # The tokens the step counted (non-padding targets) never exceed the sequences the plan gave it.
+    assert all(0 < r["tokens"] <= r["batch_size"] * 32 for r in records)
+    for a, b in zip(jax.tree.leaves(straight.state), jax.tree.leaves(resumed.state)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
