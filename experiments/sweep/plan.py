@@ -32,7 +32,7 @@ def run_id(cfg: config_lib.Config) -> str:
 
 
 def resolve(spec: Spec) -> list[PlannedRun]:
-    """Every run of the sweep, fitted budgets first, smallest compute first; a config listed twice runs once."""
+    """Every run of the sweep, hold-outs last, by budget then size; a config listed twice runs once."""
     base = _base_config(spec)
     runs: dict[str, PlannedRun] = {}
     for holdout, budgets in ((False, spec.budgets), (True, spec.holdout)):
@@ -42,7 +42,9 @@ def resolve(spec: Spec) -> list[PlannedRun]:
                     run = _run(spec, base, budget.flops, shape, seed, holdout)
                     if run.run_id not in runs or holdout:
                         runs[run.run_id] = run
-    return sorted(runs.values(), key=lambda r: (r.holdout, r.budget, r.accounting.compute, r.run_id))
+    return sorted(
+        runs.values(), key=lambda r: (r.holdout, r.budget, r.accounting.params_flops, r.config.train.seed, r.run_id)
+    )
 
 
 def _base_config(spec: Spec) -> config_lib.Config:

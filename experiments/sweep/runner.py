@@ -109,7 +109,8 @@ def code_revision() -> str:
         return f"meshlm {version('meshlm')}"
 
 
-def print_plan(spec: Spec, runs: list[plan_lib.PlannedRun], stats: DataStats, store: Store | None, out=sys.stdout):
+def print_plan(spec: Spec, runs: list[plan_lib.PlannedRun], stats: DataStats, store: Store | None, out=None):
+    out = out or sys.stdout
     measured = store.measured_flops_per_s() if store else []
     done = store.finished() if store else set()
     print(
