@@ -1,6 +1,7 @@
 """Each run's exact FLOP accounting: the three parameter counts, tokens and compute, with C = 6 N_flops D exactly."""
 
 import dataclasses
+import functools
 
 from meshlm.model.config import ModelConfig
 from meshlm.model.flops import count_params, flops_per_token
@@ -23,8 +24,13 @@ def flop_params(model: ModelConfig, seq_len: int) -> float:
     return flops_per_token(model, seq_len).total / 6.0
 
 
+@functools.cache  # a sweep asks for the same shape at every budget; each count builds the model's shapes
+def _params(model: ModelConfig):
+    return count_params(model)
+
+
 def account(model: ModelConfig, seq_len: int, tokens: int) -> Accounting:
-    params = count_params(model)
+    params = _params(model)
     per_token = flops_per_token(model, seq_len).total
     return Accounting(
         params_non_embedding=params.non_embedding,

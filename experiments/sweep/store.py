@@ -134,10 +134,6 @@ class Store:
     def finished(self) -> set[str]:
         return {r[0] for r in self._db.execute("SELECT run_id FROM results")}
 
-    def claimed_by_others(self) -> set[str]:
-        rows = self._db.execute("SELECT run_id, host, pid, token FROM claims").fetchall()
-        return {r[0] for r in rows if r[3] != self.owner.token and _alive(r[1], r[2])}
-
     def claim(self, run_id: str) -> bool:
         """Take the run for this runner: False when it is finished or held by a live runner."""
         with self._transaction() as db:
