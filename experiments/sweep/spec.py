@@ -92,8 +92,9 @@ class EvalRule:
 class Estimate:
     """Dry-run time model: FLOP/s by width ([[max d_model, FLOP/s], ...]) plus a fixed cost per run."""
 
-    flops_per_s: tuple[tuple[float, ...], ...] = ((64, 3.5e10), (128, 8e10), (1e9, 1.2e11))
-    overhead_s: float = 10.0  # compile, tokenizer copy, sampling at the end
+    # 2 CPU cores at the small batches of a CPU sweep (docs/scaling.md, Timings); a GPU spec gives its own.
+    flops_per_s: tuple[tuple[float, ...], ...] = ((64, 2e10), (128, 4e10), (1e9, 8e10))
+    overhead_s: float = 15.0  # compile, tokenizer copy, sampling at the end
 
 
 @dataclasses.dataclass(frozen=True)
