@@ -1,12 +1,13 @@
 """The sweep driver: plan, prepare the data once, then keep the launcher's slots busy with claimed runs.
 
 DIR/results.sqlite   the store (store.py); only this driver writes it
-DIR/data/            the sweep's tokenizer and the training split's token count, made once
+DIR/data/HASH/       the sweep's tokenizer and the training split's token count, made once per data config
 DIR/jax-cache/       compiled programs shared between runs (meshlm sweep run)
 DIR/runs/ID/         one ordinary `meshlm train` run directory per run (config.json, checkpoints, metrics.jsonl)
 """
 
 import dataclasses
+import hashlib
 import json
 import pathlib
 import subprocess
@@ -41,16 +42,21 @@ class Outcome:
     failed: int
 
 
+def data_dir(out: pathlib.Path, cfg: config_lib.Config) -> pathlib.Path:
+    """DIR/data/HASH: one tokenizer and token count per data config, so an edited spec never reuses a stale one."""
+    key = json.dumps(config_lib.to_dict(cfg)["data"], sort_keys=True)
+    return out / DATA / hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
 def data_stats(spec: Spec, out: pathlib.Path, runs: list[plan_lib.PlannedRun], sample_docs: int = 2000) -> DataStats:
-    """Train the sweep's tokenizer into DIR/data (once) and count the training split's tokens (cached)."""
-    data = runs[0].config.data
-    key = json.dumps(config_lib.to_dict(runs[0].config)["data"], sort_keys=True)
-    cache = out / DATA / "stats.json"
-    if cache.exists() and json.loads(cache.read_text()).get("data") == key:
+    """Train the sweep's tokenizer into its data directory (once) and count the training split's tokens (cached)."""
+    directory = data_dir(out, runs[0].config)
+    cache = directory / "stats.json"
+    if cache.exists():
         saved = json.loads(cache.read_text())
         return DataStats(saved["tokens"], saved["exact"])
     try:
-        pipeline = build_pipeline(data, out / DATA, spec.seq_len, batch_size=1, seed=0)
+        pipeline = build_pipeline(runs[0].config.data, directory, spec.seq_len, batch_size=1, seed=0)
     except DataError as e:
         return DataStats(None, False, note=str(e))
     docs = pipeline.splits["train"]
@@ -58,7 +64,7 @@ def data_stats(spec: Spec, out: pathlib.Path, runs: list[plan_lib.PlannedRun], s
     counted = sum(len(pipeline.tokenizer.encode(docs[i])) + 1 for i in range(n))
     stats = DataStats(counted * len(docs) / n, n == len(docs))
     tmp = cache.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"data": key, "tokens": stats.tokens, "exact": stats.exact}))
+    tmp.write_text(json.dumps({"tokens": stats.tokens, "exact": stats.exact}))
     tmp.replace(cache)
     return stats
 
@@ -214,7 +220,7 @@ def _job(run: plan_lib.PlannedRun, out: pathlib.Path, compile_cache: bool) -> Jo
         run_id=run.run_id,
         config=config_lib.to_dict(run.config),
         run_dir=str((out / RUNS / run.run_id).resolve()),
-        tokenizer=str((out / DATA / "tokenizer.model").resolve()),
+        tokenizer=str((data_dir(out, run.config) / "tokenizer.model").resolve()),
         compile_cache=str((out / COMPILE_CACHE).resolve()) if compile_cache else "",
     )
 

@@ -94,7 +94,7 @@ def test_dry_run_prints_every_run_with_flops_epochs_and_time_and_runs_nothing(tm
     text = capsys.readouterr().out
     spec = spec_lib.load(path)
     runs = plan_lib.resolve(spec)
-    data_tokens = json.loads((out / runner.DATA / "stats.json").read_text())["tokens"]
+    data_tokens = json.loads((runner.data_dir(out, runs[0].config) / "stats.json").read_text())["tokens"]
     for r in runs:
         line = next(line for line in text.splitlines() if line.startswith(r.run_id))
         assert f"{r.accounting.compute:9.3g}" in line and f"{r.accounting.params_flops:9.3g}" in line
