@@ -171,6 +171,7 @@ def run_sweep(
     store = Store(out)
     store.add_plan(spec.name, runs)
     revision = code_revision()
+    store.set_meta(f"spec:{spec.name}", dataclasses.asdict(spec))  # for the report: the rules behind the runs
     done = store.finished()
     todo = [r for r in runs if r.run_id not in done]
     bar = _ProgressBar(todo, enabled=progress)

@@ -73,6 +73,8 @@ def test_rerun_skips_finished_runs_and_retries_failed_ones(tmp_path, corpus):
     outcome = runner.run_sweep(spec, tmp_path / "out", second, progress=False, log=lambda *_: None)
     assert second.ran == [ids[1]] and (outcome.finished, outcome.skipped) == (1, 3)
     assert db.execute("SELECT COUNT(*) FROM results").fetchone() == (4,)
+    saved = Store(tmp_path / "out").get_meta("spec:test")
+    assert spec_lib.parse(saved) == spec  # the spec the runs came from, in the store
 
 
 def test_runs_held_by_a_live_runner_are_left_to_it(tmp_path, corpus):
