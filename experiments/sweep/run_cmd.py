@@ -10,7 +10,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", metavar="SPEC", help="a sweep spec (YAML), e.g. experiments/sweeps/demo.yaml")
     p.add_argument("--out", required=True, metavar="DIR", help="the sweep directory: results.sqlite and runs/ID/")
     p.add_argument("--dry-run", action="store_true", help="print the plan (FLOPs, epochs, estimated time); run nothing")
-    p.add_argument("--launcher", choices=("local", "ray"), help="local: one run at a time here (the spec's default)")
+    p.add_argument(
+        "--launcher",
+        choices=("local", "ray"),
+        help="local: one run at a time in this process; ray: one task per run (default: the spec's launcher.kind)",
+    )
     p.add_argument("--address", metavar="ADDR", help="ray: cluster address ('auto' joins a running one)")
     p.add_argument("--cpus-per-run", type=float, metavar="N", help="ray: CPUs each run reserves")
     p.add_argument("--gpus-per-run", type=float, metavar="N", help="ray: GPUs each run reserves")
