@@ -4,6 +4,7 @@ import argparse
 import importlib
 import sys
 
+from meshlm.experiments.sweep import run_cmd as sweep_run_cmd
 from meshlm.model.errors import ConfigError
 
 DESCRIPTION = """\
@@ -15,6 +16,7 @@ Commands:
   train     train a model on text; re-running on the same run directory resumes
   plan      per-device memory, FLOPs and step time of a preset on a device mesh
   bench     training and decoding speed, FLOP/s, MFU and compile time (against PyTorch with --against)
+  sweep     scaling-law sweeps: run a spec of budgets x shapes x seeds (docs/scaling.md)
 
 Every command takes --set key.path=value (repeatable) to override any config field, e.g.
   meshlm info --preset gpt3-xl --set model.attention=fused
@@ -183,6 +185,18 @@ def build_parser() -> argparse.ArgumentParser:
     for k in kinds.choices.values():
         k.add_argument("--cpu-devices", type=int, metavar="N", help="simulated CPU devices (default: one per core)")
         k.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+    p = sub.add_parser("sweep", help="scaling-law sweeps (docs/scaling.md)", description="Scaling-law sweeps.")
+    sweeps = p.add_subparsers(dest="sweep", metavar="ACTION", required=True)
+    sweep_run_cmd.add_arguments(
+        sweeps.add_parser(
+            "run",
+            help="run, resume or --dry-run a sweep spec",
+            description="Run every run of a sweep spec into DIR: an ordinary meshlm train run directory per run "
+            "under DIR/runs/ID, results in DIR/results.sqlite. Re-running skips finished runs and resumes "
+            "interrupted ones; two runners on one DIR never run the same run.",
+        )
+    )
     return parser
 
 
@@ -194,6 +208,7 @@ COMMANDS = {
     "train": "meshlm.experiments.train_cmd",
     "plan": "meshlm.experiments.plan_cmd",
     "bench": "meshlm.experiments.bench",
+    "sweep": "meshlm.experiments.sweep.commands",
 }
 
 

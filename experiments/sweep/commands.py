@@ -1,0 +1,11 @@
+"""`meshlm sweep SUBCOMMAND`: each sub-command's module, imported only when it runs."""
+
+import importlib
+
+SUBCOMMANDS = {
+    "run": "meshlm.experiments.sweep.run_cmd",
+}
+
+
+def run(args) -> None:
+    importlib.import_module(SUBCOMMANDS[args.sweep]).run(args)

@@ -1,0 +1,68 @@
+"""One sweep run on whatever process runs it (the driver, or a Ray worker): train, then summarise metrics.jsonl."""
+
+import pathlib
+import re
+import shutil
+import socket
+import statistics
+import time
+
+import jax
+
+from meshlm.experiments.sweep.store import RunResult
+from meshlm.model.flops import flops_per_token
+from meshlm.training import config as config_lib
+from meshlm.training import metrics as metrics_lib
+from meshlm.training.trainer import train
+
+LOG = "sweep.log"  # the trainer's log lines, since the driver's terminal shows the sweep's progress instead
+
+
+def execute(config: dict, run_dir: str, tokenizer: str, compile_cache: str = "") -> RunResult:
+    """Train (or resume, or just re-read) the run in run_dir and return what the store records of it."""
+    if compile_cache and not jax.config.jax_compilation_cache_dir:
+        # Runs of one shape at several budgets share their init and sampling programs: compile them once.
+        jax.config.update("jax_compilation_cache_dir", compile_cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    cfg = config_lib.from_dict(config)
+    path = pathlib.Path(run_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    if not (path / "tokenizer.model").exists():
+        # The sweep's tokenizer, trained once by the driver: the trainer loads a run's own copy when it finds one.
+        shutil.copyfile(tokenizer, path / "tokenizer.model.tmp")
+        (path / "tokenizer.model.tmp").replace(path / "tokenizer.model")
+    lines: list[str] = []
+    with (path / LOG).open("a") as log_file:
+
+        def log(*parts) -> None:
+            line = " ".join(map(str, parts))
+            lines.append(line)
+            print(line, file=log_file, flush=True)
+
+        start = time.perf_counter()
+        train(cfg, path, progress=False, log=log)
+        wall = time.perf_counter() - start
+    resumed = next((int(m[1]) for m in map(re.compile(r"resumed from step (\d+)").match, lines) if m), 0)
+    return summarise(cfg, metrics_lib.read(path), wall_time_s=wall, resumed_from_step=resumed)
+
+
+def summarise(cfg: config_lib.Config, records: list[dict], wall_time_s: float, resumed_from_step: int) -> RunResult:
+    step_tokens = cfg.train.batch_size * cfg.seq_len
+    val = tuple((r["step"] * step_tokens, r["val_loss"]) for r in records if "val_loss" in r)
+    losses = tuple((r["step"] * step_tokens, r["loss"]) for r in records if "loss" in r)
+    if not val or records[-1]["step"] != cfg.train.steps:
+        raise RuntimeError(f"the run stopped before step {cfg.train.steps} or logged no validation loss")
+    speeds = [r["tokens_per_s"] for r in records if r.get("tokens_per_s")]
+    tokens_per_s = statistics.median(speeds) if speeds else None
+    per_token = flops_per_token(cfg.model, cfg.seq_len).total
+    return RunResult(
+        final_val_loss=val[-1][1],
+        final_train_loss=losses[-1][1] if losses else None,
+        val_curve=val,
+        train_curve=losses,
+        wall_time_s=wall_time_s,
+        tokens_per_s=tokens_per_s,
+        flops_per_s=tokens_per_s * per_token if tokens_per_s else None,
+        resumed_from_step=resumed_from_step,
+        host=socket.gethostname(),
+    )

@@ -1,0 +1,277 @@
+"""The sweep driver: plan, prepare the data once, then keep the launcher's slots busy with claimed runs.
+
+DIR/results.sqlite   the store (store.py); only this driver writes it
+DIR/data/HASH/       the sweep's tokenizer and the training split's token count, made once per data config
+DIR/jax-cache/       compiled programs shared between runs (meshlm sweep run)
+DIR/runs/ID/         one ordinary `meshlm train` run directory per run (config.json, checkpoints, metrics.jsonl)
+"""
+
+import dataclasses
+import hashlib
+import json
+import pathlib
+import subprocess
+import sys
+
+from meshlm.experiments.sweep import plan as plan_lib
+from meshlm.experiments.sweep.launchers import Job, Launcher
+from meshlm.experiments.sweep.spec import Spec
+from meshlm.experiments.sweep.store import RunResult, Store
+from meshlm.model.errors import ConfigError
+from meshlm.training import config as config_lib
+from meshlm.training.data import build_pipeline
+from meshlm.training.errors import DataError
+
+RUNS = "runs"
+DATA = "data"
+COMPILE_CACHE = "jax-cache"
+
+
+@dataclasses.dataclass(frozen=True)
+class DataStats:
+    tokens: float | None  # training-split tokens (with one EOS per document); None when the data is not here
+    exact: bool  # False: estimated from the first documents of a large split
+    note: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    finished: int  # by this invocation
+    skipped: int  # already in the store
+    held_elsewhere: int  # claimed by another live runner
+    failed: int
+
+
+def data_dir(out: pathlib.Path, cfg: config_lib.Config) -> pathlib.Path:
+    """DIR/data/HASH: one tokenizer and token count per data config, so an edited spec never reuses a stale one."""
+    key = json.dumps(config_lib.to_dict(cfg)["data"], sort_keys=True)
+    return out / DATA / hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def data_stats(spec: Spec, out: pathlib.Path, runs: list[plan_lib.PlannedRun], sample_docs: int = 2000) -> DataStats:
+    """Train the sweep's tokenizer into its data directory (once) and count the training split's tokens (cached)."""
+    directory = data_dir(out, runs[0].config)
+    cache = directory / "stats.json"
+    if cache.exists():
+        saved = json.loads(cache.read_text())
+        return DataStats(saved["tokens"], saved["exact"])
+    try:
+        pipeline = build_pipeline(runs[0].config.data, directory, spec.seq_len, batch_size=1, seed=0)
+    except DataError as e:
+        return DataStats(None, False, note=str(e))
+    docs = pipeline.splits["train"]
+    n = len(docs) if len(docs) <= sample_docs else sample_docs
+    counted = sum(len(pipeline.tokenizer.encode(docs[i])) + 1 for i in range(n))
+    stats = DataStats(counted * len(docs) / n, n == len(docs))
+    tmp = cache.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"tokens": stats.tokens, "exact": stats.exact}))
+    tmp.replace(cache)
+    return stats
+
+
+def check_epochs(spec: Spec, runs: list[plan_lib.PlannedRun], stats: DataStats) -> None:
+    if stats.tokens is None:
+        return
+    for r in runs:
+        epochs = r.accounting.tokens / stats.tokens
+        if epochs > spec.max_epochs:
+            raise ConfigError(
+                f"run {r.run_id} (d_model={r.config.model.d_model}, {r.budget:.3g} FLOPs) would read {epochs:.2f} "
+                f"epochs of the {stats.tokens:.3g}-token training split (max_epochs={spec.max_epochs}); use a larger "
+                "model or a smaller budget for it, more data, or raise max_epochs"
+            )
+
+
+def estimate_seconds(spec: Spec, run: plan_lib.PlannedRun, measured: list[tuple[int, float]]) -> float:
+    """Training plus evaluation FLOPs over a FLOP/s figure: measured on this DIR's finished runs of the same width
+    when there are some, else the spec's table."""
+    cfg = run.config
+    evals = cfg.train.steps // cfg.train.eval_every + 1
+    eval_flops = run.accounting.flops_per_token / 3.0 * spec.eval.sequences * cfg.seq_len * evals
+    same_width = sorted(f for d, f in measured if d == cfg.model.d_model)
+    if same_width:
+        rate = same_width[len(same_width) // 2]
+        return (run.accounting.compute + eval_flops) / rate  # measured over whole attempts: overheads included
+    rate = next(
+        (f for width, f in spec.estimate.flops_per_s if cfg.model.d_model <= width), spec.estimate.flops_per_s[-1][1]
+    )
+    return (run.accounting.compute + eval_flops) / rate + spec.estimate.overhead_s
+
+
+def code_revision() -> str:
+    source = pathlib.Path(__file__).resolve().parent
+    try:
+        return subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
+            cwd=source,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        from importlib.metadata import version
+
+        return f"meshlm {version('meshlm')}"
+
+
+def print_plan(spec: Spec, runs: list[plan_lib.PlannedRun], stats: DataStats, store: Store | None, out=None):
+    out = out or sys.stdout
+    measured = store.measured_flops_per_s() if store else []
+    done = store.finished() if store else set()
+    print(
+        f"sweep {spec.name}: {len(runs)} runs, {sum(r.accounting.compute for r in runs):.3g} FLOPs, data "
+        + (
+            f"{stats.tokens:.3g} training tokens{'' if stats.exact else ' (estimated)'}"
+            if stats.tokens
+            else f"not available here ({stats.note.splitlines()[0] if stats.note else 'unknown'})"
+        ),
+        file=out,
+    )
+    header = (
+        f"{'run':16s} {'budget':>8s} {'d x L':>8s} {'N_flops':>9s} {'N_total':>9s} {'N_nonemb':>9s} "
+        f"{'tokens':>9s} {'tok/N':>6s} {'C':>9s} {'steps':>6s} {'batch':>5s} {'lr':>8s} {'epochs':>6s} "
+        f"{'est':>6s}  tag"
+    )
+    print(header, file=out)
+    total = 0.0
+    for r in runs:
+        a, cfg = r.accounting, r.config
+        seconds = 0.0 if r.run_id in done else estimate_seconds(spec, r, measured)
+        total += seconds
+        epochs = f"{a.tokens / stats.tokens:6.2f}" if stats.tokens else f"{'?':>6s}"
+        tags = ["holdout"] * r.holdout + ["done"] * (r.run_id in done) + [f"seed={cfg.train.seed}"]
+        print(
+            f"{r.run_id:16s} {r.budget:8.2g} {cfg.model.d_model:>4d}x{cfg.model.n_layers:<3d} {a.params_flops:9.3g} "
+            f"{a.params_total:9.3g} {a.params_non_embedding:9.3g} {a.tokens:9.3g} {a.tokens / a.params_flops:6.1f} "
+            f"{a.compute:9.3g} {cfg.train.steps:6d} {cfg.train.batch_size:5d} {cfg.train.optimizer.peak_lr:8.2e} "
+            f"{epochs} {_duration(seconds):>6s}  {' '.join(tags)}",
+            file=out,
+        )
+    source = "measured FLOP/s of finished runs where there are some, else the spec's estimate table"
+    print(f"estimated time left: {_duration(total)} with one run at a time ({source})", file=out)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.1f}m" if seconds >= 60 else f"{seconds:.0f}s"
+
+
+def run_sweep(
+    spec: Spec, out: pathlib.Path, launcher: Launcher, progress: bool = True, compile_cache: bool = False, log=print
+) -> Outcome:
+    """Run every planned run that is neither finished nor held by another live runner; resumable at any point.
+
+    compile_cache: share compiled programs between runs through DIR/jax-cache (a process-wide JAX setting)."""
+    out = pathlib.Path(out)
+    runs = plan_lib.resolve(spec)
+    stats = data_stats(spec, out, runs)
+    if stats.tokens is None:
+        raise ConfigError(stats.note)
+    check_epochs(spec, runs, stats)
+    store = Store(out)
+    store.add_plan(spec.name, runs)
+    revision = code_revision()
+    store.set_meta(f"spec:{spec.name}", dataclasses.asdict(spec))  # for the report: the rules behind the runs
+    done = store.finished()
+    todo = [r for r in runs if r.run_id not in done]
+    bar = _ProgressBar(todo, enabled=progress)
+    mine: set[str] = set()
+    finished = failed = held = 0
+    pending = list(todo)
+    try:
+        while True:
+            while len(mine) < launcher.slots and pending:
+                run = pending.pop(0)
+                if not store.claim(run.run_id):
+                    held += run.run_id not in store.finished()
+                    bar.skip(run)
+                    continue
+                mine.add(run.run_id)
+                launcher.submit(_job(run, out, compile_cache))
+                bar.started()
+            if not mine:
+                break
+            job, result = launcher.wait()
+            mine.discard(job.run_id)
+            run = next(r for r in runs if r.run_id == job.run_id)
+            if isinstance(result, RunResult):
+                store.record_result(job.run_id, result, revision)
+                finished += 1
+                bar.finished(run, _summary(run, result))
+            else:
+                store.record_failure(job.run_id, f"{type(result).__name__}: {result}")
+                failed += 1
+                bar.finished(run, f"{job.run_id} FAILED: {type(result).__name__}: {str(result).splitlines()[:1]}")
+    finally:
+        launcher.close()
+        for run_id in mine:
+            store.release(run_id)
+        bar.close()
+        store.close()
+    outcome = Outcome(finished=finished, skipped=len(runs) - len(todo), held_elsewhere=held, failed=failed)
+    log(
+        f"sweep {spec.name}: {outcome.finished} runs finished now, {outcome.skipped} already done, "
+        f"{outcome.held_elsewhere} held by other runners, {outcome.failed} failed; results in {out / 'results.sqlite'}"
+    )
+    return outcome
+
+
+def _job(run: plan_lib.PlannedRun, out: pathlib.Path, compile_cache: bool) -> Job:
+    return Job(
+        run_id=run.run_id,
+        config=config_lib.to_dict(run.config),
+        run_dir=str((out / RUNS / run.run_id).resolve()),
+        tokenizer=str((data_dir(out, run.config) / "tokenizer.model").resolve()),
+        compile_cache=str((out / COMPILE_CACHE).resolve()) if compile_cache else "",
+    )
+
+
+def _summary(run: plan_lib.PlannedRun, result: RunResult) -> str:
+    m, a = run.config.model, run.accounting
+    return (
+        f"{run.run_id} {m.d_model}x{m.n_layers} N={a.params_flops:.3g} D={a.tokens:.3g} C={a.compute:.3g}"
+        f"{' holdout' if run.holdout else ''}: val_loss {result.final_val_loss:.4f} in {result.wall_time_s:.0f}s"
+        + (f" (resumed at step {result.resumed_from_step})" if result.resumed_from_step else "")
+    )
+
+
+class _ProgressBar:
+    """Runs done / running / left, with an ETA from compute done per second (runs differ in cost, FLOPs do not)."""
+
+    def __init__(self, todo: list[plan_lib.PlannedRun], enabled: bool):
+        from tqdm import tqdm
+
+        self.done = self.running = 0
+        self.left = len(todo)
+        self._bar = tqdm(
+            total=sum(r.accounting.compute for r in todo),
+            unit="FLOP",
+            unit_scale=True,
+            disable=not enabled,
+            dynamic_ncols=True,
+            bar_format="{desc} |{bar}| {n:.3g}/{total:.3g} FLOPs [{elapsed}<{remaining}]",
+        )
+        self._describe()
+
+    def _describe(self) -> None:
+        self._bar.set_description_str(f"runs: {self.done} done, {self.running} running, {self.left} left")
+
+    def started(self) -> None:
+        self.running += 1
+        self.left -= 1
+        self._describe()
+
+    def skip(self, run: plan_lib.PlannedRun) -> None:
+        self.left -= 1
+        self._bar.total -= run.accounting.compute
+        self._describe()
+
+    def finished(self, run: plan_lib.PlannedRun, line: str) -> None:
+        self.running -= 1
+        self.done += 1
+        self._bar.write(line)
+        self._bar.update(run.accounting.compute)
+        self._describe()
+
+    def close(self) -> None:
+        self._bar.close()

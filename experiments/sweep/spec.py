@@ -1,0 +1,220 @@
+"""The sweep spec: a YAML file parsed into typed dataclasses; unknown keys and wrong types fail in one line.
+
+The defaults are the small-sweep hygiene of docs/scaling.md: batch sized for >= ~800 steps per run, warm-up of
+about N tokens capped at 10% of the run, peak LR falling with size, cosine over exactly the run's own tokens,
+AdamW beta2 0.99.
+"""
+
+import dataclasses
+import pathlib
+import types
+import typing
+
+import yaml
+
+from meshlm.model.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    d_model: int
+    n_layers: int
+    n_heads: int = 0  # 0 = d_model // spec.head_dim
+
+
+@dataclasses.dataclass(frozen=True)
+class AutoShapes:
+    """`count` sizes log-spaced over a factor `spread` in FLOP-equivalent params, centred on the size that a
+    tokens-per-parameter prior calls optimal: N* = sqrt(C / (6 tokens_per_param))."""
+
+    count: int = 4
+    tokens_per_param: float = 20.0
+    spread: float = 8.0
+    aspect: float = 32.0  # d_model / n_layers
+    width_multiple: int = 16  # d_model is a multiple of this (and of head_dim)
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    flops: float
+    shapes: tuple[Shape, ...] = ()  # () = the spec's shapes
+    auto: AutoShapes | None = None  # None = the spec's auto rule (when it lists no shapes)
+    seeds: tuple[int, ...] = ()  # () = the spec's seeds
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchRule:
+    """tokens per step = clip(D / target_steps, min_tokens, max_tokens), as a power-of-two number of sequences."""
+
+    target_steps: int = 800
+    min_tokens: int = 512
+    max_tokens: int = 4096
+    multiple_of: int = 1  # sequences: the data-parallel width of the mesh
+
+
+@dataclasses.dataclass(frozen=True)
+class WarmupRule:
+    """warm-up steps = N_flops x tokens_per_param tokens, at least min_steps, at most max_fraction of the run."""
+
+    tokens_per_param: float = 1.0
+    min_steps: int = 10
+    max_fraction: float = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class LRRule:
+    """peak LR = peak x (N_flops / at_params) ** exponent (Porian et al. 2024 find about -1/3)."""
+
+    peak: float = 3e-3
+    at_params: float = 1e5
+    exponent: float = -0.33
+
+
+@dataclasses.dataclass(frozen=True)
+class Rules:
+    batch: BatchRule = dataclasses.field(default_factory=BatchRule)
+    warmup: WarmupRule = dataclasses.field(default_factory=WarmupRule)
+    lr: LRRule = dataclasses.field(default_factory=LRRule)
+    schedule: typing.Literal["cosine", "wsd"] = "cosine"  # its length is always the run's own token budget
+    min_lr_ratio: float = 0.1
+    betas: tuple[float, ...] = (0.9, 0.99)
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalRule:
+    sequences: int = 128  # the fixed validation set: the first `sequences` rows, the same for every run
+    per_run: int = 5  # validation points per run (the last at the final step)
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    """Dry-run time model: FLOP/s by width ([[max d_model, FLOP/s], ...]) plus a fixed cost per run."""
+
+    # 2 CPU cores at the small batches of a CPU sweep (docs/scaling.md, Timings); a GPU spec gives its own.
+    flops_per_s: tuple[tuple[float, ...], ...] = ((64, 2e10), (128, 4e10), (1e9, 8e10))
+    overhead_s: float = 15.0  # compile, tokenizer copy, sampling at the end
+
+
+@dataclasses.dataclass(frozen=True)
+class LauncherDefaults:
+    kind: typing.Literal["local", "ray"] = "local"
+    address: str = ""  # ray: "" starts a local instance, "auto" joins the running cluster
+    cpus_per_run: float = 1.0
+    gpus_per_run: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    name: str
+    budgets: tuple[Budget, ...]
+    preset: str = "tiny"
+    overrides: tuple[str, ...] = ()  # --set style, applied to every run before the sweep's own fields
+    data: dict = dataclasses.field(default_factory=dict)  # DataConfig fields
+    seq_len: int = 128
+    head_dim: int = 16
+    shapes: tuple[Shape, ...] = ()
+    auto: AutoShapes | None = None
+    seeds: tuple[int, ...] = (0,)
+    holdout: tuple[Budget, ...] = ()
+    rules: Rules = dataclasses.field(default_factory=Rules)
+    eval: EvalRule = dataclasses.field(default_factory=EvalRule)
+    checkpoints_per_run: int = 4
+    max_epochs: float = 1.0  # no run may see more than this many passes over the training split
+    mesh: str = ""
+    launcher: LauncherDefaults = dataclasses.field(default_factory=LauncherDefaults)
+    estimate: Estimate = dataclasses.field(default_factory=Estimate)
+
+    def validate(self) -> "Spec":
+        if not self.budgets:
+            raise ConfigError(f"sweep {self.name!r} lists no budgets; add e.g. budgets: [1.0e+11, 3.0e+11]")
+        for b in self.budgets + self.holdout:
+            if b.flops <= 0:
+                raise ConfigError(f"budget {b.flops} must be positive FLOPs")
+            if not (b.shapes or b.auto or self.shapes or self.auto):
+                raise ConfigError(f"budget {b.flops:.3g} has no shapes; list `shapes:` or give `auto:` in the spec")
+        if not self.seeds:
+            raise ConfigError("seeds is empty; give at least one, e.g. seeds: [0]")
+        if len(self.rules.betas) != 2:
+            raise ConfigError(f"rules.betas={list(self.rules.betas)} must be two numbers, e.g. [0.9, 0.99]")
+        if self.max_epochs <= 0 or self.checkpoints_per_run <= 0 or self.eval.per_run <= 0:
+            raise ConfigError("max_epochs, checkpoints_per_run and eval.per_run must be positive")
+        return self
+
+
+def load(path: str | pathlib.Path) -> Spec:
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ConfigError(f"sweep spec {path} does not exist; pass a YAML file such as experiments/sweeps/demo.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    return parse(raw, where=str(path))
+
+
+def parse(raw: typing.Any, where: str = "spec") -> Spec:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: a sweep spec is a YAML mapping with at least `name` and `budgets`")
+    return _build(Spec, raw, where).validate()
+
+
+def _build(cls: type, raw: typing.Any, where: str) -> typing.Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping of {cls.__name__} fields, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} in {cls.__name__}; known keys: {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    missing = [
+        n
+        for n, f in fields.items()
+        if n not in raw and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"{where}: {cls.__name__} needs {missing[0]!r}")
+    return cls(**{name: _convert(value, hints[name], f"{where}.{name}") for name, value in raw.items()})
+
+
+def _convert(value: typing.Any, hint: typing.Any, where: str) -> typing.Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        return _convert(value, next(a for a in args if a is not type(None)), where)
+    if hint is Budget and not isinstance(value, dict):
+        return Budget(flops=_convert(value, float, where))
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return tuple(_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{where}={value!r}: expected one of {', '.join(map(str, args))}")
+        return value
+    if hint is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}={value!r}: expected true or false")
+        return value
+    if hint in (int, float):
+        # YAML 1.1 reads 1e11 (no dot) as a string: accept it as the number it means.
+        try:
+            number = float(value) if isinstance(value, str | int | float) and not isinstance(value, bool) else None
+        except ValueError:
+            number = None
+        if number is None or (hint is int and number != int(number)):
+            raise ConfigError(f"{where}={value!r}: expected {'an integer' if hint is int else 'a number'}")
+        return hint(number)
+    if hint is str:
+        if not isinstance(value, str | int | float):
+            raise ConfigError(f"{where}={value!r}: expected a string")
+        return str(value)
+    raise TypeError(f"no YAML conversion for {hint}")

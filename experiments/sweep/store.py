@@ -1,0 +1,249 @@
+"""DIR/results.sqlite: the planned runs, their results, and the claims that keep two runners off one run.
+
+Only the driver writes, one transaction per change, so a killed runner leaves either a whole row or none.
+A claim names its owner (host, pid, a per-runner token); a claim whose owner is a dead process on this host is taken
+over, one held on another host stays until that runner releases it.
+"""
+
+import contextlib
+import dataclasses
+import datetime
+import json
+import os
+import pathlib
+import socket
+import sqlite3
+import uuid
+
+from meshlm.experiments.sweep.plan import PlannedRun
+from meshlm.model.errors import ConfigError
+from meshlm.training import config as config_lib
+
+FILE = "results.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, sweep TEXT NOT NULL, budget REAL NOT NULL, holdout INTEGER NOT NULL,
+    seed INTEGER NOT NULL, d_model INTEGER NOT NULL, n_layers INTEGER NOT NULL,
+    params_non_embedding INTEGER NOT NULL, params_total INTEGER NOT NULL, params_flops REAL NOT NULL,
+    flops_per_token REAL NOT NULL, tokens INTEGER NOT NULL, compute REAL NOT NULL,
+    steps INTEGER NOT NULL, batch_size INTEGER NOT NULL, seq_len INTEGER NOT NULL, peak_lr REAL NOT NULL,
+    warmup_steps INTEGER NOT NULL, config TEXT NOT NULL, planned_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS results (
+    run_id TEXT PRIMARY KEY REFERENCES runs(run_id), final_val_loss REAL NOT NULL, final_train_loss REAL,
+    val_curve TEXT NOT NULL, train_curve TEXT NOT NULL, wall_time_s REAL NOT NULL, tokens_per_s REAL,
+    flops_per_s REAL, resumed_from_step INTEGER NOT NULL, revision TEXT NOT NULL, host TEXT NOT NULL,
+    finished_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS claims (
+    run_id TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, token TEXT NOT NULL, claimed_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS failures (run_id TEXT NOT NULL, error TEXT NOT NULL, host TEXT NOT NULL, at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Observation:
+    """Stand-in for experiments/sweep/observations.py's Observation (the fit helper's), same fields; the lead
+    replaces this class by an import from there at merge."""
+
+    N: float
+    D: float
+    loss: float
+    C: float | None = None
+    run_id: str = ""
+    budget: float | None = None
+    holdout: bool = False
+    curve: tuple = ()  # ((tokens, validation loss), ...)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    final_val_loss: float
+    final_train_loss: float | None
+    val_curve: tuple  # ((tokens, validation loss), ...)
+    train_curve: tuple  # ((tokens, training loss), ...)
+    wall_time_s: float  # this attempt's, including compile; a resumed run counts only its last attempt
+    tokens_per_s: float | None  # median over logged windows, compile excluded
+    flops_per_s: float | None
+    resumed_from_step: int
+    host: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Owner:
+    host: str
+    pid: int
+    token: str
+
+    @classmethod
+    def this_process(cls) -> "Owner":
+        return cls(socket.gethostname(), os.getpid(), uuid.uuid4().hex)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def _alive(host: str, pid: int) -> bool:
+    """False only when we can tell: the owner ran on this host and its process is gone (or a zombie)."""
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = pathlib.Path(f"/proc/{pid}/stat")
+    with contextlib.suppress(OSError, IndexError):
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
+class Store:
+    def __init__(self, directory: str | pathlib.Path, owner: Owner | None = None):
+        self.path = pathlib.Path(directory) / FILE
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.owner = owner or Owner.this_process()
+        # Autocommit mode: every change below is one explicit BEGIN IMMEDIATE ... COMMIT.
+        self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+        self._db.executescript(_SCHEMA)
+
+    @contextlib.contextmanager
+    def _transaction(self):
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def add_plan(self, sweep: str, runs: list[PlannedRun]) -> None:
+        rows = [_plan_row(sweep, r) for r in runs]
+        with self._transaction() as db:
+            db.executemany(
+                f"INSERT INTO runs VALUES ({', '.join('?' * len(rows[0]))}) ON CONFLICT(run_id) DO UPDATE SET "
+                "sweep = excluded.sweep, budget = excluded.budget, holdout = excluded.holdout",
+                rows,
+            )
+
+    def finished(self) -> set[str]:
+        return {r[0] for r in self._db.execute("SELECT run_id FROM results")}
+
+    def claim(self, run_id: str) -> bool:
+        """Take the run for this runner: False when it is finished or held by a live runner."""
+        with self._transaction() as db:
+            if db.execute("SELECT 1 FROM results WHERE run_id = ?", (run_id,)).fetchone():
+                return False
+            held = db.execute("SELECT host, pid, token FROM claims WHERE run_id = ?", (run_id,)).fetchone()
+            if held and held[2] == self.owner.token:
+                return True
+            if held and _alive(held[0], held[1]):
+                return False
+            db.execute(
+                "INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?, ?)",
+                (run_id, self.owner.host, self.owner.pid, self.owner.token, _now()),
+            )
+            return True
+
+    def release(self, run_id: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM claims WHERE run_id = ? AND token = ?", (run_id, self.owner.token))
+
+    def record_result(self, run_id: str, result: RunResult, revision: str) -> None:
+        """The result row and the end of the claim, in one transaction."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run_id,
+                    result.final_val_loss,
+                    result.final_train_loss,
+                    json.dumps(result.val_curve),
+                    json.dumps(result.train_curve),
+                    result.wall_time_s,
+                    result.tokens_per_s,
+                    result.flops_per_s,
+                    result.resumed_from_step,
+                    revision,
+                    result.host,
+                    _now(),
+                ),
+            )
+            db.execute("DELETE FROM claims WHERE run_id = ?", (run_id,))
+
+    def record_failure(self, run_id: str, error: str) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT INTO failures VALUES (?, ?, ?, ?)", (run_id, error, self.owner.host, _now()))
+            db.execute("DELETE FROM claims WHERE run_id = ? AND token = ?", (run_id, self.owner.token))
+
+    def set_meta(self, key: str, value) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    def get_meta(self, key: str, default=None):
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def measured_flops_per_s(self) -> list[tuple[int, float]]:
+        """(d_model, FLOP/s over the whole attempt) of finished runs: the dry run's time model once there are some."""
+        return self._db.execute(
+            "SELECT r.d_model, r.compute / s.wall_time_s FROM runs r JOIN results s USING (run_id) "
+            "WHERE s.resumed_from_step = 0"
+        ).fetchall()
+
+
+def _plan_row(sweep: str, r: PlannedRun) -> tuple:
+    cfg, a = r.config, r.accounting
+    return (
+        r.run_id,
+        sweep,
+        r.budget,
+        int(r.holdout),
+        cfg.train.seed,
+        cfg.model.d_model,
+        cfg.model.n_layers,
+        a.params_non_embedding,
+        a.params_total,
+        a.params_flops,
+        a.flops_per_token,
+        a.tokens,
+        a.compute,
+        cfg.train.steps,
+        cfg.train.batch_size,
+        cfg.seq_len,
+        cfg.train.optimizer.peak_lr,
+        cfg.train.optimizer.warmup_steps,
+        json.dumps(config_lib.to_dict(cfg), sort_keys=True),
+        _now(),
+    )
+
+
+def observations(directory: str | pathlib.Path) -> list[Observation]:
+    """Every finished run in DIR/results.sqlite as an Observation (N = FLOP-equivalent params, D = tokens)."""
+    path = pathlib.Path(directory) / FILE
+    if not path.is_file():
+        raise ConfigError(f"{directory} holds no {FILE}; run `meshlm sweep run SPEC --out {directory}` first")
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60.0)
+    rows = db.execute(
+        "SELECT r.params_flops, r.tokens, s.final_val_loss, r.compute, r.run_id, r.budget, r.holdout, s.val_curve "
+        "FROM runs r JOIN results s USING (run_id) ORDER BY r.budget, r.compute, r.run_id"
+    ).fetchall()
+    db.close()
+    return [
+        Observation(
+            N=n,
+            D=float(d),
+            loss=loss,
+            C=c,
+            run_id=rid,
+            budget=budget,
+            holdout=bool(holdout),
+            curve=tuple((float(t), float(v)) for t, v in json.loads(curve)),
+        )
+        for n, d, loss, c, rid, budget, holdout, curve in rows
+    ]
