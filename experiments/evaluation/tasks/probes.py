@@ -17,7 +17,7 @@ from meshlm.model.layers import rotary
 
 NAMES = ("icl_score", "induction", "perplexity")
 EARLY, LATE = 50, 500  # Olsson et al.: the loss of the 500th token minus that of the 50th
-MAX_ROWS = 64  # held-out windows scored by icl_score
+MAX_ROWS = 256  # held-out windows scored by icl_score
 MAX_TOKENS = 65_536  # held-out tokens scored by perplexity
 INDUCTION_ROWS, INDUCTION_LENGTH = 16, 64
 
@@ -43,8 +43,10 @@ def icl_score(lm: LanguageModel, texts: Sequence[str]) -> dict:
         return {"error": f"no held-out document has {late + 1} tokens"}
     nll_RT = -np.stack(lm.per_token_logprobs(rows))  # column t predicts token t + 1
     curve = nll_RT.mean(0)
+    icl, stderr = metrics.mean_stderr(nll_RT[:, late - 1] - nll_RT[:, EARLY - 1])
     return {
-        "icl_score": float(curve[late - 1] - curve[EARLY - 1]),
+        "icl_score": icl,
+        "icl_score_stderr": stderr,  # one token per row at each index: a noisy estimate on few rows
         "loss_early": float(curve[EARLY - 1]),
         "loss_late": float(curve[late - 1]),
         "early_index": EARLY,
