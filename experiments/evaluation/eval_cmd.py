@@ -90,11 +90,9 @@ def run(args) -> None:
         out_dir / "results.json", {"settings": dataclasses.asdict(settings), "tasks": args.tasks, "models": models}
     )
     report.write_atomic(out_dir / "results.md", report.markdown(models, sorted(set(settings.shots))).encode())
-    pngs = report.plot_icl_curves(models, out_dir)
+    pngs = report.plot_icl_curves(models, out_dir) + report.plot_icl_scores(models, out_dir)
     print(report.markdown(models, sorted(set(settings.shots))))
-    print(
-        f"wrote {out_dir / 'results.json'}, {out_dir / 'results.md'} and {len(pngs)} ICL-curve PNG(s)", file=sys.stderr
-    )
+    print(f"wrote {out_dir / 'results.json'}, {out_dir / 'results.md'} and {len(pngs)} PNG(s)", file=sys.stderr)
 
 
 def _progress_bar(enabled: bool):

@@ -95,6 +95,8 @@ def plot_icl_curves(models: list[dict], out_dir: pathlib.Path) -> list[pathlib.P
                 label=f"{m['name']} ({m['params'] / 1e6:.2f}M)",
             )
         ax.set_xscale("symlog", linthresh=1)
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.set_ylim(-0.02, 1.02)  # every primary metric is an accuracy
         ax.set_xlabel("K (examples in the prompt)")
         ax.set_ylabel(primary)
         ax.set_title(f"{task}: in-context learning curve")
@@ -106,6 +108,40 @@ def plot_icl_curves(models: list[dict], out_dir: pathlib.Path) -> list[pathlib.P
         plt.close(fig)
         written.append(path)
     return written
+
+
+def plot_icl_scores(models: list[dict], out_dir: pathlib.Path) -> list[pathlib.Path]:
+    """icl_scores.png: Olsson's ICL score (with its standard error) against parameters, one point per model."""
+    points = [
+        (m["params"], m["results"]["icl_score"]) for m in models if "icl_score" in m["results"].get("icl_score", {})
+    ]
+    if not points:
+        return []
+    import matplotlib  # deferred: plotting is the only user of this heavy import
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points.sort(key=lambda p: p[0])
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    ax.errorbar(
+        [p for p, _ in points],
+        [r["icl_score"] for _, r in points],
+        yerr=[r["icl_score_stderr"] for _, r in points],
+        marker="o",
+        capsize=3,
+    )
+    ax.axhline(0.0, color="grey", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel(f"loss@{points[0][1]['late_index']} - loss@{points[0][1]['early_index']} (nats)")
+    ax.set_title("ICL score against model size (lower: more in-context learning)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = out_dir / "icl_scores.png"
+    _save(fig, path)
+    plt.close(fig)
+    return [path]
 
 
 def _save(fig, path: pathlib.Path) -> None:

@@ -58,6 +58,7 @@ def _requests(rng, n, vocab, n_ctx):
     return out
 
 
+@pytest.mark.slow
 def test_scores_do_not_depend_on_batch_size_padding_or_order():
     model, tok = tiny_model(), PieceTokenizer()
     requests = _requests(np.random.default_rng(0), 37, 97, 32)
