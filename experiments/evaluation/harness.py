@@ -180,7 +180,7 @@ def _aggregate(runs: list[tuple[list[dict], list[Fitted]]], k: int) -> dict:
         "metrics": out,
         "seeds": len(runs),
         "shots_mean": float(np.mean([f.n_shots for f in fitted])),
-        "shots_dropped": float(np.mean([f.n_shots < k for f in fitted])),  # prompts that lost shots to n_ctx
+        "shots_dropped": float(np.mean([f.n_shots < k for f in fitted])),  # fewer than K shots: n_ctx or pool size
         "prompt_cut": float(np.mean([f.cut for f in fitted])),  # prompts cut inside (the query kept)
     }
 

@@ -36,20 +36,22 @@ def heldout_rows(lm: LanguageModel, texts: Sequence[str], length: int, max_rows:
 def icl_score(lm: LanguageModel, texts: Sequence[str]) -> dict:
     """Mean loss of the token at index LATE minus that at index EARLY (0-based; index 0 is the window's first
     token, so the LATE token is predicted from LATE tokens of context). Negative: later tokens are predicted
-    better, i.e. the model uses its context. LATE is cut to n_ctx for short-context models."""
+    better, i.e. the model uses its context. For n_ctx < 501 the late index is n_ctx, and the early one a tenth
+    of it when n_ctx <= 50."""
     late = min(LATE, lm.n_ctx)
+    early = EARLY if late > EARLY else max(1, late // 10)  # Olsson's 1:10 ratio for short-context models
     rows = heldout_rows(lm, texts, late + 1, MAX_ROWS)
     if not rows:
         return {"error": f"no held-out document has {late + 1} tokens"}
     nll_RT = -np.stack(lm.per_token_logprobs(rows))  # column t predicts token t + 1
     curve = nll_RT.mean(0)
-    icl, stderr = metrics.mean_stderr(nll_RT[:, late - 1] - nll_RT[:, EARLY - 1])
+    icl, stderr = metrics.mean_stderr(nll_RT[:, late - 1] - nll_RT[:, early - 1])
     return {
         "icl_score": icl,
         "icl_score_stderr": stderr,  # one token per row at each index: a noisy estimate on few rows
-        "loss_early": float(curve[EARLY - 1]),
+        "loss_early": float(curve[early - 1]),
         "loss_late": float(curve[late - 1]),
-        "early_index": EARLY,
+        "early_index": early,
         "late_index": late,
         "rows": len(rows),
         "loss_by_position": [round(float(x), 4) for x in curve],
