@@ -80,6 +80,7 @@ def induction_circuit_model():
     return model
 
 
+@pytest.mark.slow
 def test_the_induction_probe_finds_a_hand_built_induction_head():
     tok = PieceTokenizer(alphabet="abcdefghijklmno")
     lm = LanguageModel(induction_circuit_model(), tok, batch_size=16)

@@ -33,6 +33,7 @@ def closed_form_logprob(same: bool) -> float:
     return (a_same if same else a_diff) - log_z
 
 
+@pytest.mark.slow
 def test_loglikelihood_equals_the_closed_form_of_a_hand_built_model():
     lm = LanguageModel(identity_model(), PieceTokenizer(alphabet="abcdefg"), batch_size=4)
     # Each target token is scored given the token before it: repeats are "same", changes "different".
@@ -74,6 +75,7 @@ def test_scores_do_not_depend_on_batch_size_padding_or_order():
         assert a.is_greedy == b.is_greedy == c.is_greedy
 
 
+@pytest.mark.slow
 def test_scores_equal_a_direct_forward_pass():
     model, tok = tiny_model(seed=3), PieceTokenizer()
     requests = _requests(np.random.default_rng(2), 6, 97, 32)
