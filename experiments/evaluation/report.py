@@ -45,9 +45,12 @@ def markdown(models: list[dict], shots: list[int]) -> str:
         lines += ["|---|---|" + "---|" * len(probe_cols)]
         for m in models:
             cells = [_number(m["results"].get(probe, {}).get(key)) for probe, key, _ in probe_cols]
+            icl = m["results"].get("icl_score", {})
+            if "icl_score_stderr" in icl:
+                cells[[c[1] for c in probe_cols].index("icl_score")] += f" +- {icl['icl_score_stderr']:.3f}"
             lines.append(f"| {m['name']} | {m['params']:,} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines.append("Cells: mean over shot seeds, +- their standard deviation; [truncated: prompts that lost shots].")
+    lines.append("Cells: mean over shot seeds +- their standard deviation; [N%]: prompts with fewer than K shots.")
     return "\n".join(lines) + "\n"
 
 
@@ -131,11 +134,19 @@ def plot_icl_scores(models: list[dict], out_dir: pathlib.Path) -> list[pathlib.P
         marker="o",
         capsize=3,
     )
+    for params, r in points:  # models of different n_ctx use different indices
+        ax.annotate(
+            f"{r['late_index']}-{r['early_index']}",
+            (params, r["icl_score"]),
+            fontsize=7,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
     ax.axhline(0.0, color="grey", lw=0.8)
     ax.set_xscale("log")
     ax.set_xlabel("parameters")
-    ax.set_ylabel(f"loss@{points[0][1]['late_index']} - loss@{points[0][1]['early_index']} (nats)")
-    ax.set_title("ICL score against model size (lower: more in-context learning)")
+    ax.set_ylabel("loss at late - at early index (nats)")
+    ax.set_title("ICL score against model size (lower: more ICL)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     path = out_dir / "icl_scores.png"
