@@ -3,11 +3,12 @@
 import jax
 from etils import epath
 
+from meshlm.experiments.evaluation import eval_cmd, harness
 from meshlm.model.generate import SamplingConfig
 from meshlm.parallel import distributed
 from meshlm.training import config as config_lib
 from meshlm.training.run_dir import load_run
-from meshlm.training.trainer import train
+from meshlm.training.trainer import Trainer
 
 
 def run(args) -> None:
@@ -23,9 +24,28 @@ def run(args) -> None:
     cfg = config_lib.from_preset(args.preset, overrides).validate() if args.preset else None
     if cfg is None and overrides:
         cfg = config_lib.apply_overrides(config_lib.load(epath.Path(args.run_dir) / "config.json"), overrides)
-    train(cfg, args.run_dir, progress=not args.no_progress)
+    trainer = Trainer(cfg, args.run_dir)
+    if args.eval_tasks:
+        trainer.add_hook(args.eval_every or trainer.cfg.train.eval_every, evaluation_hook(trainer, args))
+    trainer.run(progress=not args.no_progress)
     if args.sample and jax.process_count() == 1:  # sampling reads every parameter shard: one process only
         write_samples(args.run_dir, args.sample)
+
+
+def evaluation_hook(trainer: Trainer, args):
+    """Few-shot evaluation on the training mesh every N steps, logged as eval/TASK/METRIC@K with the other
+    metrics, so in-context learning can be watched as it appears."""
+    tasks = [t for item in args.eval_tasks for t in item.split(",") if t.strip()]
+    needs_text = any(t in ("icl", "icl_score", "induction", "perplexity") for t in tasks)
+    return harness.make_hook(
+        trainer.setup.graphdef,
+        trainer.pipeline.tokenizer,
+        tasks,
+        heldout=eval_cmd.heldout_texts(trainer.cfg) if needs_text else (),
+        shots=eval_cmd.parse_shots(args.eval_shots),
+        limit=args.eval_limit,
+        partitioner=trainer.setup.partitioner,
+    )
 
 
 def write_samples(run_dir: str, prompts: list[str]) -> None:

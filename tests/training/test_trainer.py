@@ -191,3 +191,17 @@ def test_a_batch_ramp_follows_the_step_plan_and_resumes_exactly(corpus, tmp_path
     assert all(0 < r["tokens"] <= r["batch_size"] * 32 for r in records)
     for a, b in zip(jax.tree.leaves(straight.state), jax.tree.leaves(resumed.state)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_train_command_evaluates_few_shot_tasks_during_training(corpus, tmp_path):
+    run = tmp_path / "run"
+    argv = ["train", "--preset", "tiny", "--run-dir", str(run), "--no-progress"]
+    argv += ["--eval-tasks", "label_mapping", "--eval-every", "2", "--eval-shots", "0,2", "--eval-limit", "4"]
+    argv += [arg for item in _overrides_of(_config(corpus, tmp_path, steps=4)) for arg in ("--set", item)]
+    assert main(argv) == 0
+    evals = {r["step"]: r for r in metrics_lib.read(run) if any(k.startswith("eval/") for k in r)}
+    assert sorted(evals) == [2, 4]
+    for record in evals.values():
+        accs = {k: v for k, v in record.items() if k.startswith("eval/label_mapping/acc@")}
+        assert set(accs) == {"eval/label_mapping/acc@0", "eval/label_mapping/acc@2"}
+        assert all(0.0 <= v <= 1.0 for v in accs.values())

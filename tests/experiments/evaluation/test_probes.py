@@ -1,0 +1,103 @@
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from meshlm.experiments.evaluation.requests import LanguageModel
+from meshlm.experiments.evaluation.tasks import probes
+from meshlm.model.transformer import Transformer
+from tests.experiments.evaluation.helpers import TINY, PieceTokenizer, tiny_model
+from tests.model.helpers import MODERN, jit_forward
+
+
+@pytest.mark.parametrize("modern", [False, True])
+def test_recomputed_attention_reproduces_the_model_and_is_causal(modern):
+    changes = {f: getattr(MODERN, f) for f in ("norm", "position", "mlp", "bias", "tie_embeddings", "qk_norm")}
+    model = tiny_model(seed=4, **(changes if modern else {}))
+    tokens = jnp.asarray(np.random.default_rng(0).integers(0, 97, (2, 20)))
+    probs_LBHTS, logits_BTV = probes.attention_probs(*nnx.split(model), tokens)
+    np.testing.assert_allclose(np.asarray(logits_BTV), np.asarray(jit_forward(model)(tokens)[0]), atol=1e-4)
+    probs = np.asarray(probs_LBHTS)
+    assert probs.shape == (2, 2, 4, 20, 20)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+    assert np.all(np.triu(probs, k=1) == 0)
+
+
+def test_repeated_random_tokens_repeat_exactly():
+    tokens = probes.repeated_random_tokens(list(range(5, 50)), rows=3, length=10, eos=0, seed=1)
+    assert tokens.shape == (3, 21) and (tokens[:, 0] == 0).all()
+    assert (tokens[:, 1:11] == tokens[:, 11:]).all() and all(len(set(r[1:11])) == 10 for r in tokens)
+
+
+@pytest.mark.slow
+def test_probes_on_an_untrained_model_show_no_in_context_learning():
+    model, tok = tiny_model(n_ctx=32), PieceTokenizer()
+    lm = LanguageModel(model, tok, batch_size=16)
+    result = probes.induction(lm, token_pool=list(range(1, tok.vocab_size)))
+    assert result["recompute_max_abs_diff"] < 1e-4
+    # Random weights: both copies cost about log(vocab) nats, and no head prefers the induction target.
+    assert abs(result["loss_repeat"] - result["loss_first_copy"]) < 0.2
+    assert result["prefix_matching_max"] < 0.3 and np.array(result["prefix_matching"]).shape == (2, 4)
+    text = " ".join(["the cat sat on the mat"] * 30)
+    ppl = probes.perplexity(lm, [text])
+    assert ppl["bits_per_byte"] == pytest.approx(np.log2(ppl["byte_perplexity"]))
+    assert ppl["bytes"] == len(text)
+
+
+def induction_circuit_model():
+    """A two-layer model wired by hand as Olsson et al.'s induction circuit, in residual subspaces of +-one-hot
+    codes (zero mean, so LayerNorm only rescales): TOK (the current token), POS (the position), PREV (the previous
+    token). Layer 0, head 0 attends from t to t-1 and copies that token into PREV; layer 1, head 0 attends from t
+    to every s whose PREV equals t's token and writes s's token into TOK, which the tied head reads out."""
+    V, T = 16, 32
+    cfg = dataclasses.replace(TINY, vocab_size=V, n_ctx=T, d_model=128, n_heads=2, d_head=32)
+    model = Transformer(cfg, nnx.Rngs(0))
+    nnx.update(model, jax.tree.map(jnp.zeros_like, nnx.state(model, nnx.Param)))
+    tok, pos, prev = 0, 2 * V, 2 * V + 2 * T  # where each subspace starts; each holds (+code, -code)
+    embed = np.zeros((V, 128))
+    embed[np.arange(V), tok + np.arange(V)], embed[np.arange(V), tok + V + np.arange(V)] = 1, -1
+    pos_embed = np.zeros((T, 128))
+    pos_embed[np.arange(T), pos + np.arange(T)], pos_embed[np.arange(T), pos + T + np.arange(T)] = 1, -1
+    w_qkv, w_out = np.zeros((2, 128, 3, 2, 32)), np.zeros((2, 2, 32, 128))
+    for p in range(T - 1):
+        w_qkv[0, pos + p, 0, 0, p] = 3.0  # query: my position
+        w_qkv[0, pos + p, 1, 0, p + 1] = 1.0  # key: the position after mine
+    for i in range(V):
+        w_qkv[0, tok + i, 2, 0, i] = 1.0  # value: my token ...
+        w_out[0, 0, i, prev + i], w_out[0, 0, i, prev + V + i] = 1 / 5.66, -1 / 5.66  # ... into PREV
+        w_qkv[1, tok + i, 0, 0, i] = 5.0  # query: my token
+        w_qkv[1, prev + i, 1, 0, i] = 1.0  # key: the token before me
+        w_qkv[1, tok + i, 2, 0, i] = 1.0  # value: my token ...
+        w_out[1, 0, i, tok + i], w_out[1, 0, i, tok + V + i] = 3 / 4.62, -3 / 4.62  # ... predicted next
+    model.embed[...], model.pos_embed[...] = jnp.asarray(embed), jnp.asarray(pos_embed)
+    model.blocks.attn.w_qkv[...], model.blocks.attn.w_out[...] = jnp.asarray(w_qkv), jnp.asarray(w_out)
+    for norm in (model.blocks.attn_norm, model.blocks.mlp_norm):
+        norm.scale[...] = jnp.ones_like(norm.scale[...])
+    model.final_norm.scale[...] = jnp.ones(128)
+    return model
+
+
+@pytest.mark.slow
+def test_the_induction_probe_finds_a_hand_built_induction_head():
+    tok = PieceTokenizer(alphabet="abcdefghijklmno")
+    lm = LanguageModel(induction_circuit_model(), tok, batch_size=16)
+    result = probes.induction(lm, token_pool=list(range(1, tok.vocab_size)))
+    assert result["recompute_max_abs_diff"] < 1e-4 and result["sequence_length"] == 15
+    assert result["loss_repeat"] < 0.05 < 2.0 < result["loss_first_copy"]
+    assert result["prefix_matching_argmax"] == [1, 0] and result["prefix_matching_max"] > 0.95
+    assert result["prefix_matching"][0][0] < 0.1  # the previous-token head attends elsewhere
+
+
+def test_icl_score_is_negative_exactly_when_the_model_uses_its_context():
+    tok = PieceTokenizer(alphabet="abcdefghijklmno")
+    rng = np.random.default_rng(0)
+    # Ten distinct letters, repeated: from the second period on, the induction circuit predicts every letter.
+    texts = ["".join(rng.permutation(list("abcdefghijklmno"))[:10]) * 4 for _ in range(8)]
+    induction = probes.icl_score(LanguageModel(induction_circuit_model(), tok, batch_size=8), texts)
+    assert (induction["early_index"], induction["late_index"], induction["rows"]) == (3, 32, 8)
+    assert induction["icl_score"] < -2.0 and induction["loss_late"] < 0.05
+    untrained = probes.icl_score(LanguageModel(tiny_model(vocab_size=16, n_ctx=32), tok, batch_size=8), texts)
+    assert abs(untrained["icl_score"]) < 0.3
