@@ -14,6 +14,7 @@ Commands:
   train     train a model on text; re-running on the same run directory resumes
   plan      per-device memory, FLOPs and step time of a preset on a device mesh
   bench     training and decoding speed, FLOP/s, MFU and compile time (against PyTorch with --against)
+  sweep     scaling-law sweeps: fit laws to a sweep or a CSV table (sweep fit)
 
 Every command takes --set key.path=value (repeatable) to override any config field, e.g.
   meshlm info --preset gpt3-xl --set model.attention=fused
@@ -175,6 +176,23 @@ def build_parser() -> argparse.ArgumentParser:
     for k in kinds.choices.values():
         k.add_argument("--cpu-devices", type=int, metavar="N", help="simulated CPU devices (default: one per core)")
         k.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p = sub.add_parser(
+        "sweep",
+        help="scaling-law sweeps: fit",
+        description="Scaling-law sweeps. See docs/scaling.md.",
+    )
+    actions = p.add_subparsers(dest="sweep", metavar="ACTION", required=True)
+    from meshlm.experiments.sweep import fit_cmd
+
+    fit_cmd.add_arguments(
+        actions.add_parser(
+            "fit",
+            help="fit scaling laws to a sweep directory or a CSV table",
+            description="Fit L(N, D) = E + A/N^alpha + B/D^beta (Approach 3), IsoFLOP parabolas (Approach 2), the "
+            "loss-curve envelope (Approach 1) and Kaplan-style L(N), L(D), with bootstrap intervals; predict "
+            "hold-out runs; print name=value lines, write fit.json and report.md. See docs/scaling.md.",
+        )
+    )
     return parser
 
 
@@ -203,6 +221,10 @@ def main(argv: list[str] | None = None) -> int:
             from meshlm.experiments import bench
 
             bench.run(args)
+        elif args.command == "sweep" and args.sweep == "fit":
+            from meshlm.experiments.sweep import fit_cmd
+
+            fit_cmd.run(args)
     except ConfigError as e:
         print(f"meshlm: error: {e}", file=sys.stderr)
         return 2

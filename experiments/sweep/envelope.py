@@ -30,7 +30,7 @@ class EnvelopeFit:
 
 def fit_envelope(curves: list[tuple[float, float, np.ndarray, np.ndarray]]) -> EnvelopeFit | None:
     """curves: (N, FLOPs per token, tokens seen, loss) per run. None when fewer than two runs have curves."""
-    curves = [(n, f, np.asarray(t, float), np.asarray(l, float)) for n, f, t, l in curves if len(t) >= 2]
+    curves = [(n, f, np.asarray(t, float), np.asarray(v, float)) for n, f, t, v in curves if len(t) >= 2]
     if len(curves) < 2:
         return None
     log_c = [np.log(f * t) for _, f, t, _ in curves]

@@ -7,6 +7,7 @@ and read the 10th/90th (80 %) and 2.5th/97.5th (95 %) percentiles of each name.
 """
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -70,23 +71,36 @@ class FitResult:
         return [parametric.LossLaw(**{p: float(self.samples[p][i]) for p in PARAMS}) for i in range(self.resamples)]
 
     def to_json(self) -> dict:
+        """Plain JSON types; quantities that could not be fitted are null."""
         iso = self.fits.isoflop
-        return {
-            "fitted_runs": self.fitted_runs,
-            "resamples": self.resamples,
-            "seed": self.seed,
-            "huber_delta": parametric.HUBER_DELTA,
-            "converged": self.fits.parametric.converged,
-            "objective": self.fits.parametric.objective,
-            "values": self.values,
-            "intervals": self.intervals,
-            "budgets": list(self.budgets),
-            "isoflop_budgets": [dataclasses.asdict(b) for b in iso.budgets],
-            "holdout": [
-                {**dataclasses.asdict(h), "relative_error": h.relative_error, "inside80": h.inside80}
-                for h in self.holdout
-            ],
-        }
+        return _nan_to_none(
+            {
+                "fitted_runs": self.fitted_runs,
+                "resamples": self.resamples,
+                "seed": self.seed,
+                "huber_delta": parametric.HUBER_DELTA,
+                "converged": self.fits.parametric.converged,
+                "objective": self.fits.parametric.objective,
+                "values": self.values,
+                "intervals": self.intervals,
+                "budgets": list(self.budgets),
+                "isoflop_budgets": [dataclasses.asdict(b) for b in iso.budgets],
+                "holdout": [
+                    {**dataclasses.asdict(h), "relative_error": h.relative_error, "inside80": h.inside80}
+                    for h in self.holdout
+                ],
+            }
+        )
+
+
+def _nan_to_none(x):
+    if isinstance(x, dict):
+        return {k: _nan_to_none(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_nan_to_none(v) for v in x]
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    return x
 
 
 def _budget_key(C: float) -> str:
@@ -97,11 +111,7 @@ def _fit_all(runs: list[Observation], starts: int | None, warm_start: parametric
     N, D, loss = (np.array([getattr(r, k) for r in runs]) for k in ("N", "D", "loss"))
     C = np.array([r.compute for r in runs])
     budget = np.array([np.nan if r.budget is None else r.budget for r in runs])
-    curves = [
-        (r.N, r.flops_per_token, [t for t, _ in r.curve], [v for _, v in r.curve])
-        for r in runs
-        if r.curve
-    ]
+    curves = [(r.N, r.flops_per_token, [t for t, _ in r.curve], [v for _, v in r.curve]) for r in runs if r.curve]
     return Fits(
         parametric=parametric.fit_parametric(N, D, loss, starts=starts, warm_start=warm_start),
         isoflop=isoflop.fit_isoflop(N, D, loss, C, budget),

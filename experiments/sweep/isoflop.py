@@ -18,6 +18,8 @@ MIN_SIZES = 3  # a parabola has three coefficients
 @dataclasses.dataclass(frozen=True)
 class BudgetFit:
     C: float
+    N: tuple[float, ...]  # the budget's runs
+    loss: tuple[float, ...]
     sizes: int
     coeffs: tuple[float, float, float] | None  # loss = c0 x^2 + c1 x + c2 with x = ln N
     N_opt: float | None
@@ -40,22 +42,34 @@ class IsoflopFit:
 def _budget_fit(C: float, N: np.ndarray, loss: np.ndarray) -> BudgetFit:
     x = np.log(N)
     sizes = len(np.unique(x))
+    runs = dict(C=C, N=tuple(map(float, N)), loss=tuple(map(float, loss)), sizes=sizes)
     if sizes < MIN_SIZES:
-        return BudgetFit(C, sizes, None, None, None, None, f"only {sizes} distinct size(s); a parabola needs 3")
+        return BudgetFit(
+            **runs, coeffs=None, N_opt=None, D_opt=None, L_opt=None, flag=f"only {sizes} size(s); a parabola needs 3"
+        )
     c0, c1, c2 = np.polyfit(x, loss, 2)
     coeffs = (float(c0), float(c1), float(c2))
     lowest = x[np.argmin(loss)]
     if lowest in (x.min(), x.max()):
         edge = "smallest" if lowest == x.min() else "largest"
-        return BudgetFit(C, sizes, coeffs, None, None, None, f"lowest loss at the {edge} size: widen the grid")
+        return BudgetFit(
+            **runs,
+            coeffs=coeffs,
+            N_opt=None,
+            D_opt=None,
+            L_opt=None,
+            flag=f"lowest loss at the {edge} size: widen the grid",
+        )
     if c0 <= 0:
-        return BudgetFit(C, sizes, coeffs, None, None, None, "parabola opens downwards")
+        return BudgetFit(**runs, coeffs=coeffs, N_opt=None, D_opt=None, L_opt=None, flag="parabola opens downwards")
     vertex = -c1 / (2 * c0)
     if not x.min() < vertex < x.max():
-        return BudgetFit(C, sizes, coeffs, None, None, None, "parabola minimum outside the grid")
+        return BudgetFit(
+            **runs, coeffs=coeffs, N_opt=None, D_opt=None, L_opt=None, flag="parabola minimum outside the grid"
+        )
     n_opt = float(np.exp(vertex))
     l_opt = float(c2 - c1 * c1 / (4 * c0))
-    return BudgetFit(C, sizes, coeffs, n_opt, C / (6.0 * n_opt), l_opt, "")
+    return BudgetFit(**runs, coeffs=coeffs, N_opt=n_opt, D_opt=C / (6.0 * n_opt), L_opt=l_opt, flag="")
 
 
 def fit_isoflop(N, D, loss, C, budget=None) -> IsoflopFit:

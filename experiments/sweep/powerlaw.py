@@ -23,13 +23,14 @@ def fit_power_law(x, y) -> PowerLaw | None:
     return PowerLaw(k=float(np.exp(logk)), p=float(p))
 
 
-def group_by_budget(log_c: np.ndarray, gap: float = 0.1) -> list[np.ndarray]:
-    """Indices of runs grouped into budgets: sorted log10 C values split wherever neighbours differ by more than
-    `gap` decades (budgets read off a plot, like Chinchilla's Fig. 4, scatter by a few percent around the nominal)."""
+def group_by_budget(log_c: np.ndarray, width: float = 0.1) -> list[np.ndarray]:
+    """Indices of runs grouped into budgets: walking up the sorted log10 C values, a run joins the current group
+    while it lies within `width` decades of the group's smallest C (budgets read off a plot scatter by a few
+    percent around the nominal value; a fixed window, unlike chaining neighbours, cannot merge a dense cloud)."""
     order = np.argsort(log_c, kind="stable")
     groups, current = [], [order[0]]
-    for prev, i in zip(order[:-1], order[1:]):
-        if log_c[i] - log_c[prev] > gap:
+    for i in order[1:]:
+        if log_c[i] - log_c[current[0]] > width:
             groups.append(np.array(current))
             current = []
         current.append(i)
