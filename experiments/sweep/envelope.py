@@ -35,16 +35,22 @@ def fit_envelope(curves: list[tuple[float, float, np.ndarray, np.ndarray]]) -> E
         return None
     log_c = [np.log(f * t) for _, f, t, _ in curves]
     grid = np.linspace(min(c.min() for c in log_c), max(c.max() for c in log_c), GRID_POINTS)
-    points = []
+    points, inner = [], []
     for g in grid:
-        best = None
-        for (n, f, _, loss), lc in zip(curves, log_c):
-            if lc.min() <= g <= lc.max():
-                value = float(np.interp(g, lc, loss))
-                if best is None or value < best[2]:
-                    best = (n, f, value)
-        if best is not None:
-            c = float(np.exp(g))
-            points.append((c, best[0], c / best[1], best[2]))
+        present = [
+            (float(np.interp(g, lc, loss)), n, f) for (n, f, _, loss), lc in zip(curves, log_c) if lc[0] <= g <= lc[-1]
+        ]
+        if not present:
+            continue
+        value, n, f = min(present)
+        c = float(np.exp(g))
+        points.append((c, n, c / f, value))
+        # Where the smallest or largest size present at this compute wins, the optimum may lie beyond it: such
+        # points are shown but not fitted (the same rule as Approach 2's edge flag).
+        sizes = [m for _, m, _ in present]
+        inner.append(min(sizes) < n < max(sizes))
     cs, ns, ds, ls = (tuple(v) for v in zip(*points))
-    return EnvelopeFit(C=cs, N_opt=ns, D_opt=ds, loss=ls, n_law=fit_power_law(cs, ns), d_law=fit_power_law(cs, ds))
+    fit_c = [c for c, keep in zip(cs, inner) if keep]
+    n_law = fit_power_law(fit_c, [n for n, keep in zip(ns, inner) if keep]) if fit_c else None
+    d_law = fit_power_law(fit_c, [d for d, keep in zip(ds, inner) if keep]) if fit_c else None
+    return EnvelopeFit(C=cs, N_opt=ns, D_opt=ds, loss=ls, n_law=n_law, d_law=d_law)

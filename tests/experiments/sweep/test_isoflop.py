@@ -34,7 +34,9 @@ def test_budgets_whose_minimum_is_at_the_grid_edge_are_flagged_and_left_out():
     good = isoflop_sweep(law, [1e19, 1e20, 1e21], sizes_per_budget=5, span=0.6)
     # a grid of sizes all larger than the optimum: the smallest size has the lowest loss
     shifted = [o for o in isoflop_sweep(law, [1e22], sizes_per_budget=5, span=0.3)]
-    too_big = [type(o)(N=o.N * 20, D=o.D / 20, loss=float(law.loss(o.N * 20, o.D / 20)), budget=o.budget) for o in shifted]
+    too_big = [
+        type(o)(N=o.N * 20, D=o.D / 20, loss=float(law.loss(o.N * 20, o.D / 20)), budget=o.budget) for o in shifted
+    ]
     fit = fit_isoflop(*_columns(good + too_big), budget=[o.budget for o in good + too_big])
     flags = {b.C: b.flag for b in fit.budgets}
     assert flags[1e22] == "lowest loss at the smallest size: widen the grid"
