@@ -197,7 +197,8 @@ def fit(
             boot = _fit_all([runs[i] for i in pick], starts=0, warm_start=fits.parametric.law)
             rows.append(_values(boot, budgets))
     samples = {k: np.array([row[k] for row in rows]) for k in values}
-    intervals = {k: _interval(v) for k, v in samples.items()}
+    # no interval for a quantity the full data could not give: resamples with duplicated runs sometimes can
+    intervals = {k: _interval(v if math.isfinite(values[k]) else np.array([])) for k, v in samples.items()}
     law = fits.parametric.law
     residuals = np.log([r.loss for r in runs]) - np.log([law.loss(r.N, r.D) for r in runs])
     result = FitResult(
