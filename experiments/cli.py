@@ -3,6 +3,7 @@
 import argparse
 import sys
 
+from meshlm.experiments.sweep import fit_cmd
 from meshlm.model.errors import ConfigError
 
 DESCRIPTION = """\
@@ -182,8 +183,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Scaling-law sweeps. See docs/scaling.md.",
     )
     actions = p.add_subparsers(dest="sweep", metavar="ACTION", required=True)
-    from meshlm.experiments.sweep import fit_cmd
-
     fit_cmd.add_arguments(
         actions.add_parser(
             "fit",
@@ -222,8 +221,6 @@ def main(argv: list[str] | None = None) -> int:
 
             bench.run(args)
         elif args.command == "sweep" and args.sweep == "fit":
-            from meshlm.experiments.sweep import fit_cmd
-
             fit_cmd.run(args)
     except ConfigError as e:
         print(f"meshlm: error: {e}", file=sys.stderr)
