@@ -4,6 +4,7 @@ import argparse
 import importlib
 import sys
 
+from meshlm.experiments.sweep import fit_cmd as sweep_fit_cmd
 from meshlm.experiments.sweep import run_cmd as sweep_run_cmd
 from meshlm.model.errors import ConfigError
 
@@ -16,7 +17,7 @@ Commands:
   train     train a model on text; re-running on the same run directory resumes
   plan      per-device memory, FLOPs and step time of a preset on a device mesh
   bench     training and decoding speed, FLOP/s, MFU and compile time (against PyTorch with --against)
-  sweep     scaling-law sweeps: run a spec of budgets x shapes x seeds (docs/scaling.md)
+  sweep     scaling-law sweeps: run a spec of budgets x shapes x seeds, fit laws to it or to a CSV table
   eval      few-shot evaluation of trained runs: accuracy against K, ICL probes, curves (docs/evaluation.md)
 
 Every command takes --set key.path=value (repeatable) to override any config field, e.g.
@@ -208,6 +209,15 @@ def build_parser() -> argparse.ArgumentParser:
             description="Run every run of a sweep spec into DIR: an ordinary meshlm train run directory per run "
             "under DIR/runs/ID, results in DIR/results.sqlite. Re-running skips finished runs and resumes "
             "interrupted ones; two runners on one DIR never run the same run.",
+        )
+    )
+    sweep_fit_cmd.add_arguments(
+        sweeps.add_parser(
+            "fit",
+            help="fit scaling laws to a sweep directory or a CSV table",
+            description="Fit L(N, D) = E + A/N^alpha + B/D^beta (Approach 3), IsoFLOP parabolas (Approach 2), the "
+            "loss-curve envelope (Approach 1) and Kaplan-style L(N), L(D), with bootstrap intervals; predict "
+            "hold-out runs; print name=value lines, write fit.json and report.md. See docs/scaling.md.",
         )
     )
     p = sub.add_parser(

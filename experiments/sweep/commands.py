@@ -4,6 +4,7 @@ import importlib
 
 SUBCOMMANDS = {
     "run": "meshlm.experiments.sweep.run_cmd",
+    "fit": "meshlm.experiments.sweep.fit_cmd",
 }
 
 

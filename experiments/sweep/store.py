@@ -15,6 +15,7 @@ import socket
 import sqlite3
 import uuid
 
+from meshlm.experiments.sweep.observations import Observation
 from meshlm.experiments.sweep.plan import PlannedRun
 from meshlm.model.errors import ConfigError
 from meshlm.training import config as config_lib
@@ -39,21 +40,6 @@ CREATE TABLE IF NOT EXISTS claims (
 CREATE TABLE IF NOT EXISTS failures (run_id TEXT NOT NULL, error TEXT NOT NULL, host TEXT NOT NULL, at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-
-
-@dataclasses.dataclass(frozen=True)
-class Observation:
-    """Stand-in for experiments/sweep/observations.py's Observation (the fit helper's), same fields; the lead
-    replaces this class by an import from there at merge."""
-
-    N: float
-    D: float
-    loss: float
-    C: float | None = None
-    run_id: str = ""
-    budget: float | None = None
-    holdout: bool = False
-    curve: tuple = ()  # ((tokens, validation loss), ...)
 
 
 @dataclasses.dataclass(frozen=True)

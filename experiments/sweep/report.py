@@ -1,0 +1,211 @@
+"""report.md and its PNG plots: IsoFLOP parabolas, N_opt and D_opt against C with bootstrap bands, loss curves,
+predicted against actual loss, residuals; tables of the fitted parameters and of the hold-out predictions."""
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+
+from meshlm.experiments.sweep import atomic
+from meshlm.experiments.sweep.fit import FitResult
+from meshlm.experiments.sweep.observations import Observation
+
+PLOTS = ("isoflop", "optimal", "loss_curves", "predicted_vs_actual", "residuals")
+
+
+def _pyplot():
+    import matplotlib  # deferred: heavy, and only the report draws
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    atomic.write_bytes(path, buf.getvalue())
+
+
+def _compute_range(observations: list[Observation]) -> np.ndarray:
+    cs = [o.compute for o in observations]
+    return np.logspace(math.log10(min(cs)) - 0.3, math.log10(max(cs)) + 0.3, 60)
+
+
+def _band(result: FitResult, fn: str, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    curves = np.array([getattr(law, fn)(grid) for law in result.bootstrap_laws()])
+    finite = curves[np.all(np.isfinite(curves), axis=1)]
+    return np.percentile(finite, 10, axis=0), np.percentile(finite, 90, axis=0)
+
+
+def _plot_isoflop(plt, result: FitResult, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    budgets = result.fits.isoflop.budgets
+    colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(budgets), 1)))
+    for budget, color in zip(budgets, colors):
+        ax.scatter(budget.N, budget.loss, color=color, s=18, label=f"C={budget.C:.2g}")
+        if budget.coeffs is not None:
+            x = np.linspace(math.log(min(budget.N)), math.log(max(budget.N)), 50)
+            ax.plot(np.exp(x), np.polyval(budget.coeffs, x), color=color, ls="--" if budget.flag else "-", lw=1)
+        if budget.N_opt is not None:
+            ax.scatter([budget.N_opt], [budget.L_opt], color=color, marker="*", s=90, edgecolors="black")
+    ax.set_xscale("log")
+    ax.set(xlabel="N (parameters)", ylabel="final loss", title="IsoFLOP parabolas (dashed: flagged and left out)")
+    ax.legend(fontsize=7, ncol=2)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def _plot_optimal(plt, result: FitResult, grid: np.ndarray, path: Path) -> None:
+    law, iso, env = result.law, result.fits.isoflop, result.fits.envelope
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    panels = (
+        (axes[0], "n_opt", "N_opt", law.a, iso.n_law, env.N_opt if env else None),
+        (axes[1], "d_opt", "D_opt", law.b, iso.d_law, env.D_opt if env else None),
+    )
+    for ax, fn, name, exponent, power, envelope_points in panels:
+        ax.plot(grid, getattr(law, fn)(grid), color="C0", label=f"Approach 3: {name} ~ C^{exponent:.3f}")
+        if result.resamples:
+            lo, hi = _band(result, fn, grid)
+            ax.fill_between(grid, lo, hi, color="C0", alpha=0.2, label="80% bootstrap band")
+        if iso.used:
+            ax.scatter([b.C for b in iso.used], [getattr(b, name) for b in iso.used], color="C1", label="Approach 2")
+        if power is not None:
+            ax.plot(grid, power(grid), color="C1", ls="--", lw=1, label=f"Approach 2: C^{power.p:.3f}")
+        if envelope_points is not None:
+            ax.scatter(env.C, envelope_points, color="C2", s=8, label="Approach 1 envelope")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set(xlabel="C (FLOPs)", ylabel=name)
+        ax.legend(fontsize=7)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def _plot_loss_curves(plt, result: FitResult, observations: list[Observation], grid: np.ndarray, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for o in observations:
+        if o.curve:
+            t, v = zip(*o.curve)
+            ax.plot(np.array(t) * o.flops_per_token, v, lw=0.8, alpha=0.7, color="C3" if o.holdout else "0.5")
+    fitted = [o for o in observations if not o.holdout]
+    held = [o for o in observations if o.holdout]
+    ax.scatter([o.compute for o in fitted], [o.loss for o in fitted], s=12, color="black", label="final loss")
+    if held:
+        ax.scatter([o.compute for o in held], [o.loss for o in held], s=30, color="C3", label="hold-out")
+    ax.plot(grid, result.law.l_opt(grid), color="C0", label="L_opt(C), Approach 3")
+    if result.resamples:
+        lo, hi = _band(result, "l_opt", grid)
+        ax.fill_between(grid, lo, hi, color="C0", alpha=0.2)
+    if result.fits.envelope is not None:
+        ax.plot(result.fits.envelope.C, result.fits.envelope.loss, color="C2", lw=1.5, label="envelope")
+    ax.set_xscale("log")
+    ax.set(xlabel="C (FLOPs)", ylabel="validation loss", title="Loss against compute")
+    ax.legend(fontsize=7)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def _plot_predicted(plt, result: FitResult, observations: list[Observation], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5, 5))
+    fitted = [o for o in observations if not o.holdout]
+    ax.scatter([result.law.loss(o.N, o.D) for o in fitted], [o.loss for o in fitted], s=12, color="0.3", label="fitted")
+    for h in result.holdout:
+        ax.errorbar(
+            h.predicted,
+            h.actual,
+            xerr=[[h.predicted - h.interval80[0]], [h.interval80[1] - h.predicted]],
+            fmt="o",
+            color="C3",
+            capsize=3,
+        )
+    values = [o.loss for o in observations] + [result.law.loss(o.N, o.D) for o in observations]
+    lims = (min(values) * 0.98, max(values) * 1.02)
+    ax.plot(lims, lims, color="black", lw=0.8)
+    ax.set(xlabel="predicted loss (Approach 3)", ylabel="actual loss", xlim=lims, ylim=lims)
+    ax.set_title("Predicted against actual (red: hold-out, 80% interval)", fontsize=9)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def _plot_residuals(plt, result: FitResult, observations: list[Observation], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for held, color, label in ((False, "0.3", "fitted"), (True, "C3", "hold-out")):
+        runs = [o for o in observations if o.holdout == held]
+        if runs:
+            rel = [(o.loss - result.law.loss(o.N, o.D)) / o.loss * 100 for o in runs]
+            ax.scatter([o.compute for o in runs], rel, s=14, color=color, label=label)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xscale("log")
+    ax.set(xlabel="C (FLOPs)", ylabel="(actual - predicted) / actual, %", title="Residuals of Approach 3")
+    ax.legend(fontsize=7)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def _fmt(x: float) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4g}"
+
+
+def _tables(result: FitResult) -> list[str]:
+    lines = ["| quantity | value | 80% interval | 95% interval |", "|---|---|---|---|"]
+    for name, value in result.values.items():
+        ci = {k: _fmt(v) for k, v in result.intervals[name].items()}
+        lines.append(f"| {name} | {_fmt(value)} | {ci['lo80']} – {ci['hi80']} | {ci['lo95']} – {ci['hi95']} |")
+    lines += [
+        "",
+        "IsoFLOP budgets (Approach 2):",
+        "",
+        "| C | sizes | N_opt | L_opt | left out because |",
+        "|---|---|---|---|---|",
+    ]
+    for b in result.fits.isoflop.budgets:
+        lines.append(f"| {b.C:.3g} | {b.sizes} | {_fmt(b.N_opt)} | {_fmt(b.L_opt)} | {b.flag or '–'} |")
+    if result.holdout:
+        lines += [
+            "",
+            "Hold-out runs (never fitted):",
+            "",
+            "| run | N | D | C | predicted | 80% interval | actual | relative error | inside |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for h in result.holdout:
+            lines.append(
+                f"| {h.run_id} | {h.N:.3g} | {h.D:.3g} | {h.C:.3g} | {h.predicted:.4f} | "
+                f"{h.interval80[0]:.4f} – {h.interval80[1]:.4f} | {h.actual:.4f} | {h.relative_error:+.2%} | "
+                f"{'yes' if h.inside80 else 'no'} |"
+            )
+    return lines
+
+
+def write_report(out_dir: str | Path, observations: list[Observation], fit_result: FitResult) -> Path:
+    """Write report.md and its PNGs into out_dir; return the report's path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plt = _pyplot()
+    grid = _compute_range(observations)
+    _plot_isoflop(plt, fit_result, out_dir / "isoflop.png")
+    _plot_optimal(plt, fit_result, grid, out_dir / "optimal.png")
+    _plot_loss_curves(plt, fit_result, observations, grid, out_dir / "loss_curves.png")
+    _plot_predicted(plt, fit_result, observations, out_dir / "predicted_vs_actual.png")
+    _plot_residuals(plt, fit_result, observations, out_dir / "residuals.png")
+    law, p = fit_result.law, fit_result.fits.parametric
+    lines = [
+        "# Scaling-law fit",
+        "",
+        f"{fit_result.fitted_runs} runs fitted, {len(fit_result.holdout)} held out; {fit_result.resamples} bootstrap "
+        f"resamples (seed {fit_result.seed}); Approach 3 {'converged' if p.converged else 'did NOT converge'} "
+        f"(summed Huber objective {p.objective:.6g}, {p.starts} L-BFGS starts).",
+        "",
+        f"**L(N, D) = {law.E:.4g} + {law.A:.4g} / N^{law.alpha:.4f} + {law.B:.4g} / D^{law.beta:.4f}**; "
+        f"N_opt ~ C^{law.a:.3f}, D_opt ~ C^{law.b:.3f}.",
+        "",
+        *_tables(fit_result),
+        "",
+        *(f"![{name}]({name}.png)\n" for name in PLOTS),
+    ]
+    path = out_dir / "report.md"
+    atomic.write_text(path, "\n".join(lines))
+    return path
