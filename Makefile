@@ -14,10 +14,12 @@ $(STAMP): $(PY) setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# The research loop in small: a scaling sweep on the embedded corpus (finished runs are reused), few-shot evaluation
+# of every swept model, then the fit and the report (runs/demo/report.md).
 demo: $(STAMP)
-	$(VENV)/bin/meshlm train --preset tiny --run-dir runs/demo
-	$(VENV)/bin/meshlm generate --run-dir runs/demo --prompt "KING." --prompt "To be, or not to be" --max-new-tokens 48
-	$(VENV)/bin/meshlm eval --run-dir runs/demo --tasks icl,arithmetic_2da --shots 0,1,4,16 --seeds 3 --limit 64 --out runs/demo-eval
+	$(VENV)/bin/meshlm sweep run experiments/sweeps/demo.yaml --out runs/demo
+	$(VENV)/bin/meshlm eval --sweep runs/demo --tasks icl,label_mapping,arithmetic_2da --shots 0,1,4,16 --seeds 3 --limit 48
+	$(VENV)/bin/meshlm sweep fit runs/demo
 
 # The PyTorch comparisons need the optional torch extra (several GB from PyPI): they run in test-torch.
 test: $(STAMP) lint

@@ -227,7 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
         "item itself) and on in-context-learning probes. Writes results.json, results.md and icl_TASK.png "
         "(the task's metric against K, one line per model). See docs/evaluation.md.",
     )
-    p.add_argument("--run-dir", action="append", required=True, metavar="DIR", help="a trained run (repeatable)")
+    models = p.add_mutually_exclusive_group(required=True)
+    models.add_argument("--run-dir", action="append", metavar="DIR", help="a trained run (repeatable)")
+    models.add_argument("--sweep", metavar="DIR", help="every finished run of a sweep (meshlm sweep run --out DIR)")
     p.add_argument(
         "--tasks",
         action="append",
@@ -242,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, metavar="N", help="rows per forward pass (default 16)")
     p.add_argument("--limit", type=int, default=0, metavar="N", help="evaluate the first N items of a task (0 = all)")
     p.add_argument("--task-seed", type=int, default=0, metavar="S", help="seed of generated tasks (default 0)")
-    p.add_argument("--out", required=True, metavar="DIR", help="where results.json, results.md and PNGs go")
+    p.add_argument("--out", metavar="DIR", help="where results.json, results.md and PNGs go (--sweep: DIR/eval)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 

@@ -9,6 +9,7 @@ from etils import epath
 from flax import nnx
 
 from meshlm.experiments.evaluation import harness, report
+from meshlm.experiments.sweep import runner, store
 from meshlm.model.errors import ConfigError
 from meshlm.training import run_dir as run_dir_lib
 from meshlm.training import sources
@@ -45,16 +46,16 @@ def run(args) -> None:
     tasks = harness.resolve_tasks(args.tasks, settings.task_seed)
     if not tasks:
         raise ConfigError("--tasks names no task; e.g. --tasks arithmetic_2da,label_mapping,icl_score")
-    out_dir = pathlib.Path(args.out)
+    run_dirs, names = _models(args)
+    out_dir = pathlib.Path(args.out or pathlib.Path(args.sweep) / "eval")
     bar = _progress_bar(not args.no_progress)
     models = []
-    for run_dir in args.run_dir:
+    for run_dir, name in zip(run_dirs, names):
         if not (epath.Path(run_dir) / run_dir_lib.CONFIG).is_file():
             raise ConfigError(
                 f"--run-dir {run_dir} holds no run (no {run_dir_lib.CONFIG}); pass a meshlm train directory"
             )
         loaded = run_dir_lib.load_run(run_dir)
-        name = loaded.path.name
         bar.total = (bar.total or 0) + sum(harness.estimated_rows(t, settings, loaded.model.cfg.n_ctx) for t in tasks)
         bar.set_description(name)
         needs_text = any(t in ("icl_score", "perplexity", "induction") for t in tasks if isinstance(t, str))
@@ -80,6 +81,20 @@ def run(args) -> None:
     pngs = report.plot_icl_curves(models, out_dir) + report.plot_icl_scores(models, out_dir)
     print(report.markdown(models, sorted(set(settings.shots))))
     print(f"wrote {out_dir / 'results.json'}, {out_dir / 'results.md'} and {len(pngs)} PNG(s)", file=sys.stderr)
+
+
+def _models(args) -> tuple[list[str], list[str]]:
+    """(run directories, model names): the --run-dir list, or every finished run of --sweep named by its size."""
+    if not args.sweep:
+        if args.out is None:
+            raise ConfigError("meshlm eval --run-dir ... needs --out DIR for its results")
+        return list(args.run_dir), [epath.Path(d).name for d in args.run_dir]
+    observations = sorted(store.observations(args.sweep), key=lambda o: (o.N, o.D))
+    if not observations:
+        raise ConfigError(f"{args.sweep} has no finished run yet; run `meshlm sweep run SPEC --out {args.sweep}` first")
+    run_dirs = [str(pathlib.Path(args.sweep) / runner.RUNS / o.run_id) for o in observations]
+    names = [f"N={o.N:.3g} D={o.D:.3g}" + (" (hold-out)" if o.holdout else "") for o in observations]
+    return run_dirs, names
 
 
 def _progress_bar(enabled: bool):

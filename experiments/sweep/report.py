@@ -2,15 +2,18 @@
 predicted against actual loss, residuals; tables of the fitted parameters and of the hold-out predictions."""
 
 import io
+import json
 import math
 from pathlib import Path
 
 import numpy as np
 
+from meshlm.experiments.evaluation import report as eval_report
 from meshlm.experiments.sweep import atomic
 from meshlm.experiments.sweep.fit import FitResult
 from meshlm.experiments.sweep.observations import Observation
 
+EVAL = "eval"  # where `meshlm eval --sweep DIR` writes, inside the sweep directory
 PLOTS = ("isoflop", "optimal", "loss_curves", "predicted_vs_actual", "residuals")
 
 
@@ -180,6 +183,25 @@ def _tables(result: FitResult) -> list[str]:
     return lines
 
 
+def _icl_section(eval_dir: Path) -> list[str]:
+    """The few-shot evaluation of the swept models (`meshlm eval --sweep DIR` writes DIR/eval), when there is one."""
+    results = eval_dir / "results.json"
+    if not results.is_file():
+        return []
+    data = json.loads(results.read_text())
+    table = eval_report.markdown(data["models"], sorted(set(data["settings"]["shots"])))
+    pngs = sorted(p.name for p in eval_dir.glob("icl_*.png"))
+    return [
+        "## In-context learning of the swept models",
+        "",
+        f"From `meshlm eval --sweep` ({EVAL}/results.json): accuracy against K per task and the ICL score (Olsson et "
+        "al.: loss late in the context minus loss early; more negative = more in-context learning) against size.",
+        "",
+        table.replace("# meshlm eval\n", "", 1).replace("\n## ", "\n### "),
+        *(f"![{name}]({EVAL}/{name})\n" for name in pngs),
+    ]
+
+
 def write_report(out_dir: str | Path, observations: list[Observation], fit_result: FitResult) -> Path:
     """Write report.md and its PNGs into out_dir; return the report's path."""
     out_dir = Path(out_dir)
@@ -205,6 +227,7 @@ def write_report(out_dir: str | Path, observations: list[Observation], fit_resul
         *_tables(fit_result),
         "",
         *(f"![{name}]({name}.png)\n" for name in PLOTS),
+        *_icl_section(out_dir / EVAL),
     ]
     path = out_dir / "report.md"
     atomic.write_text(path, "\n".join(lines))
