@@ -15,6 +15,7 @@ Commands:
   train     train a model on text; re-running on the same run directory resumes
   plan      per-device memory, FLOPs and step time of a preset on a device mesh
   bench     training and decoding speed, FLOP/s, MFU and compile time (against PyTorch with --against)
+  convert   Hugging Face GPT-2 checkpoints into run directories (hf-gpt2) and back (to-hf)
 
 Every command takes --set key.path=value (repeatable) to override any config field, e.g.
   meshlm info --preset gpt3-xl --set model.attention=fused
@@ -183,6 +184,23 @@ def build_parser() -> argparse.ArgumentParser:
     for k in kinds.choices.values():
         k.add_argument("--cpu-devices", type=int, metavar="N", help="simulated CPU devices (default: one per core)")
         k.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+    p = sub.add_parser(
+        "convert",
+        help="Hugging Face GPT-2 checkpoints in and out",
+        description="hf-gpt2 SRC --out RUN_DIR: a Hugging Face GPT-2 directory (config.json, model.safetensors or "
+        "pytorch_model.bin, tokenizer.json) becomes a run directory with a step-0 checkpoint that generate, eval and "
+        "train (fine-tuning) read; --set/--data choose its train and data sections. to-hf RUN_DIR --out DIR: the "
+        "reverse, for GPT-2-shaped runs. See docs/interop.md.",
+    )
+    p.add_argument("direction", choices=("hf-gpt2", "to-hf"), help="hf-gpt2: into meshlm; to-hf: out of meshlm")
+    p.add_argument("src", metavar="SRC", help="the Hugging Face directory (hf-gpt2) or the run directory (to-hf)")
+    p.add_argument("--out", required=True, metavar="DIR", help="the directory to write (must not hold a run/model)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="hf-gpt2: a train.*/data.* override"
+    )
+    p.add_argument("--data", metavar="SPEC", help="hf-gpt2: the fine-tuning data (sets data.source)")
+    p.add_argument("--step", type=int, metavar="N", help="to-hf: the checkpoint step (default: the latest)")
     return parser
 
 
@@ -194,6 +212,7 @@ COMMANDS = {
     "train": "meshlm.experiments.train_cmd",
     "plan": "meshlm.experiments.plan_cmd",
     "bench": "meshlm.experiments.bench",
+    "convert": "meshlm.experiments.convert_cmd",
 }
 
 
