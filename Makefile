@@ -26,6 +26,7 @@ $(TORCH_STAMP): $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/meshlm train --preset tiny --run-dir runs/demo
 	$(VENV)/bin/meshlm generate --run-dir runs/demo --prompt "KING." --prompt "To be, or not to be" --max-new-tokens 48
+	$(VENV)/bin/meshlm eval --run-dir runs/demo --tasks icl,arithmetic_2da --shots 0,1,4,16 --seeds 3 --limit 64 --out runs/demo-eval
 
 # Every test, the PyTorch, transformers and lm-eval comparisons included.
 test: $(TORCH_STAMP) lint

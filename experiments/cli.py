@@ -16,6 +16,7 @@ Commands:
   plan      per-device memory, FLOPs and step time of a preset on a device mesh
   bench     training and decoding speed, FLOP/s, MFU and compile time (against PyTorch with --against)
   convert   Hugging Face GPT-2 checkpoints into run directories (hf-gpt2) and back (to-hf)
+  eval      few-shot evaluation of trained runs: accuracy against K, ICL probes, curves (docs/evaluation.md)
 
 Every command takes --set key.path=value (repeatable) to override any config field, e.g.
   meshlm info --preset gpt3-xl --set model.attention=fused
@@ -201,6 +202,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", metavar="SPEC", help="hf-gpt2: the fine-tuning data (sets data.source)")
     p.add_argument("--step", type=int, metavar="N", help="to-hf: the checkpoint step (default: the latest)")
+
+    p = sub.add_parser(
+        "eval",
+        help="few-shot evaluation: accuracy against K, ICL probes",
+        description="Evaluate trained runs on prompt tasks at every K (shots drawn per item by seed, never the "
+        "item itself) and on in-context-learning probes. Writes results.json, results.md and icl_TASK.png "
+        "(the task's metric against K, one line per model). See docs/evaluation.md.",
+    )
+    p.add_argument("--run-dir", action="append", required=True, metavar="DIR", help="a trained run (repeatable)")
+    p.add_argument(
+        "--tasks",
+        action="append",
+        required=True,
+        metavar="LIST",
+        help="comma-separated: built-in names (arithmetic_2da ... arithmetic_1dc, cycle_letters, anagrams1, "
+        "anagrams2, random_insertion, reversed_words, label_mapping, icl_score, induction, perplexity), groups "
+        "(arithmetic, unscramble, icl), jsonl:PATH, lambada:PATH, bigbench:PATH",
+    )
+    p.add_argument("--shots", default="0", metavar="K,K,...", help="numbers of examples in the prompt (default 0)")
+    p.add_argument("--seeds", type=int, default=1, metavar="N", help="shot seeds per K > 0 (default 1)")
+    p.add_argument("--batch-size", type=int, default=16, metavar="N", help="rows per forward pass (default 16)")
+    p.add_argument("--limit", type=int, default=0, metavar="N", help="evaluate the first N items of a task (0 = all)")
+    p.add_argument("--task-seed", type=int, default=0, metavar="S", help="seed of generated tasks (default 0)")
+    p.add_argument("--out", required=True, metavar="DIR", help="where results.json, results.md and PNGs go")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -213,6 +239,7 @@ COMMANDS = {
     "plan": "meshlm.experiments.plan_cmd",
     "bench": "meshlm.experiments.bench",
     "convert": "meshlm.experiments.convert_cmd",
+    "eval": "meshlm.experiments.evaluation.eval_cmd",
 }
 
 

@@ -46,9 +46,12 @@ def _sample(logits_BV: jax.Array, key: jax.Array, cfg: SamplingConfig) -> jax.Ar
     return jax.random.categorical(key, logits_BV, axis=-1).astype(jnp.int32)
 
 
-def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Prompts right-aligned so every row's next token goes into the same cache slot."""
-    P = max(len(p) for p in prompts)
+def left_pad(
+    prompts: list[list[int]], pad_id: int, length: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Prompts right-aligned so every row's next token goes into the same cache slot; `length` (default the
+    longest prompt) lets batches of different prompts share one compiled shape."""
+    P = length or max(len(p) for p in prompts)
     tokens_BP = np.full((len(prompts), P), pad_id, np.int32)
     segment_BP = np.zeros((len(prompts), P), np.int32)
     positions_BP = np.zeros((len(prompts), P), np.int32)
@@ -60,17 +63,20 @@ def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndar
     return tokens_BP, segment_BP, positions_BP
 
 
-def generate(model: Transformer, prompts: list[list[int]], cfg: SamplingConfig, pad_id: int = 0) -> list[list[int]]:
-    """New tokens for each prompt, cut after the first stop token (which is kept)."""
+def generate(
+    model: Transformer, prompts: list[list[int]], cfg: SamplingConfig, pad_id: int = 0, length: int | None = None
+) -> list[list[int]]:
+    """New tokens for each prompt, cut after the first stop token (which is kept). Prompts are left-padded to
+    `length` (default: the longest)."""
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ConfigError("every prompt needs at least one token; pass non-empty prompts")
-    n_ctx, longest = model.cfg.n_ctx, max(len(p) for p in prompts)
+    n_ctx, longest = model.cfg.n_ctx, max(max(len(p) for p in prompts), length or 0)
     if longest + cfg.max_new_tokens > n_ctx:
         raise ConfigError(
             f"a prompt of {longest} tokens plus max_new_tokens={cfg.max_new_tokens} exceeds the model's n_ctx={n_ctx}; "
             "shorten the prompt or lower --max-new-tokens"
         )
-    tokens_BP, segment_BP, positions_BP = left_pad(prompts, pad_id)
+    tokens_BP, segment_BP, positions_BP = left_pad(prompts, pad_id, longest)
     graphdef, state = nnx.split(model)
     out_BN, n_B = _generate(graphdef, state, tokens_BP, segment_BP, positions_BP, jax.random.key(cfg.seed), cfg)
     out_BN, n_B = np.asarray(out_BN), np.asarray(n_B)

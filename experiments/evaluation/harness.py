@@ -1,0 +1,213 @@
+"""Evaluate one model on prompt tasks (every K, every shot seed) and probes: `evaluate`, and the trainer hook."""
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from flax import nnx
+
+from meshlm.experiments.evaluation import metrics
+from meshlm.experiments.evaluation import tasks as tasks_lib
+from meshlm.experiments.evaluation.prompts import Fitted, draw_shots, fit
+from meshlm.experiments.evaluation.requests import LanguageModel
+from meshlm.experiments.evaluation.tasks import probes
+from meshlm.experiments.evaluation.tasks.base import Task
+from meshlm.model.errors import ConfigError
+from meshlm.model.transformer import Transformer
+from meshlm.parallel.sharding import Partitioner
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSettings:
+    shots: tuple[int, ...] = (0,)
+    seeds: int = 1  # shot seeds 0..seeds-1; K=0 prompts have no shots and are scored once
+    batch_size: int = 16
+    limit: int = 0  # items evaluated per task (the first ones); 0 = all
+    task_seed: int = 0  # the seed of generated tasks (arithmetic problems, scrambles, label mapping)
+
+    def validate(self) -> "EvalSettings":
+        if not self.shots or min(self.shots) < 0:
+            raise ConfigError(f"--shots {','.join(map(str, self.shots))}: give non-negative K values, e.g. 0,1,4,16")
+        if self.seeds < 1:
+            raise ConfigError(f"--seeds {self.seeds} must be at least 1")
+        if self.limit < 0:
+            raise ConfigError(f"--limit {self.limit} must be 0 (all items) or positive")
+        return self
+
+    def settings(self, k: int) -> range:
+        return range(1 if k == 0 else self.seeds)
+
+
+def resolve_tasks(specs: Sequence[str | Task], task_seed: int = 0) -> list[Task | str]:
+    """Tasks and probe names from specs (names, groups, jsonl:PATH, ...); Task objects pass through."""
+    names = tasks_lib.expand([s for s in specs if isinstance(s, str)])
+    return [s for s in specs if isinstance(s, Task)] + [tasks_lib.resolve(n, task_seed) for n in names]
+
+
+def evaluate(
+    model: Transformer,
+    tokenizer,
+    tasks: Sequence[str | Task],
+    shots: Sequence[int] = (0,),
+    seeds: int = 1,
+    batch_size: int = 16,
+    limit: int = 0,
+    heldout: Sequence[str] = (),
+    partitioner: Partitioner | None = None,
+    progress: Callable[[int], None] = lambda n: None,
+    task_seed: int = 0,
+) -> dict:
+    """{task name: results} for one model. `heldout` texts feed the icl_score, induction and perplexity probes."""
+    settings = EvalSettings(tuple(shots), seeds, batch_size, limit, task_seed).validate()
+    lm = LanguageModel(model, tokenizer, batch_size=batch_size, partitioner=partitioner, progress=progress)
+    out = {}
+    for task in resolve_tasks(tasks, task_seed):
+        if isinstance(task, str):
+            out[task] = run_probe(lm, task, heldout, task_seed)
+        else:
+            out[task.name] = run_task(lm, task, settings)
+    return out
+
+
+def flat_metrics(results: dict, prefix: str = "eval") -> dict[str, float]:
+    """Scalars for a metrics log: eval/TASK/METRIC@K for prompt tasks, eval/PROBE/METRIC for probes."""
+    flat = {}
+    for task, result in results.items():
+        for k, by_metric in result.get("shots", {}).items():
+            for metric, value in by_metric["metrics"].items():
+                flat[f"{prefix}/{task}/{metric}@{k}"] = value["mean"]
+        for metric, value in result.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                flat[f"{prefix}/{task}/{metric}"] = float(value)
+    return flat
+
+
+def make_hook(
+    graphdef, tokenizer, tasks: Sequence[str | Task], heldout: Sequence[str] = (), **settings
+) -> Callable[[int, object], dict[str, float]]:
+    """fn(step, state) -> flat metrics, for the trainer's every-N-steps hooks (state.params: a pure dict)."""
+    prepared = resolve_tasks(tasks, settings.get("task_seed", 0))
+
+    def hook(step: int, state) -> dict[str, float]:
+        model = nnx.merge(graphdef, state.params)
+        return flat_metrics(evaluate(model, tokenizer, prepared, heldout=heldout, **settings))
+
+    return hook
+
+
+def run_task(lm: LanguageModel, task: Task, settings: EvalSettings) -> dict:
+    items = task.items[: settings.limit or None]
+    uncond = _unconditional(lm, task, items)
+    by_k = {}
+    for k in sorted(set(settings.shots)):
+        runs = [_score(lm, task, items, k, seed, uncond) for seed in settings.settings(k)]
+        by_k[str(k)] = _aggregate(runs, k)
+    return {
+        "kind": task.kind,
+        "primary": task.primary,
+        "n_items": len(items),
+        "fewshot_split": task.fewshot_split,
+        "shots": by_k,
+    }
+
+
+def _unconditional(lm: LanguageModel, task: Task, items) -> list[list[float]] | list[None]:
+    """log P(choice | GPT-3's answer context): independent of K and of the shots, so scored once."""
+    if task.kind != "multiple_choice" or not task.uncond_context:
+        return [None] * len(items)
+    fitted = [
+        fit(
+            lm.tokenizer,
+            task.fmt,
+            [],
+            dataclasses.replace(it, context=task.uncond_context),
+            _continuations(task, it),
+            lm.n_ctx,
+        )
+        for it in items
+    ]
+    scored = iter(lm.loglikelihood_tokens([(f.context_ids, c) for f in fitted for c in f.continuation_ids]))
+    return [[next(scored).logprob for _ in it.choices] for it in items]
+
+
+def _continuations(task: Task, item) -> list[str]:
+    answers = item.choices if task.kind == "multiple_choice" else (item.target,)
+    return [task.fmt.target_delimiter + a for a in answers]
+
+
+def _score(lm: LanguageModel, task: Task, items, k: int, seed: int, uncond) -> tuple[list[dict], list[Fitted]]:
+    """Per-item metrics of one K and shot seed, and the fitted prompts (for truncation counts)."""
+    shots = [draw_shots(task.pool, it, k, seed, task.name) for it in items]
+    fitted = [fit(lm.tokenizer, task.fmt, s, it, _continuations(task, it), lm.n_ctx) for s, it in zip(shots, items)]
+    scored = iter(lm.loglikelihood_tokens([(f.context_ids, c) for f in fitted for c in f.continuation_ids]))
+    if task.kind == "multiple_choice":
+        per_item = []
+        for it, u in zip(items, uncond):
+            s = [next(scored) for _ in it.choices]
+            per_item.append(
+                metrics.choice_metrics([x.logprob for x in s], [x.n_tokens for x in s], it.choices, it.gold, u)
+            )
+        return per_item, fitted
+    per_item = [{task.greedy_metric: float(s.is_greedy), "logprob": s.logprob} for s in scored]
+    if task.kind == "generate":
+        prompts = [
+            fit(lm.tokenizer, task.fmt, s, it, [], lm.n_ctx, reserve=task.max_gen_tokens) for s, it in zip(shots, items)
+        ]
+        texts, _ = lm.generate_until([p.context_ids for p in prompts], task.until, task.max_gen_tokens)
+        for m, text, it in zip(per_item, texts, items):
+            m["exact_match"] = metrics.exact_match(text, it.target)
+        fitted = prompts
+    return per_item, fitted
+
+
+def _aggregate(runs: list[tuple[list[dict], list[Fitted]]], k: int) -> dict:
+    """Each metric's mean over items per seed, then over seeds: mean, item stderr (mean over seeds), seed spread."""
+    names = [n for n in runs[0][0][0] if n != "logprob"]
+    out = {}
+    for name in names:
+        per_seed = [metrics.mean_stderr([m[name] for m in items]) for items, _ in runs]
+        out[name] = metrics.across_seeds([m for m, _ in per_seed]) | {
+            "stderr": float(np.mean([s for _, s in per_seed])),
+            "per_seed": [m for m, _ in per_seed],
+        }
+    if "logprob" in runs[0][0][0]:
+        # lm-eval's loglikelihood perplexity: exp(-mean over items of the target's summed log-probability).
+        per_seed = [math.exp(-np.mean([m["logprob"] for m in items])) for items, _ in runs]
+        out["perplexity"] = metrics.across_seeds(per_seed) | {"per_seed": per_seed}
+    fitted = [f for _, fs in runs for f in fs]
+    return {
+        "metrics": out,
+        "seeds": len(runs),
+        "shots_mean": float(np.mean([f.n_shots for f in fitted])),
+        "shots_dropped": float(np.mean([f.n_shots < k for f in fitted])),  # prompts that lost shots to n_ctx
+        "prompt_cut": float(np.mean([f.cut for f in fitted])),  # prompts cut inside (the query kept)
+    }
+
+
+def run_probe(lm: LanguageModel, name: str, heldout: Sequence[str], seed: int) -> dict:
+    if name == "induction":
+        return probes.induction(lm, _token_pool(lm, heldout), seed)
+    if not heldout:
+        return {"error": f"{name} needs held-out text (the run's validation split)"}
+    return probes.icl_score(lm, heldout) if name == "icl_score" else probes.perplexity(lm, heldout)
+
+
+def _token_pool(lm: LanguageModel, heldout: Sequence[str]) -> list[int]:
+    """Tokens the model has seen: those of the held-out text (up to 100k characters), else all but specials."""
+    seen = set(lm.tokenizer.encode("".join(heldout)[:100_000])) - {lm.eos}
+    if len(seen) >= 2 * probes.INDUCTION_LENGTH:
+        return sorted(seen)
+    return [t for t in range(lm.tokenizer.vocab_size) if t not in (lm.eos, lm.tokenizer.bos_id, 0)]
+
+
+def estimated_rows(task: Task | str, settings: EvalSettings, n_ctx: int) -> int:
+    """Rows the task will score or generate: the progress bar's total."""
+    if isinstance(task, str):
+        return {"icl_score": probes.MAX_ROWS, "induction": probes.INDUCTION_ROWS}.get(
+            task, probes.MAX_TOKENS // n_ctx + 1
+        )
+    items = task.items[: settings.limit or None]
+    per_setting = sum(len(it.choices) or (2 if task.kind == "generate" else 1) for it in items)
+    runs = sum(len(settings.settings(k)) for k in set(settings.shots))
+    return per_setting * runs + (per_setting if task.kind == "multiple_choice" and task.uncond_context else 0)

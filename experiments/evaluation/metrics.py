@@ -1,0 +1,73 @@
+"""Per-item scores and their aggregates. Definitions in docs/evaluation.md; names say the normalisation."""
+
+import math
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def choice_metrics(
+    logprobs: Sequence[float],
+    n_tokens: Sequence[int],
+    choices: Sequence[str],
+    gold: int,
+    uncond_logprobs: Sequence[float] | None = None,
+) -> dict[str, float]:
+    """One multiple-choice item: 1.0 where the gold choice wins under each normalisation (ties go to the first
+    choice, like numpy's argmax in lm-eval)."""
+    ll = np.asarray(logprobs, np.float64)
+    out = {
+        "acc": float(np.argmax(ll) == gold),
+        "acc_norm": float(np.argmax(ll / np.array([max(len(c), 1) for c in choices])) == gold),  # lm-eval: chars
+        "acc_per_token": float(np.argmax(ll / np.maximum(np.asarray(n_tokens), 1)) == gold),  # GPT-3's default
+    }
+    if uncond_logprobs is not None:
+        out["acc_uncond"] = float(np.argmax(ll - np.asarray(uncond_logprobs, np.float64)) == gold)
+    return out
+
+
+def normalise_answer(text: str) -> str:
+    """Whitespace at either end is not part of an answer (GPT-3 strips the space after "A:")."""
+    return text.strip()
+
+
+def exact_match(generated: str, target: str) -> float:
+    return float(normalise_answer(generated) == normalise_answer(target))
+
+
+def last_word_split(text: str) -> tuple[str, str]:
+    """(everything before the last word, the last word) of a passage: LAMBADA's context and target."""
+    text = text.rstrip()
+    match = re.search(r"\S+$", text)
+    if match is None or match.start() == 0:
+        return "", text
+    return text[: match.start()].rstrip(), match.group()
+
+
+def perplexity(total_logprob: float, count: int) -> float:
+    """exp(-sum log p / count): per token, per word or per byte depending on what `count` counts."""
+    return math.exp(-total_logprob / max(count, 1))
+
+
+def bits_per_byte(total_logprob: float, n_bytes: int) -> float:
+    return -total_logprob / max(n_bytes, 1) / math.log(2)
+
+
+def mean_stderr(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and its standard error, sample std / sqrt(n) (lm-eval's mean_stderr; binomial for 0/1 scores)."""
+    x = np.asarray(values, np.float64)
+    if len(x) == 0:
+        return float("nan"), float("nan")
+    return float(x.mean()), float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else 0.0
+
+
+def across_seeds(per_seed: Sequence[float]) -> dict[str, float]:
+    """Spread of a metric over shot seeds: what lm-eval's stderr leaves out (it samples items only)."""
+    x = np.asarray(per_seed, np.float64)
+    return {
+        "mean": float(x.mean()),
+        "seed_std": float(x.std(ddof=1)) if len(x) > 1 else 0.0,
+        "seed_min": float(x.min()),
+        "seed_max": float(x.max()),
+    }

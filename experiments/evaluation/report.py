@@ -1,0 +1,150 @@
+"""What `meshlm eval` writes: results.json, results.md, and ICL-curve PNGs (accuracy against K, one line per model)."""
+
+import json
+import os
+import pathlib
+import tempfile
+
+PROBE_COLUMNS = (
+    ("icl_score", "icl_score", "ICL score (loss@late - loss@50)"),
+    ("induction", "loss_first_copy", "induction: loss, 1st copy"),
+    ("induction", "loss_repeat", "induction: loss, repeat"),
+    ("induction", "prefix_matching_max", "best head's prefix matching"),
+    ("perplexity", "bits_per_byte", "bits per byte"),
+)
+
+
+def write_atomic(path: pathlib.Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
+        f.write(data)
+    os.replace(f.name, path)
+
+
+def write_json(path: pathlib.Path, obj) -> None:
+    write_atomic(path, (json.dumps(obj, indent=1) + "\n").encode())
+
+
+def markdown(models: list[dict], shots: list[int]) -> str:
+    """One table per prompt task (its primary metric, mean +- spread over shot seeds, per K) and one of probes."""
+    lines = ["# meshlm eval", ""]
+    task_names = list(dict.fromkeys(t for m in models for t, r in m["results"].items() if "shots" in r))
+    for task in task_names:
+        first = next(m["results"][task] for m in models if task in m["results"])
+        lines += [f"## {task} ({first['primary']}, {first['n_items']} items)", ""]
+        lines += ["| model | params | " + " | ".join(f"K={k}" for k in shots) + " |"]
+        lines += ["|---|---|" + "---|" * len(shots)]
+        for m in models:
+            by_k = m["results"].get(task, {}).get("shots", {})
+            cells = [_cell(by_k.get(str(k)), first["primary"]) for k in shots]
+            lines.append(f"| {m['name']} | {m['params']:,} | " + " | ".join(cells) + " |")
+        lines.append("")
+    probe_cols = [c for c in PROBE_COLUMNS if any(c[0] in m["results"] for m in models)]
+    if probe_cols:
+        lines += ["## probes", "", "| model | params | " + " | ".join(c[2] for c in probe_cols) + " |"]
+        lines += ["|---|---|" + "---|" * len(probe_cols)]
+        for m in models:
+            cells = [_number(m["results"].get(probe, {}).get(key)) for probe, key, _ in probe_cols]
+            lines.append(f"| {m['name']} | {m['params']:,} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines.append("Cells: mean over shot seeds, +- their standard deviation; [truncated: prompts that lost shots].")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(entry: dict | None, metric: str) -> str:
+    if entry is None:
+        return "-"
+    value = entry["metrics"][metric]
+    text = f"{value['mean']:.3f}"
+    if entry["seeds"] > 1:
+        text += f" +- {value['seed_std']:.3f}"
+    if entry["shots_dropped"]:
+        text += f" [{entry['shots_dropped']:.0%}]"
+    return text
+
+
+def _number(value) -> str:
+    return "-" if not isinstance(value, (int, float)) else f"{value:.3f}"
+
+
+def plot_icl_curves(models: list[dict], out_dir: pathlib.Path) -> list[pathlib.Path]:
+    """icl_TASK.png per prompt task: the primary metric against K, one line per model, seed spread as bars."""
+    import matplotlib  # deferred: plotting is the only user of this heavy import
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    task_names = list(dict.fromkeys(t for m in models for t, r in m["results"].items() if "shots" in r))
+    for task in task_names:
+        fig, ax = plt.subplots(figsize=(5.5, 3.8))
+        primary = None
+        for m in sorted(models, key=lambda m: m["params"]):
+            result = m["results"].get(task)
+            if result is None:
+                continue
+            primary = result["primary"]
+            ks = sorted(int(k) for k in result["shots"])
+            values = [result["shots"][str(k)]["metrics"][primary] for k in ks]
+            ax.errorbar(
+                ks,
+                [v["mean"] for v in values],
+                yerr=[v["seed_std"] for v in values],
+                marker="o",
+                capsize=3,
+                label=f"{m['name']} ({m['params'] / 1e6:.2f}M)",
+            )
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.set_ylim(-0.02, 1.02)  # every primary metric is an accuracy
+        ax.set_xlabel("K (examples in the prompt)")
+        ax.set_ylabel(primary)
+        ax.set_title(f"{task}: in-context learning curve")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out_dir / f"icl_{task}.png"
+        _save(fig, path)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def plot_icl_scores(models: list[dict], out_dir: pathlib.Path) -> list[pathlib.Path]:
+    """icl_scores.png: Olsson's ICL score (with its standard error) against parameters, one point per model."""
+    points = [
+        (m["params"], m["results"]["icl_score"]) for m in models if "icl_score" in m["results"].get("icl_score", {})
+    ]
+    if not points:
+        return []
+    import matplotlib  # deferred: plotting is the only user of this heavy import
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points.sort(key=lambda p: p[0])
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    ax.errorbar(
+        [p for p, _ in points],
+        [r["icl_score"] for _, r in points],
+        yerr=[r["icl_score_stderr"] for _, r in points],
+        marker="o",
+        capsize=3,
+    )
+    ax.axhline(0.0, color="grey", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel(f"loss@{points[0][1]['late_index']} - loss@{points[0][1]['early_index']} (nats)")
+    ax.set_title("ICL score against model size (lower: more in-context learning)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = out_dir / "icl_scores.png"
+    _save(fig, path)
+    plt.close(fig)
+    return [path]
+
+
+def _save(fig, path: pathlib.Path) -> None:
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.stem}.", suffix=".png", delete=False) as f:
+        fig.savefig(f, format="png", dpi=120)
+    os.replace(f.name, path)

@@ -1,0 +1,162 @@
+"""In-context-learning probes that need no prompt format: per-position loss and the ICL score (Olsson et al.
+2022), induction on repeated random tokens (loss and per-head prefix-matching attention), rolling perplexity."""
+
+import functools
+import re
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from meshlm.experiments.evaluation import metrics
+from meshlm.experiments.evaluation.requests import LanguageModel
+from meshlm.model.attention import AttentionMask
+from meshlm.model.layers import rotary
+
+NAMES = ("icl_score", "induction", "perplexity")
+EARLY, LATE = 50, 500  # Olsson et al.: the loss of the 500th token minus that of the 50th
+MAX_ROWS = 256  # held-out windows scored by icl_score
+MAX_TOKENS = 65_536  # held-out tokens scored by perplexity
+INDUCTION_ROWS, INDUCTION_LENGTH = 16, 64
+
+
+def heldout_rows(lm: LanguageModel, texts: Sequence[str], length: int, max_rows: int) -> list[list[int]]:
+    """Disjoint windows of `length` tokens of the held-out documents, each document opened by EOS as in training."""
+    rows = []
+    for text in texts:
+        tokens = [lm.eos] + lm.tokenizer.encode(text)
+        rows += [tokens[s : s + length] for s in range(0, len(tokens) - length + 1, length)]
+        if len(rows) >= max_rows:
+            break
+    return rows[:max_rows]
+
+
+def icl_score(lm: LanguageModel, texts: Sequence[str]) -> dict:
+    """Mean loss of the token at index LATE minus that at index EARLY (0-based; index 0 is the window's first
+    token, so the LATE token is predicted from LATE tokens of context). Negative: later tokens are predicted
+    better, i.e. the model uses its context. LATE is cut to n_ctx for short-context models."""
+    late = min(LATE, lm.n_ctx)
+    rows = heldout_rows(lm, texts, late + 1, MAX_ROWS)
+    if not rows:
+        return {"error": f"no held-out document has {late + 1} tokens"}
+    nll_RT = -np.stack(lm.per_token_logprobs(rows))  # column t predicts token t + 1
+    curve = nll_RT.mean(0)
+    icl, stderr = metrics.mean_stderr(nll_RT[:, late - 1] - nll_RT[:, EARLY - 1])
+    return {
+        "icl_score": icl,
+        "icl_score_stderr": stderr,  # one token per row at each index: a noisy estimate on few rows
+        "loss_early": float(curve[EARLY - 1]),
+        "loss_late": float(curve[late - 1]),
+        "early_index": EARLY,
+        "late_index": late,
+        "rows": len(rows),
+        "loss_by_position": [round(float(x), 4) for x in curve],
+    }
+
+
+def repeated_random_tokens(token_pool: Sequence[int], rows: int, length: int, eos: int, seed: int) -> np.ndarray:
+    """[rows, 1 + 2 length]: EOS, then `length` tokens drawn without replacement from the pool, then the same again."""
+    rng = np.random.default_rng(seed)
+    first_RL = np.stack([rng.choice(np.asarray(token_pool), size=length, replace=False) for _ in range(rows)])
+    return np.concatenate([np.full((rows, 1), eos), first_RL, first_RL], axis=1).astype(np.int32)
+
+
+def induction(lm: LanguageModel, token_pool: Sequence[int], seed: int = 0) -> dict:
+    """Loss on the first and the repeated copy of random tokens (targets 2..L of each copy: the first token of a
+    copy cannot be inferred), and each head's prefix-matching score: the attention a query in the second copy
+    pays to the token after the earlier occurrence of its own token (Olsson et al.'s induction pattern)."""
+    length = min(INDUCTION_LENGTH, (lm.n_ctx - 1) // 2, len(token_pool))
+    tokens_RT = repeated_random_tokens(token_pool, INDUCTION_ROWS, length, lm.eos, seed)
+    nll_RT = -np.stack(lm.per_token_logprobs([list(r) for r in tokens_RT]))  # column t predicts token t + 1
+    first = nll_RT[:, 1:length].mean()  # targets at 2..L: the first copy after its first token
+    second = nll_RT[:, length + 1 : 2 * length].mean()  # the same targets in the repeat
+    probs_LBHTS, logits_BTV = attention_probs(lm.graphdef, lm.params, jnp.asarray(tokens_RT))
+    queries = np.arange(length) + length + 1  # every token of the second copy
+    keys = np.arange(length) + 2  # the token after its earlier occurrence
+    prefix_LH = np.asarray(probs_LBHTS)[:, :, :, queries, keys].mean(axis=(1, 3))
+    model_logits_BTV = np.asarray(_forward(lm.graphdef, lm.params, jnp.asarray(tokens_RT)))
+    layer, head = np.unravel_index(np.argmax(prefix_LH), prefix_LH.shape)
+    return {
+        "loss_first_copy": float(first),
+        "loss_repeat": float(second),
+        "loss_ratio": float(second / first),
+        "prefix_matching_max": float(prefix_LH.max()),
+        "prefix_matching_argmax": [int(layer), int(head)],
+        "prefix_matching": np.round(prefix_LH, 4).tolist(),  # [layer][head]
+        "sequence_length": length,
+        # The probe recomputes the attention math; this checks it against the model's own forward pass.
+        "recompute_max_abs_diff": float(np.abs(np.asarray(logits_BTV) - model_logits_BTV).max()),
+    }
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _forward(graphdef, state, tokens_BT: jax.Array) -> jax.Array:
+    return nnx.merge(graphdef, state)(tokens_BT)[0]
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def attention_probs(graphdef, state, tokens_BT: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Every layer's attention weights [L, B, H, T, S] and the final logits, by re-running the model's block math
+    with the weights made explicit (the model's attention functions never materialise them)."""
+    model = nnx.merge(graphdef, state)
+    cfg, dtype = model.cfg, jnp.dtype(model.cfg.dtype)
+    B, T = tokens_BT.shape
+    positions_BT = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
+    mask_BTS = AttentionMask.causal(B, T).dense_BTS()
+    x_BTD = model.embed[...].astype(dtype)[tokens_BT]
+    if cfg.position == "learned":
+        x_BTD = x_BTD + model.pos_embed[...].astype(dtype)[positions_BT]
+    block_def, stacked = nnx.split(model.blocks)
+    probs = []
+    for layer in range(cfg.n_layers):
+        block = nnx.merge(block_def, jax.tree.map(lambda a, i=layer: a[i], stacked))
+        attn = block.attn
+        qkv_BT3HK = jnp.einsum("btd,dchk->btchk", block.attn_norm(x_BTD), attn.w_qkv[...].astype(dtype))
+        if attn.b_qkv is not None:
+            qkv_BT3HK = qkv_BT3HK + attn.b_qkv[...].astype(dtype)
+        q_BTHK, k_BTHK, v_BTHK = qkv_BT3HK[:, :, 0], qkv_BT3HK[:, :, 1], qkv_BT3HK[:, :, 2]
+        if attn.q_norm is not None:
+            q_BTHK, k_BTHK = attn.q_norm(q_BTHK), attn.k_norm(k_BTHK)
+        if cfg.position == "rotary":
+            q_BTHK, k_BTHK = rotary(q_BTHK, positions_BT, cfg.rope_theta), rotary(k_BTHK, positions_BT, cfg.rope_theta)
+        logits_BHTS = jnp.einsum("bthk,bshk->bhts", q_BTHK, k_BTHK).astype(jnp.float32) * cfg.head_dim**-0.5
+        logits_BHTS = jnp.where(mask_BTS[:, None], logits_BHTS, jnp.finfo(jnp.float32).min)
+        probs_BHTS = jax.nn.softmax(logits_BHTS, axis=-1)
+        probs.append(probs_BHTS)
+        out_BTD = jnp.einsum("bhts,bshk,hkd->btd", probs_BHTS.astype(dtype), v_BTHK, attn.w_out[...].astype(dtype))
+        if attn.b_out is not None:
+            out_BTD = out_BTD + attn.b_out[...].astype(dtype)
+        x_BTD = x_BTD + out_BTD
+        x_BTD = x_BTD + block.mlp(block.mlp_norm(x_BTD))
+    x_BTD = model.final_norm(x_BTD)
+    w_out_DV = model.embed[...].T if cfg.tie_embeddings else model.unembed[...]
+    return jnp.stack(probs), (x_BTD @ w_out_DV.astype(dtype)).astype(jnp.float32)
+
+
+def perplexity(lm: LanguageModel, texts: Sequence[str]) -> dict:
+    """Rolling log-likelihood of held-out documents (up to MAX_TOKENS tokens): per token, per word, per byte."""
+    docs, total = [], 0
+    for text in texts:
+        tokens = lm.tokenizer.encode(text)
+        if total + len(tokens) > MAX_TOKENS:
+            text = lm.tokenizer.decode(tokens[: MAX_TOKENS - total])
+            tokens = lm.tokenizer.encode(text)
+        docs.append((text, tokens))
+        total += len(tokens)
+        if total >= MAX_TOKENS:
+            break
+    if not docs:
+        return {"error": "no held-out text"}
+    ll = sum(lm.loglikelihood_rolling([t for _, t in docs]))
+    n_bytes = sum(len(text.encode("utf-8")) for text, _ in docs)
+    n_words = sum(len(re.split(r"\s+", text)) for text, _ in docs)  # lm-eval's word count
+    return {
+        "bits_per_byte": metrics.bits_per_byte(ll, n_bytes),
+        "byte_perplexity": metrics.perplexity(ll, n_bytes),
+        "word_perplexity": metrics.perplexity(ll, n_words),
+        "token_perplexity": metrics.perplexity(ll, total),
+        "tokens": total,
+        "bytes": n_bytes,
+    }

@@ -1,0 +1,119 @@
+import json
+import random
+
+import numpy as np
+import pytest
+from flax import nnx
+
+from meshlm.experiments import config as config_lib
+from meshlm.experiments.cli import main
+from meshlm.experiments.evaluation import harness
+from meshlm.experiments.evaluation.prompts import Item
+from meshlm.experiments.evaluation.tasks.base import Task
+from meshlm.training.trainer import train
+from tests.experiments.evaluation.helpers import PieceTokenizer, tiny_model
+
+
+def _toy_task(kind="multiple_choice"):
+    items = tuple(
+        Item(id=str(i), context=f"{i} + 1 =", choices=(str(i + 1), str(i + 2)), gold=i % 2)
+        if kind == "multiple_choice"
+        else Item(id=str(i), context=f"{i} + 1 =", target=str(i + 1))
+        for i in range(12)
+    )
+    return Task(name=f"toy_{kind}", kind=kind, items=items, pool=items, fewshot_split="test", max_gen_tokens=3)
+
+
+@pytest.mark.slow
+def test_results_are_deterministic_and_seeds_change_the_shots():
+    model, tok = tiny_model(n_ctx=64), PieceTokenizer()
+    tasks = [_toy_task(), _toy_task("generate")]
+    run = lambda: harness.evaluate(model, tok, tasks, shots=(0, 2), seeds=2, batch_size=8)  # noqa: E731
+    first, again = run(), run()
+    assert first == again
+    mc = first["toy_multiple_choice"]["shots"]
+    assert mc["0"]["seeds"] == 1 and mc["2"]["seeds"] == 2  # K=0 has no shots to vary
+    assert set(mc["2"]["metrics"]) == {"acc", "acc_norm", "acc_per_token", "acc_uncond"}
+    gen = first["toy_generate"]["shots"]["2"]["metrics"]
+    assert set(gen) == {"acc", "exact_match", "perplexity"}
+    flat = harness.flat_metrics(first)
+    assert flat["eval/toy_multiple_choice/acc@2"] == mc["2"]["metrics"]["acc"]["mean"]
+
+
+def test_the_trainer_hook_evaluates_the_state_params():
+    model, tok = tiny_model(n_ctx=64), PieceTokenizer()
+    graphdef, params = nnx.split(model)
+
+    class State:
+        pass
+
+    state = State()
+    state.params = nnx.to_pure_dict(params)
+    hook = harness.make_hook(graphdef, tok, [_toy_task()], shots=(0,), batch_size=4)
+    direct = harness.flat_metrics(harness.evaluate(model, tok, [_toy_task()], batch_size=4))
+    assert hook(10, state) == direct
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    rng = random.Random(0)
+    words = "the king queen lord lady sword crown night day love death fair foul heart blood".split()
+    (root / "corpus").mkdir()
+    for i in range(20):
+        lines = [" ".join(rng.choices(words, k=rng.randint(4, 12))) + "." for _ in range(8)]
+        (root / "corpus" / f"play{i:02d}.txt").write_text("\n".join(lines) + "\n")
+    overrides = [
+        f"data.source=text:{root}/corpus/*.txt",
+        "data.vocab_size=300",
+        f"data.cache_dir={root / 'cache'}",
+        "model.vocab_size=384",
+        "model.n_ctx=64",
+        "train.seq_len=64",
+        "model.n_layers=2",
+        "model.d_model=32",
+        "model.n_heads=4",
+        "train.steps=2",
+        "train.batch_size=4",
+        "train.eval_every=2",
+        "train.eval_batches=1",
+        "train.checkpoint_every=2",
+        "train.optimizer.warmup_steps=1",
+    ]
+    train(config_lib.from_preset("tiny", overrides), root / "run", progress=False, log=lambda *_: None)
+    return root / "run"
+
+
+@pytest.mark.slow
+def test_a_user_jsonl_task_runs_and_does_not_depend_on_batch_size(trained_run, tmp_path):
+    rows = [
+        {"context": f"The {w} said", "choices": ["yes", "no", "the king"], "gold": i % 3}
+        for i, w in enumerate(["king", "queen", "lord", "lady", "knight", "fool", "night", "day"])
+    ]
+    rows += [{"context": "The crown is", "choices": ["fair", "foul"], "gold": 0, "split": "train", "id": "t1"}]
+    rows += [{"context": "The sword is", "choices": ["fair", "foul"], "gold": 1, "split": "train", "id": "t2"}]
+    path = tmp_path / "user.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    results = []
+    for batch_size in ("1", "7"):
+        out = tmp_path / f"out{batch_size}"
+        argv = ["eval", "--run-dir", str(trained_run), "--tasks", f"jsonl:{path}", "--shots", "0,2", "--seeds", "2"]
+        assert main(argv + ["--batch-size", batch_size, "--out", str(out), "--no-progress"]) == 0
+        results.append(json.loads((out / "results.json").read_text()))
+        assert (out / "icl_user.png").stat().st_size > 0 and "## user (acc, 8 items)" in (
+            out / "results.md"
+        ).read_text()
+    a, b = (r["models"][0]["results"]["user"]["shots"] for r in results)
+    for k in ("0", "2"):
+        for metric in a[k]["metrics"]:
+            np.testing.assert_allclose(
+                a[k]["metrics"][metric]["per_seed"], b[k]["metrics"][metric]["per_seed"], atol=1e-9
+            )
+    assert a["2"]["shots_mean"] == 2.0  # both shots come from the train split
+
+
+def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
+    assert main(["eval", "--run-dir", str(tmp_path), "--tasks", "arithmetic_2da", "--out", str(tmp_path)]) == 2
+    assert "holds no run" in capsys.readouterr().err
+    assert main(["eval", "--run-dir", str(tmp_path), "--tasks", "x", "--shots", "a", "--out", str(tmp_path)]) == 2
+    assert "--shots 'a'" in capsys.readouterr().err
