@@ -16,6 +16,7 @@ Commands:
   plan      per-device memory, FLOPs and step time of a preset on a device mesh
   bench     training and decoding speed, FLOP/s, MFU and compile time (against PyTorch with --against)
   convert   Hugging Face GPT-2 checkpoints into run directories (hf-gpt2) and back (to-hf)
+  lm-eval   lm-evaluation-harness's command line with the `meshlm` model type (--model meshlm)
   eval      few-shot evaluation of trained runs: accuracy against K, ICL probes, curves (docs/evaluation.md)
 
 Every command takes --set key.path=value (repeatable) to override any config field, e.g.
@@ -227,6 +228,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task-seed", type=int, default=0, metavar="S", help="seed of generated tasks (default 0)")
     p.add_argument("--out", required=True, metavar="DIR", help="where results.json, results.md and PNGs go")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser(
+        "lm-eval",
+        help="lm-evaluation-harness with --model meshlm",
+        description="lm-evaluation-harness's command line (pip install 'meshlm[torch]') with the `meshlm` model "
+        "type registered: meshlm lm-eval --model meshlm --model_args run_dir=DIR --tasks NAMES [--include_path DIR]. "
+        "Every argument goes to lm-eval. See docs/interop.md.",
+        prefix_chars="+",  # so that --model and the other lm-eval options pass through as they are
+        add_help=False,
+    )
+    p.add_argument("lm_eval_args", nargs=argparse.REMAINDER, metavar="ARGS", help="lm-eval's arguments")
     return parser
 
 
@@ -240,6 +252,7 @@ COMMANDS = {
     "bench": "meshlm.experiments.bench",
     "convert": "meshlm.experiments.convert_cmd",
     "eval": "meshlm.experiments.evaluation.eval_cmd",
+    "lm-eval": "meshlm.experiments.evaluation.lm_eval_cmd",
 }
 
 

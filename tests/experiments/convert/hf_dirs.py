@@ -65,3 +65,19 @@ def write(directory, cfg: dict = CONFIG, tensors: dict | None = None, seed: int 
     (directory / "model.safetensors").write_bytes(safetensors.numpy.save(tensors, metadata={"format": "pt"}))
     (directory / "tokenizer.json").write_text(hf_tokenizer.gpt2_style(cfg["vocab_size"]).to_str())
     return tensors
+
+
+def save_random_torch_gpt2(directory, torch, transformers, vocab: int = 300, n_ctx: int = 64):
+    """A randomly initialised GPT2LMHeadModel, every tensor perturbed (so norms and biases are not trivially 1 and
+    0), saved by transformers with this module's tokenizer.json beside it; returns the model."""
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(
+        vocab_size=vocab, n_positions=n_ctx, n_embd=64, n_layer=2, n_head=4, initializer_range=0.1
+    )
+    model = transformers.GPT2LMHeadModel(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    model.save_pretrained(directory)
+    (directory / "tokenizer.json").write_text(hf_tokenizer.gpt2_style(vocab).to_str())
+    return model

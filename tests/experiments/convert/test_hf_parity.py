@@ -10,7 +10,7 @@ from meshlm.experiments.convert import export_hf, import_gpt2
 from meshlm.model.errors import ConfigError
 from meshlm.model.generate import SamplingConfig, generate
 from meshlm.training.run_dir import load_run
-from tests.training import hf_tokenizer
+from tests.experiments.convert import hf_dirs
 
 pytestmark = pytest.mark.torch  # make test installs the torch extra and runs these; -m "not torch" leaves them out
 VOCAB, CTX = 300, 64
@@ -19,23 +19,14 @@ torch = transformers = None  # imported by the hf_model fixture, so a run that d
 
 @pytest.fixture(scope="module")
 def hf_model(tmp_path_factory):
-    """A randomly initialised GPT-2 with every tensor perturbed (so norms and biases are not trivially 1 and 0)."""
+    """A random GPT-2 saved by transformers, and its conversion."""
     global torch, transformers
     import torch
     import transformers
 
     os.environ["HF_HUB_OFFLINE"] = "1"  # local directories only: nothing may reach the hub
     root = tmp_path_factory.mktemp("hf_parity")
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(
-        vocab_size=VOCAB, n_positions=CTX, n_embd=64, n_layer=2, n_head=4, initializer_range=0.1
-    )
-    model = transformers.GPT2LMHeadModel(config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    model.save_pretrained(root / "hf")
-    (root / "hf" / "tokenizer.json").write_text(hf_tokenizer.gpt2_style(VOCAB).to_str())
+    model = hf_dirs.save_random_torch_gpt2(root / "hf", torch, transformers, vocab=VOCAB, n_ctx=CTX)
     import_gpt2.convert(root / "hf", root / "run")
     return root, model
 
