@@ -11,6 +11,7 @@ starts with EOS, as every document did in training; false scores the bare contex
 
 from collections import defaultdict
 
+import lm_eval.models  # noqa: F401  (lm-eval lists its own model types only while its registry is empty: first)
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 

@@ -71,8 +71,16 @@ def save_random_torch_gpt2(directory, torch, transformers, vocab: int = 300, n_c
     """A randomly initialised GPT2LMHeadModel, every tensor perturbed (so norms and biases are not trivially 1 and
     0), saved by transformers with this module's tokenizer.json beside it; returns the model."""
     torch.manual_seed(0)
+    eos = hf_tokenizer.gpt2_style(vocab).token_to_id(hf_tokenizer.EOS)
     config = transformers.GPT2Config(
-        vocab_size=vocab, n_positions=n_ctx, n_embd=64, n_layer=2, n_head=4, initializer_range=0.1
+        vocab_size=vocab,
+        n_positions=n_ctx,
+        n_embd=64,
+        n_layer=2,
+        n_head=4,
+        initializer_range=0.1,
+        bos_token_id=eos,
+        eos_token_id=eos,
     )
     model = transformers.GPT2LMHeadModel(config).eval()
     with torch.no_grad():
