@@ -79,6 +79,7 @@ def test_untied_head_round_trips(tmp_path):
     np.testing.assert_array_equal(back["lm_head.weight"], tensors["lm_head.weight"])
 
 
+@pytest.mark.slow
 def test_fine_tunes_from_step_zero(tmp_path):
     (tmp_path / "text").mkdir()
     for i in range(12):
@@ -103,6 +104,7 @@ def test_fine_tunes_from_step_zero(tmp_path):
     assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.name.startswith("tokenizer")) == ["tokenizer.json"]
 
 
+@pytest.mark.slow
 def test_cli_convert_then_generate(tmp_path, capsys):
     hf_dirs.write(tmp_path / "hf")
     assert main(["convert", "hf-gpt2", str(tmp_path / "hf"), "--out", str(tmp_path / "run")]) == 0
