@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from meshlm.experiments import config as config_lib
 from meshlm.experiments.cli import main
 from meshlm.experiments.evaluation import harness
 from meshlm.experiments.evaluation.prompts import Item
 from meshlm.experiments.evaluation.tasks.base import Task
+from meshlm.training import config as config_lib
 from meshlm.training.trainer import train
 from tests.experiments.evaluation.helpers import PieceTokenizer, tiny_model
 
