@@ -152,3 +152,10 @@ def test_meshlm_eval_scores_as_lm_eval_does(setup, tmp_path):
 def _logprobs(resps: list) -> np.ndarray:
     """A response is [(logprob, is_greedy)] for loglikelihood and [logprob] for rolling requests."""
     return np.array([r[0][0] if isinstance(r[0], (list, tuple)) else r[0] for r in resps], np.float64)
+
+
+def test_meshlm_lm_eval_command_runs_lm_eval_with_the_model_type(setup, capsys):
+    args = ["--model", "meshlm", "--model_args", f"run_dir={setup / 'run'}", "--tasks", "meshlm_test_mc"]
+    assert main(["lm-eval", *args, "--include_path", str(setup / "plain"), "--limit", "4"]) == 0
+    table = capsys.readouterr().out
+    assert "meshlm_test_mc" in table and "acc_norm" in table
