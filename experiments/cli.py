@@ -18,6 +18,8 @@ Commands:
   plan      per-device memory, FLOPs and step time of a preset on a device mesh
   bench     training and decoding speed, FLOP/s, MFU and compile time (against PyTorch with --against)
   sweep     scaling-law sweeps: run a spec of budgets x shapes x seeds, fit laws to it or to a CSV table
+  convert   Hugging Face GPT-2 checkpoints into run directories (hf-gpt2) and back (to-hf)
+  lm-eval   lm-evaluation-harness's command line with the `meshlm` model type (--model meshlm)
   eval      few-shot evaluation of trained runs: accuracy against K, ICL probes, curves (docs/evaluation.md)
 
 Every command takes --set key.path=value (repeatable) to override any config field, e.g.
@@ -221,6 +223,23 @@ def build_parser() -> argparse.ArgumentParser:
         )
     )
     p = sub.add_parser(
+        "convert",
+        help="Hugging Face GPT-2 checkpoints in and out",
+        description="hf-gpt2 SRC --out RUN_DIR: a Hugging Face GPT-2 directory (config.json, model.safetensors or "
+        "pytorch_model.bin, tokenizer.json) becomes a run directory with a step-0 checkpoint that generate, eval and "
+        "train (fine-tuning) read; --set/--data choose its train and data sections. to-hf RUN_DIR --out DIR: the "
+        "reverse, for GPT-2-shaped runs. See docs/interop.md.",
+    )
+    p.add_argument("direction", choices=("hf-gpt2", "to-hf"), help="hf-gpt2: into meshlm; to-hf: out of meshlm")
+    p.add_argument("src", metavar="SRC", help="the Hugging Face directory (hf-gpt2) or the run directory (to-hf)")
+    p.add_argument("--out", required=True, metavar="DIR", help="the directory to write (must not hold a run/model)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="hf-gpt2: a train.*/data.* override"
+    )
+    p.add_argument("--data", metavar="SPEC", help="hf-gpt2: the fine-tuning data (sets data.source)")
+    p.add_argument("--step", type=int, metavar="N", help="to-hf: the checkpoint step (default: the latest)")
+
+    p = sub.add_parser(
         "eval",
         help="few-shot evaluation: accuracy against K, ICL probes",
         description="Evaluate trained runs on prompt tasks at every K (shots drawn per item by seed, never the "
@@ -246,6 +265,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task-seed", type=int, default=0, metavar="S", help="seed of generated tasks (default 0)")
     p.add_argument("--out", metavar="DIR", help="where results.json, results.md and PNGs go (--sweep: DIR/eval)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser(
+        "lm-eval",
+        help="lm-evaluation-harness with --model meshlm",
+        description="lm-evaluation-harness's command line (pip install 'meshlm[torch]') with the `meshlm` model "
+        "type registered: meshlm lm-eval --model meshlm --model_args run_dir=DIR --tasks NAMES [--include_path DIR]. "
+        "Every argument goes to lm-eval. See docs/interop.md.",
+        prefix_chars="+",  # so that --model and the other lm-eval options pass through as they are
+        add_help=False,
+    )
+    p.add_argument("lm_eval_args", nargs=argparse.REMAINDER, metavar="ARGS", help="lm-eval's arguments")
     return parser
 
 
@@ -259,6 +289,8 @@ COMMANDS = {
     "bench": "meshlm.experiments.bench",
     "sweep": "meshlm.experiments.sweep.commands",
     "eval": "meshlm.experiments.evaluation.eval_cmd",
+    "convert": "meshlm.experiments.convert_cmd",
+    "lm-eval": "meshlm.experiments.evaluation.lm_eval_cmd",
 }
 
 

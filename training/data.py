@@ -18,7 +18,7 @@ from etils import epath
 from meshlm.training import sources
 from meshlm.training.data_config import DataConfig
 from meshlm.training.errors import DataError
-from meshlm.training.tokenizer import Tokenizer
+from meshlm.training.tokenizer import SENTENCEPIECE_FILE, Tokenizer, find_in
 
 Batch = dict[str, np.ndarray]
 Row = dict[str, np.ndarray]
@@ -204,17 +204,17 @@ class Pipeline:
 
 
 def _tokenizer(cfg: DataConfig, run_dir: epath.Path, train_docs: grain.MapDataset) -> Tokenizer:
-    """The run's tokenizer: the one saved in run_dir, else cfg.tokenizer, else one trained on train_docs."""
-    path = run_dir / "tokenizer.model"
-    if path.exists():
-        return Tokenizer.load(path)
+    """The run's tokenizer: the one saved in run_dir, else cfg.tokenizer (copied in), else one trained on train_docs."""
+    saved = find_in(run_dir)
+    if saved is not None:
+        return Tokenizer.load(saved)
     if cfg.tokenizer:
         tokenizer = Tokenizer.load(cfg.tokenizer)
-        tokenizer.save(path)
+        tokenizer.save_in(run_dir)
         return tokenizer
     # The whole split in stored order, so that every process trains the same tokenizer.
     texts = (train_docs[i] for i in range(len(train_docs)))
-    return Tokenizer.train(texts, cfg.vocab_size, path, max_chars=cfg.tokenizer_train_chars)
+    return Tokenizer.train(texts, cfg.vocab_size, run_dir / SENTENCEPIECE_FILE, max_chars=cfg.tokenizer_train_chars)
 
 
 def build_pipeline(
@@ -226,7 +226,7 @@ def build_pipeline(
     process_index: int = 0,
     process_count: int = 1,
 ) -> Pipeline:
-    """Open cfg.source, get the tokenizer into run_dir/tokenizer.model and return the batch pipeline."""
+    """Open cfg.source, get the tokenizer into run_dir (tokenizer.model or tokenizer.json), return the pipeline."""
     splits = sources.open_splits(cfg)
     tokenizer = _tokenizer(cfg, epath.Path(run_dir), splits["train"])
     return Pipeline(

@@ -1,7 +1,8 @@
 """The run directory: everything a run needs to resume, and everything a sweep, `generate` or `eval` reads back.
 
     RUN_DIR/config.json       the resolved config (plain JSON)
-    RUN_DIR/tokenizer.model   sentencepiece model trained on the training split (or copied in)
+    RUN_DIR/tokenizer.model   sentencepiece model trained on the training split (or copied in), or
+    RUN_DIR/tokenizer.json    a Hugging Face tokenizer (a converted GPT-2)
     RUN_DIR/metrics.jsonl     one JSON object per logged step
     RUN_DIR/tensorboard/      TensorBoard event files
     RUN_DIR/checkpoints/N/    orbax checkpoints: train state and data-iterator state at step N
@@ -23,7 +24,7 @@ from meshlm.parallel.config import MeshConfig
 from meshlm.parallel.sharding import Partitioner, abstract, model_axes
 from meshlm.training import config as config_lib
 from meshlm.training.checkpoint import Checkpointer
-from meshlm.training.tokenizer import Tokenizer
+from meshlm.training.tokenizer import Tokenizer, find_in
 
 CONFIG = "config.json"
 TOKENIZER = "tokenizer.model"
@@ -98,7 +99,7 @@ def load_run(path: epath.PathLike, mesh: MeshConfig | None = None, step: int | N
     return Run(
         path=path,
         config=cfg,
-        tokenizer=Tokenizer.load(path / TOKENIZER),
+        tokenizer=Tokenizer.load(find_in(path) or path / TOKENIZER),
         model=nnx.merge(graphdef, params),
         params=params,
         step=step,

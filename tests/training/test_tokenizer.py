@@ -1,11 +1,15 @@
-"""The sentencepiece wrapper round-trips text exactly, covers unseen characters and trains deterministically."""
+"""The sentencepiece wrapper round-trips text exactly, covers unseen characters and trains deterministically; a
+Hugging Face tokenizer.json loads behind the same interface and encodes as the `tokenizers` library does."""
 
+import json
 import random
 
 import pytest
+import tokenizers
 
 from meshlm.training.errors import DataError
-from meshlm.training.tokenizer import Tokenizer
+from meshlm.training.tokenizer import HFTokenizer, SentencePieceTokenizer, Tokenizer, find_in
+from tests.training import hf_tokenizer
 
 VOCAB = 320
 
@@ -82,3 +86,67 @@ def test_errors_name_the_fix(tmp_path):
         Tokenizer.train(["tiny text"], 5000, tmp_path / "t.model")
     with pytest.raises(DataError, match="does not exist"):
         Tokenizer.load(tmp_path / "missing.model")
+
+
+# --- Hugging Face tokenizer.json ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hf_json(tmp_path_factory):
+    path = tmp_path_factory.mktemp("hf") / "tokenizer.json"
+    path.write_text(hf_tokenizer.gpt2_style().to_str())
+    return path
+
+
+def test_load_dispatches_on_the_file(trained, hf_json):
+    _, spm_path = trained
+    assert isinstance(Tokenizer.load(spm_path), SentencePieceTokenizer)
+    assert isinstance(Tokenizer.load(hf_json), HFTokenizer)
+
+
+@pytest.mark.parametrize("text", ["the king said hello.", "  two  spaces\nand a newline", "snow ☃ 中文 🙂", ""])
+def test_hf_tokenizer_matches_the_tokenizers_library(hf_json, text):
+    """The same ids as `tokenizers` itself without special tokens, and decode inverts encode (byte-level BPE)."""
+    tok = Tokenizer.load(hf_json)
+    reference = tokenizers.Tokenizer.from_file(str(hf_json))
+    assert tok.encode(text) == reference.encode(text, add_special_tokens=False).ids
+    assert tok.decode(tok.encode(text)) == text
+    assert tok.encode_batch([text, "the"]) == [tok.encode(text), tok.encode("the")]
+
+
+def test_hf_special_tokens(hf_json, tmp_path):
+    tok = Tokenizer.load(hf_json)
+    reference = tokenizers.Tokenizer.from_file(str(hf_json))
+    assert tok.eos_id == tok.bos_id == reference.token_to_id(hf_tokenizer.EOS)
+    assert tok.vocab_size == reference.get_vocab_size(with_added_tokens=True) == 300
+    assert tok.pad_id == -1
+    assert tok.encode(hf_tokenizer.EOS) == [tok.eos_id]  # a special token in text is that token
+    assert tok.decode([tok.eos_id] + tok.encode("the king")) == "the king"  # special tokens decode to nothing
+    # tokenizer_config.json beside the file names the special tokens
+    (tmp_path / "tokenizer.json").write_bytes(hf_json.read_bytes())
+    eos, bos = reference.id_to_token(100), reference.id_to_token(200)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"eos_token": eos, "bos_token": {"content": bos}}))
+    named = Tokenizer.load(tmp_path / "tokenizer.json")
+    assert (named.eos_id, named.bos_id) == (100, 200)
+
+
+def test_hf_save_in_and_find_in(hf_json, tmp_path):
+    tok = Tokenizer.load(hf_json)
+    assert find_in(tmp_path) is None
+    path = tok.save_in(tmp_path)
+    assert path.name == "tokenizer.json" and find_in(tmp_path) == path
+    assert Tokenizer.load(path).encode("the queen said") == tok.encode("the queen said")
+    assert [p.name for p in tmp_path.iterdir()] == ["tokenizer.json"]  # no temporary file left behind
+
+
+def test_hf_errors_name_the_fix(tmp_path):
+    (tmp_path / "tokenizer.json").write_text("{not json")
+    with pytest.raises(DataError, match="cannot read the tokenizer.json"):
+        Tokenizer.load(tmp_path / "tokenizer.json")
+    no_eos = tokenizers.Tokenizer(tokenizers.models.BPE())
+    (tmp_path / "tokenizer.json").write_text(no_eos.to_str())
+    with pytest.raises(DataError, match="tokenizer_config.json naming its eos_token"):
+        Tokenizer.load(tmp_path / "tokenizer.json")
+    (tmp_path / "garbage.model").write_bytes(b"\x00\x01garbage")
+    with pytest.raises(DataError, match="neither a sentencepiece model nor a tokenizer.json"):
+        Tokenizer.load(tmp_path / "garbage.model")

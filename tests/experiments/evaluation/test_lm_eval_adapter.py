@@ -1,0 +1,161 @@
+"""lm-eval with --model meshlm on local tasks (YAML + JSONL, no hub), against lm-eval's own `hf` model on the same
+converted weights: per-request log-likelihoods to 1e-4, the same acc and acc_norm, the same rolling
+log-likelihoods and the same greedy generations; and meshlm eval's zero-shot acc and acc_norm equal lm-eval's."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from meshlm.experiments.cli import main
+from meshlm.experiments.convert import import_gpt2
+from tests.experiments.convert import hf_dirs
+
+pytestmark = [pytest.mark.torch, pytest.mark.slow]
+
+WORDS = "the king queen said hello world to be or not question answer".split()
+
+
+def _mc_rows(n: int = 10) -> list[dict]:
+    rng = np.random.default_rng(3)
+    rows = []
+    for i in range(n):
+        context = " ".join(rng.choice(WORDS, size=6)) + "? Answer:"
+        choices = [" ".join(rng.choice(WORDS, size=int(rng.integers(1, 4)))) for _ in range(3)]
+        rows.append({"id": str(i), "context": context, "choices": choices, "gold": int(rng.integers(0, 3))})
+    return rows
+
+
+TASKS = {
+    "mc": """task: meshlm_test_mc
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}/mc.jsonl
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{prefix}{{{{context}}}}"
+doc_to_choice: choices
+doc_to_target: gold
+metric_list:
+  - metric: acc
+  - metric: acc_norm
+""",
+    "rolling": """task: meshlm_test_rolling
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}/rolling.jsonl
+test_split: test
+output_type: loglikelihood_rolling
+doc_to_text: ""
+doc_to_target: text
+metric_list:
+  - metric: word_perplexity
+""",
+    "gen": """task: meshlm_test_gen
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}/mc.jsonl
+test_split: test
+output_type: generate_until
+doc_to_text: context
+doc_to_target: id
+generation_kwargs:
+  until: ["?"]
+  max_gen_toks: 6
+  do_sample: false
+metric_list:
+  - metric: exact_match
+""",
+}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    import torch
+    import transformers
+
+    root = tmp_path_factory.mktemp("lm_eval")
+    for name, value in (("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"), ("HF_HOME", str(root / "hf_home"))):
+        os.environ[name] = value
+    hf_dirs.save_random_torch_gpt2(root / "hf", torch, transformers, vocab=300, n_ctx=64)
+    import_gpt2.convert(root / "hf", root / "run")
+    (root / "data").mkdir()
+    (root / "data" / "mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _mc_rows()))
+    texts = [" ".join(np.random.default_rng(i).choice(WORDS, size=40 + 30 * i)) for i in range(3)]  # 1-3 windows
+    (root / "data" / "rolling.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    for prefix_name, prefix in (("plain", ""), ("eos", "<|endoftext|>")):
+        (root / prefix_name).mkdir()
+        for kind, yaml in TASKS.items():
+            (root / prefix_name / f"{kind}.yaml").write_text(yaml.format(data=root / "data", prefix=prefix))
+    return root
+
+
+def _lm_eval(root, model: str, model_args: str, tasks: list[str], include: str) -> dict:
+    import lm_eval
+
+    from meshlm.experiments.evaluation import lm_eval_adapter  # noqa: F401  (registers --model meshlm)
+
+    return lm_eval.simple_evaluate(
+        model=model,
+        model_args=model_args,
+        tasks=tasks,
+        batch_size=4,
+        device="cpu",
+        log_samples=True,
+        task_manager=lm_eval.tasks.TaskManager(include_path=str(root / include)),
+    )
+
+
+def _per_request(results: dict, task: str) -> list:
+    samples = sorted(results["samples"][task], key=lambda s: s["doc_id"])
+    return [r for s in samples for r in s["resps"]]
+
+
+def test_meshlm_model_type_matches_hf(setup):
+    """--model meshlm with eos_prefix=false reads the bare context, as lm-eval's hf model does for GPT-2."""
+    tasks = ["meshlm_test_mc", "meshlm_test_rolling", "meshlm_test_gen"]
+    ours = _lm_eval(setup, "meshlm", f"run_dir={setup / 'run'},eos_prefix=false", tasks, "plain")
+    theirs = _lm_eval(setup, "hf", f"pretrained={setup / 'hf'},dtype=float32", tasks, "plain")
+    for task in ("meshlm_test_mc", "meshlm_test_rolling"):
+        a, b = _per_request(ours, task), _per_request(theirs, task)
+        assert len(a) == len(b) > 0
+        np.testing.assert_allclose(_logprobs(a), _logprobs(b), atol=1e-4, rtol=0)
+    for metric in ("acc,none", "acc_norm,none"):
+        assert ours["results"]["meshlm_test_mc"][metric] == theirs["results"]["meshlm_test_mc"][metric]
+    assert _per_request(ours, "meshlm_test_gen") == _per_request(theirs, "meshlm_test_gen")
+
+
+def test_meshlm_eval_scores_as_lm_eval_does(setup, tmp_path):
+    """meshlm eval starts every context with EOS (as training does); so do lm-eval tasks whose text begins with
+    <|endoftext|>: zero-shot acc and acc_norm agree, and so do the per-request log-likelihoods."""
+    task = f"jsonl:{setup / 'data' / 'mc.jsonl'}"
+    args = ["eval", "--run-dir", str(setup / "run"), "--tasks", task, "--shots", "0", "--out", str(tmp_path)]
+    assert main(args + ["--no-progress"]) == 0
+    (result,) = json.loads((tmp_path / "results.json").read_text())["models"][0]["results"].values()
+    metrics = {name: value["mean"] for name, value in result["shots"]["0"]["metrics"].items()}
+    theirs = _lm_eval(setup, "hf", f"pretrained={setup / 'hf'},dtype=float32", ["meshlm_test_mc"], "eos")
+    adapter = _lm_eval(setup, "meshlm", f"run_dir={setup / 'run'}", ["meshlm_test_mc"], "plain")
+    for metric in ("acc", "acc_norm"):
+        assert metrics[metric] == pytest.approx(theirs["results"]["meshlm_test_mc"][f"{metric},none"], abs=1e-12)
+    np.testing.assert_allclose(
+        _logprobs(_per_request(adapter, "meshlm_test_mc")),
+        _logprobs(_per_request(theirs, "meshlm_test_mc")),
+        atol=1e-4,
+        rtol=0,
+    )
+
+
+def _logprobs(resps: list) -> np.ndarray:
+    """A response is [(logprob, is_greedy)] for loglikelihood and [logprob] for rolling requests."""
+    return np.array([r[0][0] if isinstance(r[0], (list, tuple)) else r[0] for r in resps], np.float64)
+
+
+def test_meshlm_lm_eval_command_runs_lm_eval_with_the_model_type(setup, capsys):
+    args = ["--model", "meshlm", "--model_args", f"run_dir={setup / 'run'}", "--tasks", "meshlm_test_mc"]
+    assert main(["lm-eval", *args, "--include_path", str(setup / "plain"), "--limit", "4"]) == 0
+    table = capsys.readouterr().out
+    assert "meshlm_test_mc" in table and "acc_norm" in table
