@@ -1,12 +1,12 @@
 """A sentencepiece BPE tokenizer that round-trips any UTF-8 text exactly."""
 
 import io
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
 
 import sentencepiece as spm
 from etils import epath
 
+from meshlm.training.atomic import write_atomic
 from meshlm.training.errors import DataError
 
 # sentencepiece silently drops training sentences longer than max_sentence_length bytes,
@@ -43,7 +43,13 @@ class Tokenizer:
             raise DataError(
                 f"tokenizer {path} does not exist; point data.tokenizer at a sentencepiece .model or set it to ''"
             )
-        return cls(spm.SentencePieceProcessor(model_proto=path.read_bytes()))
+        try:
+            return cls(spm.SentencePieceProcessor(model_proto=path.read_bytes()))
+        except (RuntimeError, TypeError, ValueError, OSError) as e:  # sentencepiece: "Failed to parse model"
+            raise DataError(
+                f"{path} is not a sentencepiece model ({type(e).__name__}); point data.tokenizer at a .model file, "
+                "or restore the run's tokenizer.model"
+            ) from None
 
     @classmethod
     def train(
@@ -86,9 +92,7 @@ class Tokenizer:
         """Write the model so that readers see the old file or the whole new one, never a part."""
         path = epath.Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        tmp.write_bytes(self._sp.serialized_model_proto())
-        tmp.replace(path)
+        write_atomic(path, self._sp.serialized_model_proto())
 
     @property
     def vocab_size(self) -> int:
