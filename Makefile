@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint test-torch clean
+.PHONY: demo test lint test-torch golden clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -29,6 +29,10 @@ lint: $(STAMP)
 test-torch: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[test,torch]'
 	$(PY) -m pytest -q -m torch
+
+# Rewrite tests/parallel/golden/*.json after an intended sharding change; review the diff before committing.
+golden: $(STAMP)
+	$(PY) -m tests.parallel.regen_golden
 
 clean:
 	rm -rf $(VENV) runs

@@ -70,8 +70,10 @@ def resolve_config(run_dir: epath.PathLike, requested: config_lib.Config | None)
 
 
 def save_config(run_dir: epath.PathLike, cfg: config_lib.Config) -> None:
-    if jax.process_index() == 0:
-        config_lib.save(cfg, epath.Path(run_dir) / CONFIG)
+    """Write the config unless the saved one already says the same: a resumed run leaves the file untouched."""
+    path = epath.Path(run_dir) / CONFIG
+    if jax.process_index() == 0 and not (path.exists() and config_lib.load(path) == cfg):
+        config_lib.save(cfg, path)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,9 +109,15 @@ def load_run(path: epath.PathLike, mesh: MeshConfig | None = None, step: int | N
             f"{path / TOKENIZER} has {tokenizer.vocab_size} tokens but the model only {cfg.model.vocab_size}: it is "
             "not this run's tokenizer; restore the one meshlm train wrote"
         )
+    no_checkpoint = ConfigError(
+        f"{path} has no finished checkpoint yet; train longer (train.checkpoint_every) and retry"
+    )
+    if not (path / CHECKPOINTS).exists():  # a reader creates nothing, not even an empty checkpoints folder
+        raise no_checkpoint
     checkpointer = Checkpointer(path / CHECKPOINTS, keep=cfg.train.keep_checkpoints)
     if checkpointer.latest_step() is None:
-        raise ConfigError(f"{path} has no finished checkpoint yet; train longer (train.checkpoint_every) and retry")
+        checkpointer.close()
+        raise no_checkpoint
     graphdef, abstract_params = nnx.split(nnx.eval_shape(lambda: Transformer(cfg.model, nnx.Rngs(0))))
     abstract_params = nnx.to_pure_dict(abstract_params)
     partitioner = Partitioner.build(mesh or MeshConfig())

@@ -53,11 +53,12 @@ class Trainer:
         run_dir_lib.check_directory(self.run_dir)
         # A new run that fails to start leaves the directory as it found it: a stale tokenizer.model left behind
         # would silently be reused by the next, corrected attempt.
-        before = None if (self.run_dir / run_dir_lib.CONFIG).exists() else _entries(self.run_dir)
+        starting = not (self.run_dir / run_dir_lib.CONFIG).exists()
+        before = {p.name for p in self.run_dir.iterdir()} if self.run_dir.exists() else None
         try:
             self._setup(cfg, log)
         except BaseException:
-            if before is not None and jax.process_index() == 0:
+            if starting and jax.process_index() == 0:
                 _remove_new_entries(self.run_dir, before)
             raise
 
@@ -250,12 +251,8 @@ def train(
     return trainer.run(stop_after=stop_after, progress=progress)
 
 
-def _entries(path: epath.Path) -> set[str] | None:
-    return {p.name for p in path.iterdir()} if path.exists() else None
-
-
 def _remove_new_entries(path: epath.Path, before: set[str] | None) -> None:
-    """Remove what a failed start created in `path` (all of it if `path` itself is new); nothing older."""
+    """Remove what a failed start created in `path` (all of it if `path` was new: before is None); nothing older."""
     if not path.exists():
         return
     if before is None:
