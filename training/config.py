@@ -75,7 +75,8 @@ class Config:
         if self.data.vocab_size > self.model.vocab_size:
             raise ConfigError(
                 f"data.vocab_size={self.data.vocab_size} exceeds model.vocab_size={self.model.vocab_size}; "
-                f"set --set model.vocab_size={-(-self.data.vocab_size // 128) * 128}"
+                f"set --set data.vocab_size={self.model.vocab_size} or --set "
+                f"model.vocab_size={-(-self.data.vocab_size // 128) * 128}"
             )
         for name in (
             "steps",

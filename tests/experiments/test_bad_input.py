@@ -193,7 +193,7 @@ CASES = [
     (
         "train: data vocab > model vocab",
         ["TRAIN", "--set", "data.vocab_size=1000"],
-        "data.vocab_size=1000 exceeds model.vocab_size=384; set --set model.vocab_size=1024",
+        "exceeds model.vocab_size=384; set --set data.vocab_size=384 or --set model.vocab_size=1024",
     ),
     # train: existing runs and their config files
     (
@@ -237,7 +237,11 @@ CASES = [
     ("generate: negative top-k", GEN + ["--top-k", "-1"], "--top-k: -1 is out of range; use 0 or more"),
     ("generate: NaN temperature", GEN + ["--temperature", "nan"], "--temperature: nan is out of range"),
     ("generate: top-p above 1", GEN + ["--top-p", "1.5"], "--top-p: 1.5 is out of range; use a number in (0, 1]"),
-    ("generate: preset with a small vocab", GEN + ["--set", "model.vocab_size=128"], "needs model.vocab_size >= 256"),
+    (
+        "generate: preset with a small vocab",
+        GEN + ["--set", "model.vocab_size=128", "--set", "data.vocab_size=128"],
+        "needs model.vocab_size >= 256",
+    ),
     ("generate: prompt too long", GEN + ["--prompt", "x" * 300], "exceeds the model's n_ctx=256; shorten the prompt"),
     ("generate: run dir is a file", ["generate", "--run-dir", "WS/afile"], "is a file, not a run directory"),
     ("generate: no run", ["generate", "--run-dir", "WS/nothing_here"], "holds no run (no config.json)"),
