@@ -14,7 +14,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from meshlm.model.errors import ConfigError
-from meshlm.parallel.distributed import gather_json
+from meshlm.parallel.distributed import first_process_first, gather_json
 from meshlm.training.errors import DataError
 from meshlm.training.train_step import TrainState, leaf_name
 
@@ -137,17 +137,20 @@ class Checkpointer:
                     "run directory it came from, or a new --run-dir"
                 )
 
-    def _move_aside(self, step: int) -> epath.Path | None:
-        if jax.process_index() != 0:
-            return None
-        target = self.directory.parent / CORRUPT / str(step)
-        n = 1
-        while target.exists():
-            target, n = self.directory.parent / CORRUPT / f"{step}.{n}", n + 1
-        target.parent.mkdir(parents=True, exist_ok=True)
-        (self.directory / str(step)).rename(target)
-        self.manager.reload()  # forget the step, so it can be saved again
-        return target
+    def _move_aside(self, step: int) -> epath.Path:
+        """Process 0 renames the folder into CORRUPT; then every process forgets the step, so it can be saved again."""
+
+        def move() -> epath.Path:
+            target, n = self.directory.parent / CORRUPT / str(step), 1
+            while target.exists():
+                target, n = self.directory.parent / CORRUPT / f"{step}.{n}", n + 1
+            if jax.process_index() == 0:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                (self.directory / str(step)).rename(target)
+            self.manager.reload()
+            return target
+
+        return first_process_first(move)
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
