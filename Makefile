@@ -8,7 +8,7 @@ TORCH_STAMP := $(VENV)/.installed-torch
 # finds it before PyPI's CUDA build (several GB); elsewhere pip takes PyPI's build of the same version.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test test-fast lint clean
+.PHONY: demo test test-fast lint golden clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -41,6 +41,10 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# Rewrite tests/parallel/golden/*.json after an intended sharding change; review the diff before committing.
+golden: $(STAMP)
+	$(PY) -m tests.parallel.regen_golden
 
 clean:
 	rm -rf $(VENV) runs

@@ -1,7 +1,9 @@
 """The `meshlm` command: one subcommand per job, each documented by its --help."""
 
 import argparse
+import errno
 import importlib
+import math
 import sys
 
 from meshlm.experiments.sweep import fit_cmd as sweep_fit_cmd
@@ -27,6 +29,45 @@ Every command takes --set key.path=value (repeatable) to override any config fie
 Run `meshlm COMMAND --help` for the options of one command."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's own errors on one line, like every other meshlm error."""
+
+    def error(self, message: str):
+        self.exit(2, f"meshlm: error: {message}; see {self.prog} --help\n")
+
+
+def at_least(low: int):
+    """An argparse type: an integer >= low."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is out of range; use {low} or more")
+        return value
+
+    return parse
+
+
+def number(low: float, high: float | None, low_open: bool = False):
+    """An argparse type: a finite float in [low, high] ((low, high] with low_open; no upper bound if high is None)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        above = value > low if low_open else value >= low
+        if not (math.isfinite(value) and above and (high is None or value <= high)):
+            span = f"{'(' if low_open else '['}{low}, {'inf)' if high is None else f'{high}]'}"
+            raise argparse.ArgumentTypeError(f"{text} is out of range; use a number in {span}")
+        return value
+
+    return parse
+
+
 def _add_config_args(p: argparse.ArgumentParser, preset_required: bool = True) -> None:
     p.add_argument(
         "--preset", required=preset_required, metavar="NAME", help="model preset (meshlm info --list shows them)"
@@ -37,9 +78,7 @@ def _add_config_args(p: argparse.ArgumentParser, preset_required: bool = True) -
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="meshlm", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = _Parser(prog="meshlm", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser(
@@ -75,11 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="a prompt (repeat for a batch); default: one empty-context prompt",
     )
     p.add_argument(
-        "--max-new-tokens", type=int, default=64, metavar="N", help="tokens to generate per prompt (default 64)"
+        "--max-new-tokens", type=at_least(1), default=64, metavar="N", help="tokens to generate per prompt (default 64)"
     )
-    p.add_argument("--temperature", type=float, default=0.8, metavar="T", help="0 = greedy (default 0.8)")
-    p.add_argument("--top-k", type=int, default=0, metavar="K", help="sample among the K most likely tokens (0 = all)")
-    p.add_argument("--top-p", type=float, default=1.0, metavar="P", help="nucleus sampling mass (1 = off)")
+    p.add_argument("--temperature", type=number(0, None), default=0.8, metavar="T", help="0 = greedy (default 0.8)")
+    p.add_argument(
+        "--top-k", type=at_least(0), default=0, metavar="K", help="sample among the K most likely tokens (0 = all)"
+    )
+    p.add_argument(
+        "--top-p", type=number(0, 1, low_open=True), default=1.0, metavar="P", help="nucleus sampling mass (1 = off)"
+    )
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--no-stop", action="store_true", help="do not stop at the end-of-document token")
 
@@ -121,12 +164,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="multi-process: process 0's address, or auto on a TPU slice/SLURM (env MESHLM_COORDINATOR)",
     )
-    p.add_argument("--num-processes", type=int, metavar="N", help="multi-process: how many (env MESHLM_NUM_PROCESSES)")
     p.add_argument(
-        "--process-id", type=int, metavar="I", help="multi-process: this one's index, 0 first (env MESHLM_PROCESS_ID)"
+        "--num-processes", type=at_least(1), metavar="N", help="multi-process: how many (env MESHLM_NUM_PROCESSES)"
     )
     p.add_argument(
-        "--cpu-devices", type=int, metavar="N", help="simulated CPU devices in this process (env MESHLM_CPU_DEVICES)"
+        "--process-id",
+        type=at_least(0),
+        metavar="I",
+        help="multi-process: this one's index, 0 first (env MESHLM_PROCESS_ID)",
+    )
+    p.add_argument(
+        "--cpu-devices",
+        type=at_least(1),
+        metavar="N",
+        help="simulated CPU devices in this process (env MESHLM_CPU_DEVICES)",
     )
 
     p = sub.add_parser(
@@ -143,12 +194,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", required=True, metavar="KIND", help="tpu-v4, tpu-v5e, tpu-v5p, tpu-v6e, a100, h100, h200"
     )
     p.add_argument(
-        "--chips", type=int, metavar="N", help="devices in the mesh (default: the product of the mesh's sizes)"
+        "--chips", type=at_least(1), metavar="N", help="devices in the mesh (default: the product of the mesh's sizes)"
     )
-    p.add_argument("--batch", type=int, metavar="B", help="global batch in sequences (default train.batch_size)")
-    p.add_argument("--seq-len", type=int, metavar="T", help="tokens per sequence (default model.n_ctx)")
     p.add_argument(
-        "--micro-batches", type=int, metavar="M", help="gradient accumulation steps (default train.micro_batches)"
+        "--batch", type=at_least(1), metavar="B", help="global batch in sequences (default train.batch_size)"
+    )
+    p.add_argument("--seq-len", type=at_least(1), metavar="T", help="tokens per sequence (default model.n_ctx)")
+    p.add_argument(
+        "--micro-batches",
+        type=at_least(1),
+        metavar="M",
+        help="gradient accumulation steps (default train.micro_batches)",
     )
     p.add_argument(
         "--remat",
@@ -156,7 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="none | full | dots_saveable | dots_with_no_batch_dims_saveable (sets model.remat)",
     )
     p.add_argument(
-        "--mfu", type=float, default=0.4, help="model FLOP utilisation assumed for the step time (default 0.4)"
+        "--mfu",
+        type=number(0, 1, low_open=True),
+        default=0.4,
+        help="model FLOP utilisation assumed for the step time (default 0.4)",
     )
     p.add_argument(
         "--xla",
@@ -176,8 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     kinds = p.add_subparsers(dest="bench", metavar="KIND", required=True)
     k = kinds.add_parser("train", help="train-step tokens/s, FLOP/s, MFU; --against PyTorch GPT-2")
     _add_config_args(k)
-    k.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
-    k.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
+    k.add_argument("--steps", type=at_least(1), default=10, help="timed steps (default 10)")
+    k.add_argument("--warmup", type=at_least(0), default=2, help="untimed steps first (default 2)")
     k.add_argument(
         "--against",
         action="append",
@@ -187,19 +246,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     k = kinds.add_parser("decode", help="KV-cache generation against recomputing the sequence")
     _add_config_args(k)
-    k.add_argument("--batch", type=int, action="append", help="batch size (repeatable; default 1 and 16)")
-    k.add_argument("--prompt-len", type=int, default=16, help="prompt tokens (default 16)")
-    k.add_argument("--new-tokens", type=int, default=512, help="tokens to generate (default 512)")
+    k.add_argument("--batch", type=at_least(1), action="append", help="batch size (repeatable; default 1 and 16)")
+    k.add_argument("--prompt-len", type=at_least(1), default=16, help="prompt tokens (default 16)")
+    k.add_argument("--new-tokens", type=at_least(1), default=512, help="tokens to generate (default 512)")
     k.add_argument(
-        "--uncached-tokens", type=int, default=4, help="uncached steps timed; each costs the same (default 4)"
+        "--uncached-tokens", type=at_least(1), default=4, help="uncached steps timed; each costs the same (default 4)"
     )
-    k.add_argument("--repeats", type=int, default=3, help="timed repeats (default 3)")
+    k.add_argument("--repeats", type=at_least(1), default=3, help="timed repeats (default 3)")
     k = kinds.add_parser("compile", help="train-step compile time at several depths")
     _add_config_args(k)
-    k.add_argument("--layers", type=int, nargs="+", default=[12, 48], help="depths to compile (default 12 48)")
-    k.add_argument("--repeats", type=int, default=3, help="compiles per depth (default 3)")
+    k.add_argument("--layers", type=at_least(1), nargs="+", default=[12, 48], help="depths to compile (default 12 48)")
+    k.add_argument("--repeats", type=at_least(1), default=3, help="compiles per depth (default 3)")
     for k in kinds.choices.values():
-        k.add_argument("--cpu-devices", type=int, metavar="N", help="simulated CPU devices (default: one per core)")
+        k.add_argument(
+            "--cpu-devices", type=at_least(1), metavar="N", help="simulated CPU devices (default: one per core)"
+        )
         k.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
     p = sub.add_parser("sweep", help="scaling-law sweeps (docs/scaling.md)", description="Scaling-law sweeps.")
@@ -295,16 +356,40 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2), already printed
+        return e.code
     try:
         importlib.import_module(COMMANDS[args.command]).run(args)
     except ConfigError as e:
         print(f"meshlm: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a disk or path problem the config could not foresee: full, read-only, missing
+        print(f"meshlm: error: {os_error_message(e)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("meshlm: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+_OS_FIXES = {
+    errno.ENOSPC: "free disk space or choose another location",
+    errno.EDQUOT: "free space within your quota or choose another location",
+    errno.EFBIG: "free space or raise the file size limit (ulimit -f)",
+    errno.EACCES: "make it writable or choose another location",
+    errno.EPERM: "make it writable or choose another location",
+    errno.EROFS: "the file system is read-only: choose another location",
+    errno.ENOENT: "check the path",
+    errno.ENOTDIR: "a folder in the path is a file: choose another path",
+    errno.EISDIR: "it is a directory: pass a file",
+}
+
+
+def os_error_message(e: OSError) -> str:
+    where = f" ({e.filename})" if e.filename else ""
+    return f"{e.strerror or e}{where}; {_OS_FIXES.get(e.errno, 'check the path and the disk')}"
 
 
 def _entry() -> None:

@@ -23,6 +23,8 @@ class ByteCodec:
 
 
 def run(args) -> None:
+    if args.run_dir and args.set:
+        raise ConfigError("--set changes a --preset's config; a run directory's config is fixed: drop --set")
     if args.run_dir:
         run = load_run(args.run_dir)
         model, codec = run.model, run.tokenizer
@@ -33,6 +35,11 @@ def run(args) -> None:
                 f"a random preset reads UTF-8 bytes and needs model.vocab_size >= 256, got {cfg.model.vocab_size}"
             )
         model, codec = Transformer(cfg.model, nnx.Rngs(cfg.train.seed)), ByteCodec()
+    if args.top_k > codec.vocab_size:
+        raise ConfigError(
+            f"--top-k {args.top_k} exceeds the vocabulary of {codec.vocab_size} tokens; use 0 (all) or at most "
+            f"{codec.vocab_size}"
+        )
     prompts = args.prompt or [""]
     ids = [[codec.eos_id] + codec.encode(p) for p in prompts]  # EOS opens every document in training
     sampling = SamplingConfig(

@@ -7,7 +7,8 @@ from meshlm.experiments.evaluation import eval_cmd, harness
 from meshlm.model.generate import SamplingConfig
 from meshlm.parallel import distributed
 from meshlm.training import config as config_lib
-from meshlm.training.run_dir import load_run
+from meshlm.training.atomic import write_atomic
+from meshlm.training.run_dir import check_directory, load_run, resolve_config
 from meshlm.training.trainer import Trainer
 
 
@@ -23,7 +24,9 @@ def run(args) -> None:
     )
     cfg = config_lib.from_preset(args.preset, overrides).validate() if args.preset else None
     if cfg is None and overrides:
-        cfg = config_lib.apply_overrides(config_lib.load(epath.Path(args.run_dir) / "config.json"), overrides)
+        run_dir = epath.Path(args.run_dir)
+        check_directory(run_dir)
+        cfg = config_lib.apply_overrides(resolve_config(run_dir, None), overrides)
     trainer = Trainer(cfg, args.run_dir)
     if args.eval_tasks:
         trainer.add_hook(args.eval_every or trainer.cfg.train.eval_every, evaluation_hook(trainer, args))
@@ -61,6 +64,6 @@ def write_samples(run_dir: str, prompts: list[str]) -> None:
         vocab_limit=tok.vocab_size,
     )
     texts = [p + text for p, text in zip(prompts, run.generate(prompts, sampling))]
-    (run.path / "samples.txt").write_text("".join(f"--- sample {i}\n{text}\n" for i, text in enumerate(texts)))
+    write_atomic(run.path / "samples.txt", "".join(f"--- sample {i}\n{text}\n" for i, text in enumerate(texts)))
     for text in texts:
         print("--- sample\n" + text)

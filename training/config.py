@@ -14,6 +14,7 @@ from meshlm.model.config import ModelConfig
 from meshlm.model.errors import ConfigError
 from meshlm.parallel.config import MeshConfig
 from meshlm.training import recipe
+from meshlm.training.atomic import write_atomic
 from meshlm.training.data_config import DataConfig
 from meshlm.training.train_config import OptimizerConfig, TrainConfig
 
@@ -45,7 +46,8 @@ class Config:
         if self.data.vocab_size > self.model.vocab_size:
             raise ConfigError(
                 f"data.vocab_size={self.data.vocab_size} exceeds model.vocab_size={self.model.vocab_size}; "
-                f"set --set model.vocab_size={-(-self.data.vocab_size // 128) * 128}"
+                f"set --set data.vocab_size={self.model.vocab_size} or --set "
+                f"model.vocab_size={-(-self.data.vocab_size // 128) * 128}"
             )
         recipe.check(t)
         for name in (
@@ -58,7 +60,35 @@ class Config:
         ):
             if getattr(t, name) <= 0:
                 raise ConfigError(f"train.{name}={getattr(t, name)} must be positive")
+        if t.seq_len < 0:
+            raise ConfigError(f"train.seq_len={t.seq_len} must be positive, or 0 for model.n_ctx")
+        _validate_optimizer(t.optimizer)
+        _validate_data(self.data)
         return self
+
+
+def _validate_optimizer(o: OptimizerConfig) -> None:
+    checks = (
+        ("peak_lr", o.peak_lr > 0, "a positive learning rate, e.g. 3e-4"),
+        ("warmup_steps", o.warmup_steps >= 0, "0 or more steps"),
+        ("min_lr_ratio", 0 <= o.min_lr_ratio <= 1, "a fraction of the peak in [0, 1]"),
+        ("decay_fraction", 0 < o.decay_fraction <= 1, "a fraction of the run in (0, 1]"),
+        ("b1", 0 <= o.b1 < 1, "a value in [0, 1), e.g. 0.9"),
+        ("b2", 0 <= o.b2 < 1, "a value in [0, 1), e.g. 0.95"),
+        ("eps", o.eps > 0, "a small positive number, e.g. 1e-8"),
+        ("weight_decay", o.weight_decay >= 0, "0 (off) or more"),
+        ("grad_clip", o.grad_clip >= 0, "0 (off) or a positive norm"),
+        ("z_loss", o.z_loss >= 0, "0 (off) or a positive weight"),
+    )
+    for name, ok, want in checks:
+        if not ok:  # also false for NaN
+            raise ConfigError(f"train.optimizer.{name}={getattr(o, name)!r} is out of range; set it to {want}")
+
+
+def _validate_data(d: DataConfig) -> None:
+    for name in ("shuffle_window", "tokenizer_train_chars"):
+        if getattr(d, name) <= 0:
+            raise ConfigError(f"data.{name}={getattr(d, name)} must be positive")
 
 
 # Training defaults that make the small presets finish in minutes on 2 CPU cores (`make demo`).
@@ -135,18 +165,20 @@ def to_dict(cfg: Config) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def from_dict(data: dict, cls: type = Config) -> Any:
+def from_dict(data: dict, cls: type = Config, where: str = "") -> Any:
+    """The dataclass `cls` from JSON data, every value checked against its field's type (no code is run)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section {where or 'root'!r} is a {type(data).__name__}, not an object of fields")
     kwargs = {}
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if f.name not in data:
             continue
-        value = data[f.name]
-        hint = hints[f.name]
+        value, hint, full = data[f.name], hints[f.name], f"{where}{f.name}"
         if dataclasses.is_dataclass(hint):
-            value = from_dict(value, hint)
-        elif typing.get_origin(hint) is tuple:
-            value = tuple(value)
+            value = from_dict(value, hint, f"{full}.")
+        else:
+            value = _typed(value, hint, full)
         kwargs[f.name] = value
     unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
     if unknown:
@@ -154,13 +186,41 @@ def from_dict(data: dict, cls: type = Config) -> Any:
     return cls(**kwargs)
 
 
+def _typed(value: Any, hint: Any, full: str) -> Any:
+    """A JSON value as the field's type, or a ConfigError naming the field (JSON ints stand for floats)."""
+    origin = typing.get_origin(hint)
+    ok = True
+    if origin is Literal:
+        ok = value in hint.__args__
+    elif origin is tuple:
+        ok = isinstance(value, list) and all(not isinstance(x, (dict, list)) for x in value)
+        value = tuple(value) if ok else value
+    elif hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif hint in (int, str, bool):
+        ok = isinstance(value, hint) and (hint is bool or not isinstance(value, bool))
+    if not ok:
+        expected = " | ".join(map(repr, hint.__args__)) if origin is Literal else getattr(hint, "__name__", str(hint))
+        raise ConfigError(f"config field {full}={value!r} should be {expected}; fix it in the config file")
+    return value
+
+
 def save(cfg: Config, path: epath.PathLike) -> None:
     """Written to a temporary name, then renamed: a reader never sees half a config."""
-    path = epath.Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
-    tmp.replace(path)
+    write_atomic(path, json.dumps(to_dict(cfg), indent=2) + "\n")
 
 
 def load(path: epath.PathLike) -> Config:
-    return from_dict(json.loads(epath.Path(path).read_text()))
+    """A config saved by `save` (JSON, parsed as data); damaged or mistyped files are a one-line ConfigError."""
+    path = epath.Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 JSON text; restore it from a copy or start a new --run-dir") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(
+            f"{path} is not valid JSON ({e.msg} at line {e.lineno}); fix it, restore it from a copy or start a new "
+            "--run-dir"
+        ) from None
+    return from_dict(data)

@@ -119,6 +119,17 @@ def shakespeare_splits(
     }
 
 
+def _check_text(path: pathlib.Path, data: bytes) -> bool:
+    """True if the file holds non-blank text; a DataError naming the file and the byte if it is not UTF-8."""
+    try:
+        return bool(data.decode("utf-8").strip())
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"{path} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); convert it, e.g. iconv -f "
+            "latin1 -t utf-8, or leave it out of the glob"
+        ) from None
+
+
 def text_glob_splits(pattern: str, val_fraction: float = TEXT_VAL_FRACTION) -> dict[str, list[pathlib.Path]]:
     """Text files matching `pattern`, one document each, split by a hash of their content.
 
@@ -129,7 +140,13 @@ def text_glob_splits(pattern: str, val_fraction: float = TEXT_VAL_FRACTION) -> d
         raise DataError(
             f"text:{pattern} matches no files; check the glob (use ** with a quoted pattern for subfolders)"
         )
-    digests = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+    digests, any_text = {}, False
+    for path in paths:
+        data = path.read_bytes()
+        any_text = _check_text(path, data) or any_text
+        digests[path] = hashlib.sha256(data).hexdigest()
+    if not any_text:
+        raise DataError(f"text:{pattern} matches only empty or blank files; add text to them or fix the glob")
     val_digests = hash_split(digests.values(), val_fraction)
     return {
         "train": [p for p in paths if digests[p] not in val_digests],

@@ -1,9 +1,15 @@
-"""Metrics to metrics.jsonl (one JSON object per line) and TensorBoard events; only process 0 writes."""
+"""Metrics to metrics.jsonl (one JSON object per line) and TensorBoard events; only process 0 writes.
+
+metrics.jsonl is the one file a run appends to rather than replaces (rewriting it whole at every log step would
+cost O(steps^2) writes): a kill can at worst cut its last line short, and both the reader and a resumed run drop
+such a line. On object stores, which cannot append, it is rewritten whole (atomically) instead."""
 
 import json
 
 import jax
 from etils import epath
+
+from meshlm.training.atomic import write_atomic
 
 
 class MetricsWriter:
@@ -30,9 +36,7 @@ class MetricsWriter:
         return [line for line in lines if _step_of(line) is not None and _step_of(line) <= step]
 
     def _rewrite(self) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in self.lines))
-        tmp.replace(self.path)
+        write_atomic(self.path, "".join(line + "\n" for line in self.lines))
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
@@ -66,5 +70,7 @@ def _step_of(line: str) -> int | None:
 
 
 def read(run_dir: epath.PathLike) -> list[dict]:
+    """The logged records; a line cut short by a killed run (the only kind of damage appending can do) is skipped."""
     path = epath.Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [json.loads(line) for line in lines if _step_of(line) is not None]

@@ -12,6 +12,7 @@ never through pathlib, which would turn the URL into a local folder `gs:/bucket/
 """
 
 import dataclasses
+import sys
 
 import jax
 from etils import epath
@@ -31,13 +32,28 @@ TOKENIZER = "tokenizer.model"
 CHECKPOINTS = "checkpoints"
 
 
+def check_directory(run_dir: epath.Path) -> None:
+    """A ConfigError when run_dir, or a folder above it, is a file rather than a directory."""
+    for path in [run_dir, *run_dir.parents]:
+        if not path.exists():
+            continue
+        if path.is_dir():
+            return
+        if path == run_dir:
+            raise ConfigError(f"--run-dir {run_dir} is a file, not a directory; choose another --run-dir")
+        raise ConfigError(f"{path} is a file, so --run-dir {run_dir} cannot be made under it; choose another --run-dir")
+
+
 def resolve_config(run_dir: epath.PathLike, requested: config_lib.Config | None) -> config_lib.Config:
     """The config of this run: the saved one when resuming (a changed train.steps or train.tokens extends the run,
     a changed mesh reshards the checkpoint onto the new one)."""
     saved_path = epath.Path(run_dir) / CONFIG
     if not saved_path.exists():
         if requested is None:
-            raise ConfigError(f"{run_dir} holds no run; pass --preset NAME to start one there")
+            raise ConfigError(
+                f"{run_dir} holds no run (no {CONFIG}); train one there first: meshlm train --preset NAME --run-dir "
+                f"{run_dir}"
+            )
         return requested
     saved = config_lib.load(saved_path)
     if requested is None:
@@ -57,8 +73,10 @@ def resolve_config(run_dir: epath.PathLike, requested: config_lib.Config | None)
 
 
 def save_config(run_dir: epath.PathLike, cfg: config_lib.Config) -> None:
-    if jax.process_index() == 0:
-        config_lib.save(cfg, epath.Path(run_dir) / CONFIG)
+    """Write the config unless the saved one already says the same: a resumed run leaves the file untouched."""
+    path = epath.Path(run_dir) / CONFIG
+    if jax.process_index() == 0 and not (path.exists() and config_lib.load(path) == cfg):
+        config_lib.save(cfg, path)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,23 +103,48 @@ def load_run(path: epath.PathLike, mesh: MeshConfig | None = None, step: int | N
     """The run at `path` at its latest (or the given) complete checkpoint, its parameters restored onto `mesh`
     (default: this process's first device), whatever mesh wrote them: orbax reshards."""
     path = epath.Path(path)
-    cfg = resolve_config(path, None)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--run-dir {path} is a file, not a run directory; pass the directory meshlm train wrote")
+    cfg = resolve_config(path, None).validate()
+    tokenizer = Tokenizer.load(find_in(path) or path / TOKENIZER)
+    if tokenizer.vocab_size > cfg.model.vocab_size:
+        raise ConfigError(
+            f"{path / TOKENIZER} has {tokenizer.vocab_size} tokens but the model only {cfg.model.vocab_size}: it is "
+            "not this run's tokenizer; restore the one meshlm train wrote"
+        )
+    no_checkpoint = ConfigError(
+        f"{path} has no finished checkpoint yet; train longer (train.checkpoint_every) and retry"
+    )
+    if not (path / CHECKPOINTS).exists():  # a reader creates nothing, not even an empty checkpoints folder
+        raise no_checkpoint
     checkpointer = Checkpointer(path / CHECKPOINTS, keep=cfg.train.keep_checkpoints)
-    step = checkpointer.latest_step() if step is None else step
-    if step is None:
-        raise ConfigError(f"{path} has no finished checkpoint yet; train longer (train.checkpoint_every) and retry")
+    if checkpointer.latest_step() is None:
+        checkpointer.close()
+        raise no_checkpoint
     graphdef, abstract_params = nnx.split(nnx.eval_shape(lambda: Transformer(cfg.model, nnx.Rngs(0))))
     abstract_params = nnx.to_pure_dict(abstract_params)
     partitioner = Partitioner.build(mesh or MeshConfig())
     shardings = partitioner.param_shardings(abstract_params, model_axes(cfg.model))
-    params = checkpointer.restore_params(abstract(abstract_params, shardings), step=step)
-    checkpointer.close()
+    target = abstract(abstract_params, shardings)
+    try:
+        if step is None:  # the newest intact one; a reader reports damage but moves nothing (training may be running)
+            step, params = checkpointer.restore_latest_intact(
+                lambda s: (s, checkpointer.restore_params(target, step=s)), log=_warn, move_aside=False
+            )
+        else:
+            params = checkpointer.restore_params(target, step=step)
+    finally:
+        checkpointer.close()
     return Run(
         path=path,
         config=cfg,
-        tokenizer=Tokenizer.load(find_in(path) or path / TOKENIZER),
+        tokenizer=tokenizer,
         model=nnx.merge(graphdef, params),
         params=params,
         step=step,
         partitioner=partitioner,
     )
+
+
+def _warn(message: str) -> None:
+    print(f"meshlm: warning: {message}", file=sys.stderr)

@@ -43,11 +43,14 @@ class TrainSetup:
         """The initial state created directly in its shards: never whole on one device."""
         return self.partitioner.init(self._init, self.param_axes)[0]
 
-    def restore_or_init(self, checkpointer: Checkpointer) -> tuple[TrainState, dict | None]:
-        """The latest complete checkpoint resharded onto this mesh, with its data-iterator state; else a new state."""
-        if checkpointer.latest_step() is None:
-            return self.init_state(), None
-        return checkpointer.restore(self.abstract_state())
+    def restore_or_init(self, checkpointer: Checkpointer, log: Callable[[str], None] = print):
+        """(state, data-iterator state) of the latest intact checkpoint, resharded onto this mesh; a damaged one is
+        reported through `log` and moved aside, and the one before it used. (new state, None) if there is none."""
+        abstract_state = self.abstract_state()
+        restored = checkpointer.restore_latest_intact(
+            lambda step: checkpointer.restore(abstract_state, step), log=log, move_aside=True
+        )
+        return (self.init_state(), None) if restored is None else restored
 
     def abstract_state(self) -> TrainState:
         return abstract(jax.eval_shape(self._init), self.state_sharding)

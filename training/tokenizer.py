@@ -4,13 +4,13 @@ holds: a sentencepiece `.model` (what meshlm trains: BPE that round-trips any UT
 
 import io
 import json
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
 
 import sentencepiece as spm
 import tokenizers
 from etils import epath
 
+from meshlm.training.atomic import write_atomic
 from meshlm.training.errors import DataError
 
 # What a run directory calls each kind's file; `find_in` looks for them in this order.
@@ -74,7 +74,7 @@ class Tokenizer:
             return HFTokenizer.from_json(data.decode(), config)
         try:
             return SentencePieceTokenizer(spm.SentencePieceProcessor(model_proto=data))
-        except RuntimeError:
+        except (RuntimeError, TypeError, ValueError):  # sentencepiece: "Failed to parse model"
             raise DataError(
                 f"{path} is neither a sentencepiece model nor a tokenizer.json; point data.tokenizer at one of them"
             ) from None
@@ -92,9 +92,7 @@ class Tokenizer:
         """Write the tokenizer so that readers see the old file or the whole new one, never a part."""
         path = epath.Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        tmp.write_bytes(self.to_bytes())
-        tmp.replace(path)
+        write_atomic(path, self.to_bytes())
 
     def save_in(self, directory: epath.PathLike) -> epath.Path:
         """Save under this kind's run-directory name; returns the path."""

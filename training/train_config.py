@@ -44,4 +44,5 @@ class TrainConfig:
     eval_batches: int = 8
     checkpoint_every: int = 200
     keep_checkpoints: int = 3
+    nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss or gradient: stop with a diagnosis, or skip the batch
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)

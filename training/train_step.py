@@ -26,6 +26,11 @@ class TrainState:
     rng: jax.Array  # raw uint32 key data: checkpointable, unlike a typed key
 
 
+def leaf_name(path) -> str:
+    """A tree path as "params/blocks/attn/w_qkv", whatever containers (dataclass, dict, list) it passes."""
+    return "/".join(str(getattr(k, "name", getattr(k, "key", getattr(k, "idx", k)))) for k in path)
+
+
 def init_state(model: Transformer, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     return TrainState(
@@ -102,11 +107,21 @@ def make_train_step(
         grads, loss_sum, tokens = accumulate(state.params, batch, key, n_micro)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        loss = loss_sum / jnp.maximum(tokens, 1.0)
+        # A non-finite loss or gradient is never applied: parameters and optimizer moments stay as they were and
+        # the trainer stops with a diagnosis or counts the skipped batch (train.nonfinite).
+        grad_finite = jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
+        finite = jnp.isfinite(loss) & jnp.all(grad_finite)
+        params, opt_state = jax.tree.map(
+            lambda new, old: jnp.where(finite, new, old), (params, opt_state), (state.params, state.opt_state)
+        )
         metrics = dict(
-            loss=loss_sum / jnp.maximum(tokens, 1.0),
+            loss=loss,
             grad_norm=optax.tree.norm(grads),
             lr=schedule(state.step),
             tokens=tokens,
+            finite=finite,
+            grad_finite=grad_finite,  # one flag per parameter, in jax.tree.leaves order, for the diagnosis
         )
         return TrainState(state.step + 1, params, opt_state, state.rng), metrics
 

@@ -19,17 +19,19 @@ from meshlm.model.flops import flops_per_token
 from meshlm.parallel import distributed
 from meshlm.parallel.checks import check_mesh
 from meshlm.parallel.sharding import Partitioner
-from meshlm.training import recipe
+from meshlm.training import faults, recipe
 from meshlm.training import run_dir as run_dir_lib
 from meshlm.training import setup as setup_lib
 from meshlm.training.checkpoint import Checkpointer
 from meshlm.training.config import Config
 from meshlm.training.data import build_pipeline
+from meshlm.training.errors import NonFiniteError
 from meshlm.training.metrics import MetricsWriter
 from meshlm.training.mfu import device_peak
-from meshlm.training.train_step import TrainState
+from meshlm.training.train_step import TrainState, leaf_name
 
 Hook = Callable[[int, TrainState], dict[str, float] | None]
+_SKIPPED = "nonfinite_skipped"  # saved with the data-iterator state: a resumed run keeps counting
 
 
 @dataclasses.dataclass
@@ -49,8 +51,19 @@ class Trainer:
     def __init__(self, cfg: Config | None, run_dir: epath.PathLike, log: Callable[[str], None] = print):
         """Everything the loop needs: config (the saved one when resuming), data, sharded state, steps."""
         self.run_dir = epath.Path(run_dir)
-        if self.run_dir.exists() and not self.run_dir.is_dir():
-            raise ConfigError(f"--run-dir {self.run_dir} is a file, not a directory; choose a directory path")
+        run_dir_lib.check_directory(self.run_dir)
+        # A new run that fails to start leaves the directory as it found it: a stale tokenizer.model left behind
+        # would silently be reused by the next, corrected attempt.
+        starting = not (self.run_dir / run_dir_lib.CONFIG).exists()
+        before = {p.name for p in self.run_dir.iterdir()} if self.run_dir.exists() else None
+        try:
+            self._setup(cfg, log)
+        except BaseException:
+            if starting and jax.process_index() == 0:
+                _remove_new_entries(self.run_dir, before)
+            raise
+
+    def _setup(self, cfg: Config | None, log: Callable[[str], None]) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.cfg = cfg = run_dir_lib.resolve_config(self.run_dir, cfg).validate()
         t = cfg.train
@@ -89,11 +102,14 @@ class Trainer:
 
         self.setup = setup_lib.build(cfg, partitioner)
         self.checkpointer = Checkpointer(self.run_dir / run_dir_lib.CHECKPOINTS, keep=t.keep_checkpoints)
-        self.state, data_state = self.setup.restore_or_init(self.checkpointer)
+        self.state, data_state = self.setup.restore_or_init(self.checkpointer, log=self.log)
         self.train_iter = self.pipeline.train_iterator()
+        self.nonfinite_skipped = 0  # batches skipped for a non-finite loss or gradient (train.nonfinite=skip)
         if data_state is not None:
+            self.nonfinite_skipped = data_state.pop(_SKIPPED, 0)
             self.train_iter.set_state(data_state)
             self.log(f"resumed from step {int(self.state.step)} in {self.run_dir}")
+        faults.kill_point("setup", int(self.state.step))
         self.hooks: list[_Scheduled] = []
         self.last_val_loss: float | None = None
         self._val_batches: list | None = None  # built on first use: a run that never validates never reads them
@@ -135,10 +151,22 @@ class Trainer:
         end = total if stop_after is None else min(total, start + stop_after)
         bar = _progress_bar(start, total, progress)
         state, window_start, window_steps, window_tokens = self.state, time.perf_counter(), 0, 0
+        unchecked = None  # the previous step's health, checked after the next step is dispatched
         for step in range(start, end):
             batch = setup.partitioner.global_batch(self._next_batch(step), t.batch_size)
             state, metrics = setup.train_step(state, batch)
             done = step + 1
+            faults.kill_point("step", done)
+            if unchecked is not None:
+                self._check_finite(*unchecked, params=state.params)
+            health = (done, metrics.pop("finite"), metrics.pop("grad_finite"), metrics["loss"])
+            due = [h for h in self.hooks if done % h.every == 0 or done == total]
+            save = done % t.checkpoint_every == 0 or done == end
+            if due or save or done % t.log_every == 0 or done == end:  # nothing non-finite is logged unflagged,
+                self._check_finite(*health, params=state.params)  # reaches a hook or is saved
+                unchecked = None
+            else:
+                unchecked = health
             if step == start:  # the first step compiles: keep it out of the throughput figures
                 jax.block_until_ready(metrics)
                 window_start = time.perf_counter()
@@ -158,8 +186,9 @@ class Trainer:
                     batch_size=plan.batch_size_at(step),
                     tokens_seen=plan.tokens_at(done),
                 )
+                if t.nonfinite == "skip":
+                    record["nonfinite_skipped"] = self.nonfinite_skipped
                 window_start, window_steps, window_tokens = time.perf_counter(), 0, 0
-            due = [h for h in self.hooks if done % h.every == 0 or done == total]
             for hook in due:
                 record.update(hook.fn(done, state) or {})
             if due:
@@ -167,10 +196,13 @@ class Trainer:
             if record:
                 writer.write(done, record)
                 self._report(done, record, bar)
+                faults.kill_point("metrics", done)
             if bar is not None:
                 bar.update(1)
-            if done % t.checkpoint_every == 0 or done == end:
-                self.checkpointer.save(state, self.train_iter.get_state(), done)
+            if save:
+                data_state = {**self.train_iter.get_state(), _SKIPPED: self.nonfinite_skipped}
+                self.checkpointer.save(state, data_state, done)
+                faults.kill_point("checkpoint", done)
         self.checkpointer.wait()
         self.checkpointer.close()
         writer.close()
@@ -190,6 +222,30 @@ class Trainer:
         micros = [next(self.train_iter) for _ in range(n)]
         micros += [jax.tree.map(np.zeros_like, micros[0])] * (M - n)
         return {k: np.stack([m[k] for m in micros], axis=1).reshape((-1,) + micros[0][k].shape[1:]) for k in micros[0]}
+
+    def _check_finite(self, step: int, finite, grad_finite, loss, params) -> None:
+        """Count a skipped batch, or stop with the step, the parameters at fault and the last good checkpoint."""
+        if bool(finite):
+            return
+        if self.cfg.train.nonfinite == "skip":
+            self.nonfinite_skipped += 1
+            return
+        names = [leaf_name(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
+        bad = [n for n, ok in zip(names, jax.device_get(grad_finite)) if not ok]
+        self.checkpointer.wait()
+        last = self.checkpointer.latest_step()
+        self.checkpointer.close()
+        grads = f"non-finite gradients in {len(bad)} of {len(names)} parameters ({', '.join(bad[:4])}" + (
+            ", ...)" if len(bad) > 4 else ")"
+        )
+        raise NonFiniteError(
+            f"step {step}: loss {float(loss)}, "
+            + (grads if bad else "all gradients finite")
+            + "; last good checkpoint: "
+            + (f"step {last} in {self.checkpointer.directory}" if last is not None else "none")
+            + "; re-run to resume there with a lower train.optimizer.peak_lr, or --set train.nonfinite=skip to skip "
+            "such batches"
+        )
 
     def _report(self, step: int, record: dict[str, float], bar) -> None:
         val = f"{self.last_val_loss:.3f}" if self.last_val_loss else "-"
@@ -217,6 +273,21 @@ def train(
     for every, fn in hooks:
         trainer.add_hook(every, fn)
     return trainer.run(stop_after=stop_after, progress=progress)
+
+
+def _remove_new_entries(path: epath.Path, before: set[str] | None) -> None:
+    """Remove what a failed start created in `path` (all of it if `path` was new: before is None); nothing older."""
+    if not path.exists():
+        return
+    if before is None:
+        path.rmtree()
+        return
+    for entry in path.iterdir():
+        if entry.name not in before:
+            if entry.is_dir():
+                entry.rmtree()
+            else:
+                entry.unlink()
 
 
 def _progress_bar(start: int, total: int, enabled: bool):

@@ -69,13 +69,33 @@ def test_k_micro_batches_give_the_adamw_trajectory_of_one_batch_k_times_larger()
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6 * scale)
 
 
-def test_loss_ignores_padding_and_is_f32_with_bf16_compute():
+def test_padding_changes_nothing_the_unpadded_batch_would_not_give():
+    """The batch's last 3 columns are padding in every row: its loss, token count and gradients must equal those of
+    the same batch cropped to its real columns, whatever tokens the padding holds."""
+    cfg = TrainConfig(batch_size=8)
+    graphdef, params = nnx.split(Transformer(TINY, nnx.Rngs(0)))
+    gradients = jax.jit(make_gradient_fn(graphdef, cfg))
+    padded = _batch()
+    real_T = 16 - 3
+    assert not np.any(padded["segment_ids"][:, real_T:]) and np.all(padded["segment_ids"][:, :real_T])
+    cropped = {k: v[:, :real_T] for k, v in padded.items()}
+    noise = jax.random.randint(jax.random.key(7), (8, 3), 0, TINY.vocab_size)
+    scrambled = {**padded, "inputs": padded["inputs"].at[:, real_T:].set(noise)}
+    scrambled["targets"] = scrambled["targets"].at[:, real_T:].set(noise[::-1])
+    g_crop, loss_crop, tokens_crop = gradients(params, cropped, None)
+    assert float(tokens_crop) == 8 * real_T
+    for batch in (padded, scrambled):
+        g, loss, tokens = gradients(params, batch, None)
+        assert float(tokens) == float(tokens_crop)
+        np.testing.assert_allclose(loss, loss_crop, rtol=1e-6)
+        _assert_close(g, g_crop, rtol=1e-5)
+
+
+def test_the_loss_is_f32_with_bf16_compute():
     model = Transformer(dataclasses.replace(TINY, dtype="bfloat16"), nnx.Rngs(0))
     graphdef, params = nnx.split(model)
-    batch = _batch()
-    ce_BT, weight_BT = jax.jit(lambda p, b: token_losses(graphdef, p, b))(params, batch)
+    ce_BT, _ = jax.jit(lambda p, b: token_losses(graphdef, p, b))(params, _batch())
     assert ce_BT.dtype == jnp.float32
-    np.testing.assert_array_equal(weight_BT, (batch["segment_ids"] > 0).astype(np.float32))
 
 
 def test_train_step_lowers_the_loss_on_a_repeated_batch():

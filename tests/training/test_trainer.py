@@ -1,10 +1,4 @@
-"""End to end: the trainer on a small text corpus, exact resume, kill -9 and restart."""
-
-import random
-import signal
-import subprocess
-import sys
-import time
+"""End to end: the trainer on a small text corpus, exact resume, hooks, samples (kill -9: test_kill_anywhere)."""
 
 import jax
 import numpy as np
@@ -15,54 +9,20 @@ from meshlm.training import config as config_lib
 from meshlm.training import metrics as metrics_lib
 from meshlm.training import recipe
 from meshlm.training.trainer import train
-
-
-def _text_corpus(root):
-    rng = random.Random(0)
-    words = "the king queen lord lady sword crown night day love death fair foul heart blood".split()
-    for i in range(30):
-        lines = [" ".join(rng.choices(words, k=rng.randint(4, 12))) + "." for _ in range(rng.randint(3, 10))]
-        (root / f"play{i:02d}.txt").write_text("\n".join(lines) + "\n")
-    return f"text:{root}/*.txt"
+from tests.training.helpers import overrides_of, quiet, small_config, text_corpus
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    return _text_corpus(tmp_path_factory.mktemp("corpus"))
-
-
-def _config(corpus, tmp_path, steps=8, **extra):
-    overrides = [
-        f"data.source={corpus}",
-        "data.vocab_size=300",
-        f"data.cache_dir={tmp_path / 'cache'}",
-        "model.vocab_size=384",
-        "model.n_ctx=32",
-        "model.n_layers=2",
-        "model.d_model=32",
-        "model.n_heads=4",
-        f"train.steps={steps}",
-        "train.batch_size=4",
-        "train.seq_len=32",
-        "train.log_every=2",
-        "train.eval_every=4",
-        "train.eval_batches=2",
-        "train.checkpoint_every=2",
-        "train.optimizer.warmup_steps=2",
-    ] + [f"{k}={v}" for k, v in extra.items()]
-    return config_lib.from_preset("tiny", overrides)
-
-
-def _quiet(*_):
-    pass
+    return text_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 def test_exact_resume_is_bitwise_identical(corpus, tmp_path):
-    cfg = _config(corpus, tmp_path, steps=8, **{"model.dropout": 0.1})
-    straight = train(cfg, tmp_path / "straight", progress=False, log=_quiet)
-    first = train(cfg, tmp_path / "resumed", progress=False, stop_after=4, log=_quiet)
+    cfg = smallsmall_config(corpus, tmp_path, steps=8, **{"model.dropout": 0.1})
+    straight = train(cfg, tmp_path / "straight", progress=False, log=quiet)
+    first = train(cfg, tmp_path / "resumed", progress=False, stop_after=4, log=quiet)
     assert first.final_step == 4
-    resumed = train(cfg, tmp_path / "resumed", progress=False, log=_quiet)
+    resumed = train(cfg, tmp_path / "resumed", progress=False, log=quiet)
     assert resumed.final_step == 8
     for a, b in zip(jax.tree.leaves(straight.state), jax.tree.leaves(resumed.state)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -71,9 +31,9 @@ def test_exact_resume_is_bitwise_identical(corpus, tmp_path):
 
 
 def test_run_directory_layout_and_falling_validation_loss(corpus, tmp_path, capsys):
-    cfg = _config(corpus, tmp_path, steps=24, **{"train.eval_every": 8, "train.optimizer.peak_lr": 3e-3})
+    cfg = smallsmall_config(corpus, tmp_path, steps=24, **{"train.eval_every": 8, "train.optimizer.peak_lr": 3e-3})
     run = tmp_path / "run"
-    train(cfg, run, progress=False, log=_quiet)
+    train(cfg, run, progress=False, log=quiet)
     assert config_lib.load(run / "config.json") == cfg
     # Samples are the command line's job (meshlm train --sample), not the generic trainer's.
     assert (run / "tokenizer.model").exists() and not (run / "samples.txt").exists()
@@ -92,70 +52,20 @@ def test_run_directory_layout_and_falling_validation_loss(corpus, tmp_path, caps
 
 
 def test_a_different_config_on_an_existing_run_is_refused(corpus, tmp_path):
-    train(_config(corpus, tmp_path, steps=2), tmp_path / "run", progress=False, log=_quiet)
+    train(smallsmall_config(corpus, tmp_path, steps=2), tmp_path / "run", progress=False, log=quiet)
     with pytest.raises(ValueError, match="different config.*sections differing: model"):
-        train(_config(corpus, tmp_path, steps=2, **{"model.d_model": 64}), tmp_path / "run", progress=False, log=_quiet)
-
-
-@pytest.mark.slow
-def test_sigkill_then_rerun_continues_from_the_last_checkpoint(corpus, tmp_path):
-    run = tmp_path / "run"
-    cfg = _config(corpus, tmp_path, steps=400, **{"train.checkpoint_every": 5, "train.log_every": 5})
-    argv = [
-        sys.executable,
-        "-m",
-        "meshlm.experiments.cli",
-        "train",
-        "--preset",
-        "tiny",
-        "--run-dir",
-        str(run),
-        "--no-progress",
-    ]
-    argv += [arg for item in _overrides_of(cfg) for arg in ("--set", item)]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline and not _finished_checkpoints(run):
-        time.sleep(0.5)
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    steps_before = _finished_checkpoints(run)
-    assert steps_before, "no checkpoint was written before the kill"
-    killed_at = max(steps_before)
-    out = subprocess.run(
-        argv[: -0 or None] + ["--set", "train.steps=" + str(killed_at + 5)], capture_output=True, text=True, timeout=300
-    )
-    assert out.returncode == 0, out.stderr
-    assert f"resumed from step {killed_at}" in out.stdout
-    records = metrics_lib.read(run)
-    steps = [r["step"] for r in records]
-    assert steps == sorted(set(steps)) and steps[-1] == killed_at + 5
-
-
-def _overrides_of(cfg):
-    flat = []
-
-    def walk(prefix, node):
-        for key, value in node.items():
-            if isinstance(value, dict):
-                walk(f"{prefix}{key}.", value)
-            elif key != "preset":
-                flat.append(f"{prefix}{key}={','.join(map(str, value)) if isinstance(value, (list, tuple)) else value}")
-
-    walk("", config_lib.to_dict(cfg))
-    return flat
-
-
-def _finished_checkpoints(run):
-    folder = run / "checkpoints"
-    return [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.exists() else []
+        train(
+            smallsmall_config(corpus, tmp_path, steps=2, **{"model.d_model": 64}),
+            tmp_path / "run",
+            progress=False,
+            log=quiet,
+        )
 
 
 def test_train_command_samples_its_prompts_after_training(corpus, tmp_path, capsys):
     run = tmp_path / "run"
     argv = ["train", "--preset", "tiny", "--run-dir", str(run), "--no-progress", "--sample", "the king"]
-    argv += [arg for item in _overrides_of(_config(corpus, tmp_path, steps=2)) for arg in ("--set", item)]
+    argv += [arg for item in overrides_of(smallsmall_config(corpus, tmp_path, steps=2)) for arg in ("--set", item)]
     assert main(argv + ["--sample", "a lady"]) == 0
     samples = (run / "samples.txt").read_text()
     assert samples.count("--- sample") == 2 and "\nthe king" in samples and "\na lady" in samples
@@ -168,8 +78,8 @@ def test_hooks_run_every_n_steps_and_at_the_end_and_their_metrics_are_logged(cor
         calls.append((step, int(state.step)))
         return {"probe": float(step) * 2}
 
-    cfg = _config(corpus, tmp_path, steps=7)
-    train(cfg, tmp_path / "run", progress=False, log=_quiet, hooks=((3, hook),))
+    cfg = smallsmall_config(corpus, tmp_path, steps=7)
+    train(cfg, tmp_path / "run", progress=False, log=quiet, hooks=((3, hook),))
     assert calls == [(3, 3), (6, 6), (7, 7)]  # the state a hook sees has taken exactly `step` steps
     probes = {r["step"]: r["probe"] for r in metrics_lib.read(tmp_path / "run") if "probe" in r}
     assert probes == {3: 6.0, 6: 12.0, 7: 14.0}
@@ -177,13 +87,13 @@ def test_hooks_run_every_n_steps_and_at_the_end_and_their_metrics_are_logged(cor
 
 def test_a_batch_ramp_follows_the_step_plan_and_resumes_exactly(corpus, tmp_path):
     ramp = {"train.batch_size": 8, "train.ramp_batch": 2, "train.ramp_tokens": 6 * 32 * 2, "train.eval_every": 100}
-    cfg = _config(corpus, tmp_path, steps=8, **ramp)
+    cfg = small_config(corpus, tmp_path, steps=8, **ramp)
     plan = recipe.step_plan(cfg.train, cfg.seq_len)
     # Megatron-LM's rule by hand: 1 + floor(tokens before the step / (384 / 3)) chunks of 2 sequences x 32 tokens.
     assert [plan.batch_size_at(s) for s in range(8)] == [2, 2, 4, 6, 8, 8, 8, 8]
-    straight = train(cfg, tmp_path / "straight", progress=False, log=_quiet)
-    train(cfg, tmp_path / "resumed", progress=False, log=_quiet, stop_after=3)  # stops inside the ramp
-    resumed = train(cfg, tmp_path / "resumed", progress=False, log=_quiet)
+    straight = train(cfg, tmp_path / "straight", progress=False, log=quiet)
+    train(cfg, tmp_path / "resumed", progress=False, log=quiet, stop_after=3)  # stops inside the ramp
+    resumed = train(cfg, tmp_path / "resumed", progress=False, log=quiet)
     records = metrics_lib.read(tmp_path / "straight")
     assert [(r["step"], r["batch_size"]) for r in records] == [(2, 2), (4, 6), (6, 8), (8, 8)]
     assert [r["tokens_seen"] for r in records] == [plan.tokens_at(r["step"]) for r in records]
@@ -197,7 +107,7 @@ def test_train_command_evaluates_few_shot_tasks_during_training(corpus, tmp_path
     run = tmp_path / "run"
     argv = ["train", "--preset", "tiny", "--run-dir", str(run), "--no-progress"]
     argv += ["--eval-tasks", "label_mapping", "--eval-every", "2", "--eval-shots", "0,2", "--eval-limit", "4"]
-    argv += [arg for item in _overrides_of(_config(corpus, tmp_path, steps=4)) for arg in ("--set", item)]
+    argv += [arg for item in overrides_of(small_config(corpus, tmp_path, steps=4)) for arg in ("--set", item)]
     assert main(argv) == 0
     evals = {r["step"]: r for r in metrics_lib.read(run) if any(k.startswith("eval/") for k in r)}
     assert sorted(evals) == [2, 4]
