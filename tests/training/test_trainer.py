@@ -18,7 +18,7 @@ def corpus(tmp_path_factory):
 
 
 def test_exact_resume_is_bitwise_identical(corpus, tmp_path):
-    cfg = smallsmall_config(corpus, tmp_path, steps=8, **{"model.dropout": 0.1})
+    cfg = small_config(corpus, tmp_path, steps=8, **{"model.dropout": 0.1})
     straight = train(cfg, tmp_path / "straight", progress=False, log=quiet)
     first = train(cfg, tmp_path / "resumed", progress=False, stop_after=4, log=quiet)
     assert first.final_step == 4
@@ -31,7 +31,7 @@ def test_exact_resume_is_bitwise_identical(corpus, tmp_path):
 
 
 def test_run_directory_layout_and_falling_validation_loss(corpus, tmp_path, capsys):
-    cfg = smallsmall_config(corpus, tmp_path, steps=24, **{"train.eval_every": 8, "train.optimizer.peak_lr": 3e-3})
+    cfg = small_config(corpus, tmp_path, steps=24, **{"train.eval_every": 8, "train.optimizer.peak_lr": 3e-3})
     run = tmp_path / "run"
     train(cfg, run, progress=False, log=quiet)
     assert config_lib.load(run / "config.json") == cfg
@@ -52,10 +52,10 @@ def test_run_directory_layout_and_falling_validation_loss(corpus, tmp_path, caps
 
 
 def test_a_different_config_on_an_existing_run_is_refused(corpus, tmp_path):
-    train(smallsmall_config(corpus, tmp_path, steps=2), tmp_path / "run", progress=False, log=quiet)
+    train(small_config(corpus, tmp_path, steps=2), tmp_path / "run", progress=False, log=quiet)
     with pytest.raises(ValueError, match="different config.*sections differing: model"):
         train(
-            smallsmall_config(corpus, tmp_path, steps=2, **{"model.d_model": 64}),
+            small_config(corpus, tmp_path, steps=2, **{"model.d_model": 64}),
             tmp_path / "run",
             progress=False,
             log=quiet,
@@ -65,7 +65,7 @@ def test_a_different_config_on_an_existing_run_is_refused(corpus, tmp_path):
 def test_train_command_samples_its_prompts_after_training(corpus, tmp_path, capsys):
     run = tmp_path / "run"
     argv = ["train", "--preset", "tiny", "--run-dir", str(run), "--no-progress", "--sample", "the king"]
-    argv += [arg for item in overrides_of(smallsmall_config(corpus, tmp_path, steps=2)) for arg in ("--set", item)]
+    argv += [arg for item in overrides_of(small_config(corpus, tmp_path, steps=2)) for arg in ("--set", item)]
     assert main(argv + ["--sample", "a lady"]) == 0
     samples = (run / "samples.txt").read_text()
     assert samples.count("--- sample") == 2 and "\nthe king" in samples and "\na lady" in samples
@@ -78,7 +78,7 @@ def test_hooks_run_every_n_steps_and_at_the_end_and_their_metrics_are_logged(cor
         calls.append((step, int(state.step)))
         return {"probe": float(step) * 2}
 
-    cfg = smallsmall_config(corpus, tmp_path, steps=7)
+    cfg = small_config(corpus, tmp_path, steps=7)
     train(cfg, tmp_path / "run", progress=False, log=quiet, hooks=((3, hook),))
     assert calls == [(3, 3), (6, 6), (7, 7)]  # the state a hook sees has taken exactly `step` steps
     probes = {r["step"]: r["probe"] for r in metrics_lib.read(tmp_path / "run") if "probe" in r}
