@@ -19,7 +19,8 @@ class AttentionMask:
     earlier padding, so no row of the mask is empty. `window` (a scalar, possibly traced: a scanned stack of layers
     can give each layer its own) hides keys `window` or more steps older than the query; 0 = no limit.
     `plain_causal` promises there is nothing but the causal rule (no segments, window or bias), which lets fused
-    kernels skip the mask tensor.
+    kernels skip the mask tensor; `aligned` that queries and keys are the same tokens in order (training, scoring),
+    so that kernels taking segment ids can serve packed rows.
     """
 
     q_index_BT: jax.Array
@@ -29,13 +30,19 @@ class AttentionMask:
     window: jax.Array | None = None
     plain_causal: bool = dataclasses.field(default=False, metadata=dict(static=True))
     alibi: bool = dataclasses.field(default=False, metadata=dict(static=True))
+    aligned: bool = dataclasses.field(default=False, metadata=dict(static=True))
 
     @classmethod
     def causal(cls, batch: int, length: int, segment_ids_BT: jax.Array | None = None) -> "AttentionMask":
         index_BT = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
         plain = segment_ids_BT is None
         segment_BT = jnp.ones((batch, length), jnp.int32) if plain else segment_ids_BT.astype(jnp.int32)
-        return cls(index_BT, index_BT, segment_BT, segment_BT, plain_causal=plain)
+        return cls(index_BT, index_BT, segment_BT, segment_BT, plain_causal=plain, aligned=True)
+
+    @property
+    def segments_only(self) -> bool:
+        """Aligned queries and keys with the causal rule and segment ids, nothing else (no window, no bias)."""
+        return self.aligned and self.window is None and not self.alibi
 
     def with_window(self, window: int | jax.Array) -> "AttentionMask":
         return dataclasses.replace(self, window=jnp.asarray(window, jnp.int32), plain_causal=False)
