@@ -79,9 +79,11 @@ class ModelConfig:
                 raise ConfigError(
                     f"model.{name}={value!r} is not one of {', '.join(allowed)}; set --set model.{name}=<one of them>"
                 )
-        if self.position == "alibi" and not attention.is_softmax(self.attention):
+        attention.kernel(self.attention)
+        attention.layer(self.attention_layer)
+        if self.position == "alibi" and not attention.takes_bias(self.attention):
             raise ConfigError(
-                f"model.attention={self.attention} is not softmax attention, so ALiBi's logit bias has nowhere to go; "
+                f"model.attention={self.attention} has no logits to add ALiBi's bias to; "
                 "choose another model.position or model.attention"
             )
         for name in ("vocab_size", "n_ctx", "n_layers", "d_model", "n_heads"):

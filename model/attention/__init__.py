@@ -18,13 +18,14 @@ from meshlm.model.attention.mask import AttentionMask
 from meshlm.model.attention.registry import (
     AUTO,
     KernelFn,
-    is_softmax,
+    is_exact,
     kernel,
     kernel_names,
     layer,
     layer_names,
     register_kernel,
     register_layer,
+    takes_bias,
 )
 
 __all__ = [
@@ -33,11 +34,12 @@ __all__ = [
     "KVCache",
     "KernelFn",
     "LayerCache",
-    "is_softmax",
+    "is_exact",
     "kernel",
     "kernel_names",
     "layer",
     "layer_names",
     "register_kernel",
     "register_layer",
+    "takes_bias",
 ]

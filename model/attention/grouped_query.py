@@ -36,10 +36,11 @@ class GroupedQuery(AttentionLayer):
 
     @staticmethod
     def mha_params(params: dict) -> dict:
+        # Axes counted from the end, so stacked parameters (a leading layers axis) map alike.
         out = {k: v for k, v in params.items() if k not in ("w_q", "w_kv", "b_q", "b_kv")}
-        out["w_qkv"] = jnp.concatenate([params["w_q"][:, None], params["w_kv"]], axis=1)
+        out["w_qkv"] = jnp.concatenate([jnp.expand_dims(params["w_q"], -3), params["w_kv"]], axis=-3)
         if "b_q" in params:
-            out["b_qkv"] = jnp.concatenate([params["b_q"][None], params["b_kv"]], axis=0)
+            out["b_qkv"] = jnp.concatenate([jnp.expand_dims(params["b_q"], -3), params["b_kv"]], axis=-3)
         return out
 
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):

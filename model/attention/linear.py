@@ -2,7 +2,8 @@
 phi(q) . phi(k) with the feature map phi = elu + 1, so causal attention is a prefix sum of phi(k) v^T: computed
 here chunk by chunk (exact attention inside a chunk, the running sum of earlier chunks across), linear in the
 sequence length. Masks other than the plain causal one (segments, decoding against a cache, windows) use the
-quadratic form of the same definition. Not softmax attention, so never compared with `reference`."""
+quadratic form of the same definition. Not softmax attention: registered as not exact, so never compared with
+`reference`."""
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +19,7 @@ def feature_map(x: jax.Array) -> jax.Array:
     return jax.nn.elu(x.astype(jnp.float32)) + 1.0
 
 
-@register_kernel("linear", softmax=False)
+@register_kernel("linear", exact=False, bias=False)
 def attend(q_BHTK: jax.Array, k_BGSK: jax.Array, v_BGSK: jax.Array, mask: AttentionMask) -> jax.Array:
     if mask.alibi:
         raise ConfigError("linear attention has no logits for ALiBi's bias; choose another model.position")

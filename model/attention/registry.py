@@ -59,19 +59,23 @@ class _Registry:
 
 
 _KERNELS = _Registry("kernel", "model.attention")
-_NOT_SOFTMAX: set[KernelFn] = set()
+_INEXACT: set[KernelFn] = set()  # kernels that compute something other than `reference`
+_NO_BIAS: set[KernelFn] = set()  # kernels with no logits to add ALiBi's bias to
 _LAYERS = _Registry("layer", "model.attention_layer")
 # `auto`: the fastest kernel that is exact on each platform (docs/attention.md has the measurements behind it).
 AUTO = {"tpu": "splash", "gpu": "fused", "cpu": "blocked"}
 
 
-def register_kernel(name: str, *, softmax: bool = True) -> Callable[[KernelFn], KernelFn]:
-    """softmax=False marks a kernel that is not softmax attention: it is never compared with `reference`."""
+def register_kernel(name: str, *, exact: bool = True, bias: bool = True) -> Callable[[KernelFn], KernelFn]:
+    """exact=False: the kernel computes something other than softmax attention as `reference` defines it, so the
+    shared suite does not compare the two. bias=False: it cannot take the mask's logit bias (ALiBi)."""
 
     def add(fn: KernelFn) -> KernelFn:
         _KERNELS.add(name, fn, fn.__module__)
-        if not softmax:
-            _NOT_SOFTMAX.add(fn)
+        if not exact:
+            _INEXACT.add(fn)
+        if not bias:
+            _NO_BIAS.add(fn)
         return fn
 
     return add
@@ -91,9 +95,14 @@ def kernel(name: str) -> KernelFn:
     return _KERNELS.get(name)
 
 
-def is_softmax(name: str) -> bool:
-    """Whether the kernel computes softmax attention, so that it must equal `reference`."""
-    return kernel(name) not in _NOT_SOFTMAX
+def is_exact(name: str) -> bool:
+    """Whether the kernel must equal `reference` (to float rounding)."""
+    return kernel(name) not in _INEXACT
+
+
+def takes_bias(name: str) -> bool:
+    """Whether the kernel adds the mask's logit bias (ALiBi)."""
+    return kernel(name) not in _NO_BIAS
 
 
 def layer(name: str) -> type:
