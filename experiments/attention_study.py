@@ -75,7 +75,8 @@ def study(preset: str, steps: int | None, out: pathlib.Path, overrides: list[str
 
 
 def format_row(r: dict) -> str:
-    return f"| {r['variant']:<15} | {r['val_loss']:8.4f} | {r['tokens_per_s']:10.0f} | {r['cache_bytes_per_token']:13,.0f} |"
+    cache = f"{r['cache_bytes_per_token']:,.0f}"
+    return f"| {r['variant']:<15} | {r['val_loss']:8.4f} | {r['tokens_per_s']:10.0f} | {cache:>13} |"
 
 
 HEADER = "| variant         | val loss | tokens/s   | cache B/token |\n|---|---|---|---|"
