@@ -3,6 +3,7 @@
 import dataclasses
 from typing import Literal
 
+from meshlm.model import attention
 from meshlm.model.errors import ConfigError
 
 NORMS = ("layernorm", "rmsnorm")
@@ -65,8 +66,6 @@ class ModelConfig:
         return self.d_mlp or 4 * self.d_model
 
     def validate(self) -> "ModelConfig":
-        from meshlm.model import attention  # late: the registry imports this module
-
         for name, value, allowed in (
             ("norm", self.norm, NORMS),
             ("position", self.position, POSITIONS),

@@ -7,13 +7,16 @@ What the arrays hold is the attention layer's choice (keys and values, a shared 
 """
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 
 from meshlm.model.attention import registry
 from meshlm.model.attention.mask import AttentionMask
-from meshlm.model.config import ModelConfig
+
+if TYPE_CHECKING:  # model/config.py imports this package, so the config type is only named here
+    from meshlm.model.config import ModelConfig
 
 SLOT_AXIS = 2  # of a layer's array [batch, heads, slots, features...]; 3 in the stacked arrays
 
@@ -31,7 +34,7 @@ class KVCache:
     ring: bool = dataclasses.field(default=False, metadata=dict(static=True))
 
     @classmethod
-    def empty(cls, cfg: ModelConfig, batch: int, length: int) -> "KVCache":
+    def empty(cls, cfg: "ModelConfig", batch: int, length: int) -> "KVCache":
         """Room for `length` tokens (fewer slots for a ring buffer), in the compute dtype."""
         layer_cls = registry.layer(cfg.attention_layer)
         S = layer_cls.cache_slots(cfg, length)
