@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from meshlm.experiments import bench_decode
+from meshlm.experiments import bench_attention, bench_decode
 from meshlm.experiments.timing import interleaved
 from meshlm.model import flops
 from meshlm.model.errors import ConfigError
@@ -164,6 +164,8 @@ def bench_compile(cfg: config_lib.Config, layers: list[int], repeats: int) -> di
 
 def run(args) -> None:
     use_cpu_devices(args.cpu_devices)
+    if args.bench == "attention-memory":
+        return bench_attention.run(args)
     if args.bench == "decode":
         return bench_decode.run(args)
     cfg = config_lib.from_preset(args.preset, [f"train.batch_size={BATCH}"] + list(args.set)).validate()

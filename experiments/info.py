@@ -27,7 +27,7 @@ def run(args) -> None:
     paper = presets.paper_params(args.preset)
     plan = recipe.step_plan(cfg.train, cfg.seq_len)
     compute = recipe.training_compute(m, cfg.train, cfg.seq_len)
-    row = recipe.GPT3_RECIPES.get(args.preset)
+    row = recipe.GPT3_RECIPES.get(args.preset.removesuffix("-sparse"))
     if args.json:
         print(
             json.dumps(

@@ -2,14 +2,16 @@
 
 import dataclasses
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from meshlm.model.attention import KVCache
 from meshlm.model.errors import ConfigError
-from meshlm.model.transformer import KVCache, Transformer
+from meshlm.model.transformer import Transformer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +48,18 @@ def _sample(logits_BV: jax.Array, key: jax.Array, cfg: SamplingConfig) -> jax.Ar
     return jax.random.categorical(key, logits_BV, axis=-1).astype(jnp.int32)
 
 
+class LoopState(NamedTuple):
+    """What the decode loop carries from one token to the next."""
+
+    step: jax.Array
+    cache: KVCache
+    logits_BV: jax.Array  # the distribution of the next token
+    key: jax.Array
+    out_BN: jax.Array  # tokens so far (0 after a row stopped)
+    done_B: jax.Array
+    n_B: jax.Array  # tokens per row, its stop token included
+
+
 def left_pad(
     prompts: list[list[int]], pad_id: int, length: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -78,12 +92,20 @@ def generate(
         )
     tokens_BP, segment_BP, positions_BP = left_pad(prompts, pad_id, longest)
     graphdef, state = nnx.split(model)
-    out_BN, n_B = _generate(graphdef, state, tokens_BP, segment_BP, positions_BP, jax.random.key(cfg.seed), cfg)
+    out_BN, n_B = _generate(
+        graphdef=graphdef,
+        state=state,
+        tokens_BP=tokens_BP,
+        segment_BP=segment_BP,
+        positions_BP=positions_BP,
+        key=jax.random.key(cfg.seed),
+        cfg=cfg,
+    )
     out_BN, n_B = np.asarray(out_BN), np.asarray(n_B)
     return [out_BN[b, : n_B[b]].tolist() for b in range(len(prompts))]
 
 
-@functools.partial(jax.jit, static_argnums=(0, 6))
+@functools.partial(jax.jit, static_argnames=("graphdef", "cfg"))
 def _generate(graphdef, state, tokens_BP, segment_BP, positions_BP, key, cfg: SamplingConfig):
     model = nnx.merge(graphdef, state)
     B, P = tokens_BP.shape
@@ -93,29 +115,32 @@ def _generate(graphdef, state, tokens_BP, segment_BP, positions_BP, key, cfg: Sa
     next_position_B = positions_BP[:, -1] + 1
     stop_S = jnp.asarray(cfg.stop_tokens or (-1,), jnp.int32)
 
-    def not_finished(carry):
-        step, _, _, _, _, done_B, _ = carry
-        return (step < N) & ~jnp.all(done_B)
+    def not_finished(state: LoopState):
+        return (state.step < N) & ~jnp.all(state.done_B)
 
-    def step_fn(carry):
-        step, cache, logits_BV, key, out_BN, done_B, n_B = carry
-        key, sample_key = jax.random.split(key)
-        token_B = sample_token(logits_BV, sample_key, cfg)
-        out_BN = out_BN.at[:, step].set(jnp.where(done_B, 0, token_B))
-        n_B = n_B + (~done_B).astype(jnp.int32)
-        done_B = done_B | jnp.isin(token_B, stop_S)
-        positions_B1 = (next_position_B + step)[:, None]
-        logits_B1V, cache = model(token_B[:, None], positions_B1, jnp.ones((B, 1), jnp.int32), cache)
-        return step + 1, cache, logits_B1V[:, 0], key, out_BN, done_B, n_B
+    def step_fn(state: LoopState) -> LoopState:
+        key, sample_key = jax.random.split(state.key)
+        token_B = sample_token(state.logits_BV, sample_key, cfg)
+        positions_B1 = (next_position_B + state.step)[:, None]
+        logits_B1V, cache = model(token_B[:, None], positions_B1, jnp.ones((B, 1), jnp.int32), state.cache)
+        return LoopState(
+            step=state.step + 1,
+            cache=cache,
+            logits_BV=logits_B1V[:, 0],
+            key=key,
+            out_BN=state.out_BN.at[:, state.step].set(jnp.where(state.done_B, 0, token_B)),
+            done_B=state.done_B | jnp.isin(token_B, stop_S),
+            n_B=state.n_B + (~state.done_B).astype(jnp.int32),
+        )
 
-    carry = (
-        0,
-        cache,
-        logits_BTV[:, -1],
-        key,
-        jnp.zeros((B, N), jnp.int32),
-        jnp.zeros((B,), bool),
-        jnp.zeros((B,), jnp.int32),
+    start = LoopState(
+        step=jnp.zeros((), jnp.int32),
+        cache=cache,
+        logits_BV=logits_BTV[:, -1],
+        key=key,
+        out_BN=jnp.zeros((B, N), jnp.int32),
+        done_B=jnp.zeros((B,), bool),
+        n_B=jnp.zeros((B,), jnp.int32),
     )
-    _, _, _, _, out_BN, _, n_B = jax.lax.while_loop(not_finished, step_fn, carry)
-    return out_BN, n_B
+    final = jax.lax.while_loop(not_finished, step_fn, start)
+    return final.out_BN, final.n_B

@@ -22,6 +22,18 @@ PRESETS: dict[str, ModelConfig] = {
     name: ModelConfig(vocab_size=50304, n_ctx=2048, n_layers=L, d_model=D, n_heads=H, d_head=K)
     for name, (L, D, H, K, _) in GPT3_TABLE.items()
 }
+# GPT-3 as the paper trained it: layers alternate dense and locally banded sparse attention (section 2.1). The
+# paper gives no band width; 256 is the window of GPT-Neo, EleutherAI's replication of GPT-3. Same weights as the
+# dense presets.
+SPARSE_BAND = 256
+PRESETS.update(
+    {
+        f"{name}-sparse": dataclasses.replace(
+            PRESETS[name], attention_layer="gpt3_sparse", attention_pattern="dense,local", attention_window=SPARSE_BAND
+        )
+        for name in GPT3_TABLE
+    }
+)
 PRESETS.update(
     {
         # Minutes on 2 CPU cores: the demo and the tests.

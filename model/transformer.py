@@ -1,15 +1,14 @@
 """The forward pass, token ids to logits: embeddings, a scan over identical blocks, final norm, output head."""
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from meshlm.model.attention import AttentionMask
+from meshlm.model.attention import AttentionMask, KVCache
 from meshlm.model.config import ModelConfig
-from meshlm.model.layers import Block, Norm, dropout, param
+from meshlm.model.layers import Block, Norm, dropout
 from meshlm.model.layout import constrain
+from meshlm.model.param import param
 
 # Logical axes of the residual stream between blocks: meshlm.parallel maps them to mesh axes.
 ACTIVATION_AXES = ("act_batch", "act_seq", "act_embed")
@@ -19,23 +18,6 @@ REMAT_POLICIES = {
     "dots_saveable": jax.checkpoint_policies.dots_saveable,
     "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
-
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
-class KVCache:
-    """Fixed-size cache: keys and values of every layer, the segment of each slot (0 = empty), the next free slot."""
-
-    k_LBSHK: jax.Array
-    v_LBSHK: jax.Array
-    segment_BS: jax.Array
-    index: jax.Array
-
-    @classmethod
-    def empty(cls, cfg: ModelConfig, batch: int, length: int) -> "KVCache":
-        shape = (cfg.n_layers, batch, length, cfg.n_heads, cfg.head_dim)
-        zeros = jnp.zeros(shape, cfg.dtype)
-        return cls(zeros, zeros, jnp.zeros((batch, length), jnp.int32), jnp.zeros((), jnp.int32))
 
 
 class Transformer(nnx.Module):
@@ -83,32 +65,29 @@ class Transformer(nnx.Module):
     def _mask(self, B: int, T: int, segment_ids_BT, cache: KVCache | None) -> AttentionMask:
         if cache is None:
             return AttentionMask.causal(B, T, segment_ids_BT)
-        q_segment_BT = jnp.ones((B, T), jnp.int32) if segment_ids_BT is None else segment_ids_BT.astype(jnp.int32)
-        q_index_BT = jnp.broadcast_to(cache.index + jnp.arange(T, dtype=jnp.int32), (B, T))
-        S = cache.segment_BS.shape[1]
-        kv_segment_BS = jax.lax.dynamic_update_slice_in_dim(cache.segment_BS, q_segment_BT, cache.index, axis=1)
-        kv_index_BS = jnp.broadcast_to(jnp.arange(S, dtype=jnp.int32), (B, S))
-        return AttentionMask(q_index_BT, kv_index_BS, q_segment_BT, kv_segment_BS)
+        return cache.mask(jnp.ones((B, T), jnp.int32) if segment_ids_BT is None else segment_ids_BT.astype(jnp.int32))
 
     def _run_blocks(self, x_BTD, positions_BT, mask, cache, dropout_key):
-        """One compiled block, scanned over the layer axis, so compile time does not grow with depth."""
+        """One compiled block, scanned over the layer axis, so compile time does not grow with depth. The cache's
+        stacked arrays ride in the carry: each layer writes its new slots in place."""
         graphdef, stacked = nnx.split(self.blocks)
-        L, T = self.cfg.n_layers, x_BTD.shape[1]
+        L = self.cfg.n_layers
         layer_keys = None if dropout_key is None else jax.random.split(dropout_key, L)
-        kv_LBSHK = None if cache is None else (cache.k_LBSHK, cache.v_LBSHK)
-        index = None if cache is None else cache.index
 
-        def body(x_BTD, layer):
-            state, key, kv = layer
+        def body(carry, layer):
+            x_BTD, cache_layers = carry
+            state, key, index = layer
+            layer_cache = None if cache is None else cache.for_layer(cache_layers, index)
             x_BTD = constrain(x_BTD, ACTIVATION_AXES)
-            x_BTD, kv = nnx.merge(graphdef, state)(x_BTD, positions_BT, mask, kv, index, key)
-            return constrain(x_BTD, ACTIVATION_AXES), kv
+            x_BTD, layer_cache = nnx.merge(graphdef, state)(x_BTD, positions_BT, mask, layer_cache, index, key)
+            return (constrain(x_BTD, ACTIVATION_AXES), None if cache is None else layer_cache.layers), None
 
         if self.cfg.remat != "none":
             body = jax.checkpoint(body, policy=REMAT_POLICIES[self.cfg.remat], prevent_cse=False)
-        x_BTD, kv_LBSHK = jax.lax.scan(body, x_BTD, (stacked, layer_keys, kv_LBSHK))
+        carry = (x_BTD, None if cache is None else cache.layers)
+        (x_BTD, cache_layers), _ = jax.lax.scan(body, carry, (stacked, layer_keys, jnp.arange(L)))
         if cache is not None:
-            cache = KVCache(kv_LBSHK[0], kv_LBSHK[1], mask.kv_segment_BS, cache.index + T)
+            cache = cache.advanced(mask.q_segment_BT, cache_layers)
         return x_BTD, cache
 
 

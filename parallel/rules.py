@@ -1,6 +1,6 @@
 """Logical axis names -> mesh axes, one table per strategy, as plain data. The model names logical axes only.
 
-Parameter axes (model/layers.py): layers, vocab, embed, ctx, qkv, heads, kv, mlp.
+Parameter axes (model/layers.py, model/attention/): layers, vocab, embed, ctx, qkv, heads, kv_heads, kv, latent, mlp.
 Activation axes (block boundaries in model/transformer.py, and batches): act_batch, act_seq, act_embed.
 """
 
@@ -15,8 +15,9 @@ RULES: dict[str, Rules] = {
     # names for arrays without one); XLA gathers one layer's weights when the layer scan reaches it.
     "fsdp": (("act_batch", "fsdp"), ("embed", "fsdp"), ("mlp", "fsdp"), ("kv", "fsdp")),
     # Megatron tensor parallel: attention heads and MLP columns (then rows) split, so each block needs one
-    # all-reduce forward and one backward; the vocabulary is split too.
-    "tensor": (("heads", "tensor"), ("mlp", "tensor"), ("vocab", "tensor")),
+    # all-reduce forward and one backward; the vocabulary is split too. Grouped-query key/value heads split where
+    # the tensor axis divides them and are replicated otherwise (MQA's single head always is).
+    "tensor": (("heads", "tensor"), ("kv_heads", "tensor"), ("mlp", "tensor"), ("vocab", "tensor")),
     # Megatron sequence parallel: between blocks (norms, residual adds, dropout) the sequence is split over the
     # same tensor axis, so those activations are not replicated tensor-fold.
     "sequence": (("act_seq", "tensor"),),

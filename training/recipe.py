@@ -47,7 +47,7 @@ GPT3_RECIPES = {
 
 def train_config(preset: str) -> TrainConfig | None:
     """The paper's recipe as a preset's training defaults; None for presets the paper did not train."""
-    row = GPT3_RECIPES.get(preset)
+    row = GPT3_RECIPES.get(preset.removesuffix("-sparse"))  # the sparse variants trained to the same recipe
     if row is None:
         return None
     # Every Appendix B value is written out, so a changed default elsewhere cannot change the recipe.

@@ -1,47 +1,45 @@
-"""Attention variants, registered by name and chosen with `model.attention`.
+"""Attention, organised as two extension points, each a registry of one-file variants.
 
-A variant is one file in this folder defining a function
+- Kernels: how softmax(QK^T)V (or a substitute) is computed from given heads-major queries, keys and values,
 
-    attend(q_BTHK, k_BSHK, v_BSHK, mask: AttentionMask) -> out_BTHK
+      attend(q_BHTK, k_BGSK, v_BGSK, mask: AttentionMask) -> out_BHTK      (G key/value heads divide the H query heads)
 
-and decorating it with `@register("name")`; add its import at the bottom of this file. The shared suite in
-tests/model/test_attention_variants.py then checks causality, parity with `reference` and KV-cache decoding.
+  registered with `@register_kernel("name")` and chosen with `model.attention`.
+- Layers: an nnx.Module that owns the projections and decides what the KV cache holds, registered with
+  `@register_layer("name")` and chosen with `model.attention_layer`; it calls the configured kernel.
+
+Every module in this folder is imported when a name is first looked up, so a new file is picked up with no other
+edit. A variant in a user's own package is named by its import path (`model.attention=mypkg.my_attention`); the
+module must register exactly one kernel (or layer). See docs/attention.md.
 """
 
-from collections.abc import Callable
-from typing import Protocol
-
-import jax
-
+from meshlm.model.attention.kv_cache import KVCache, LayerCache
 from meshlm.model.attention.mask import AttentionMask
-from meshlm.model.errors import ConfigError
+from meshlm.model.attention.registry import (
+    AUTO,
+    KernelFn,
+    is_exact,
+    kernel,
+    kernel_names,
+    layer,
+    layer_names,
+    register_kernel,
+    register_layer,
+    takes_bias,
+)
 
-
-class AttentionFn(Protocol):
-    def __call__(self, q_BTHK: jax.Array, k_BSHK: jax.Array, v_BSHK: jax.Array, mask: AttentionMask) -> jax.Array: ...
-
-
-_REGISTRY: dict[str, AttentionFn] = {}
-
-
-def register(name: str) -> Callable[[AttentionFn], AttentionFn]:
-    def add(fn: AttentionFn) -> AttentionFn:
-        if name in _REGISTRY:
-            raise ValueError(f"attention variant {name!r} is registered twice")
-        _REGISTRY[name] = fn
-        return fn
-
-    return add
-
-
-def get(name: str) -> AttentionFn:
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown attention variant {name!r}; set model.attention to one of: {', '.join(names())}")
-    return _REGISTRY[name]
-
-
-def names() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-from meshlm.model.attention import blocked, fused, reference  # noqa: E402,F401  (registers the variants)
+__all__ = [
+    "AUTO",
+    "AttentionMask",
+    "KVCache",
+    "KernelFn",
+    "LayerCache",
+    "is_exact",
+    "kernel",
+    "kernel_names",
+    "layer",
+    "layer_names",
+    "register_kernel",
+    "register_layer",
+    "takes_bias",
+]

@@ -1,23 +1,27 @@
 """Causal attention by query blocks: each block of queries meets only the keys at or before it, so the masked
-upper triangle (3/8 of the square at 4 blocks) is never computed. Heads-major [B, H, T, K] layout, causal mask
-from iota compares, nothing materialised per batch row. For CPUs; other masks take the dense path."""
+upper triangle (3/8 of the square at 4 blocks) is never computed. Causal mask from iota compares, nothing
+materialised per batch row. For CPUs; other masks take the dense path."""
 
 import jax
 import jax.numpy as jnp
 
-from meshlm.model.attention import AttentionMask, register
+from meshlm.model.attention.mask import AttentionMask
+from meshlm.model.attention.registry import register_kernel
 
 MIN_BLOCK = 64  # smaller blocks make XLA's batched matmuls too small to pay for themselves
 MAX_BLOCKS = 8
 
 
-@register("blocked")
-def attend(q_BTHK: jax.Array, k_BSHK: jax.Array, v_BSHK: jax.Array, mask: AttentionMask) -> jax.Array:
-    T = q_BTHK.shape[1]
-    q_BHTK, k_BHSK, v_BHSK = (x.transpose(0, 2, 1, 3) for x in (q_BTHK * q_BTHK.shape[-1] ** -0.5, k_BSHK, v_BSHK))
-    if not mask.plain_causal or T % MIN_BLOCK or T < 2 * MIN_BLOCK:
-        out_BHTK = _softmax_attend(q_BHTK, k_BHSK, v_BHSK, mask.dense_BTS()[:, None])
-        return out_BHTK.transpose(0, 2, 1, 3)
+@register_kernel("blocked")
+def attend(q_BHTK: jax.Array, k_BGSK: jax.Array, v_BGSK: jax.Array, mask: AttentionMask) -> jax.Array:
+    B, H, T, K = q_BHTK.shape
+    G = k_BGSK.shape[1]
+    q_BGRTK = q_BHTK.reshape(B, G, H // G, T, K) * K**-0.5
+    if not mask.plain_causal or T % MIN_BLOCK or T < 2 * MIN_BLOCK or k_BGSK.shape[2] != T:
+        bias_BHTS = mask.bias_BHTS(H)
+        bias = None if bias_BHTS is None else bias_BHTS.reshape(B, G, H // G, T, -1)
+        out_BGRTK = _softmax_attend(q_BGRTK, k_BGSK, v_BGSK, mask.dense_BTS()[:, None, None], bias)
+        return out_BGRTK.reshape(B, H, T, -1)
     block = max(MIN_BLOCK, T // MAX_BLOCKS)
     below_bb = jax.lax.broadcasted_iota(jnp.int32, (block, block), 0) >= jax.lax.broadcasted_iota(
         jnp.int32, (block, block), 1
@@ -27,12 +31,15 @@ def attend(q_BTHK: jax.Array, k_BSHK: jax.Array, v_BSHK: jax.Array, mask: Attent
         end = start + block
         # Keys before the block are all visible; only the diagonal block needs the causal mask.
         visible_bS = jnp.concatenate([jnp.ones((block, start), bool), below_bb], axis=1)
-        outs.append(_softmax_attend(q_BHTK[:, :, start:end], k_BHSK[:, :, :end], v_BHSK[:, :, :end], visible_bS))
-    return jnp.concatenate(outs, axis=2).transpose(0, 2, 1, 3)
+        q_block = q_BGRTK[:, :, :, start:end]
+        outs.append(_softmax_attend(q_block, k_BGSK[:, :, :end], v_BGSK[:, :, :end], visible_bS))
+    return jnp.concatenate(outs, axis=3).reshape(B, H, T, -1)
 
 
-def _softmax_attend(q_BHTK, k_BHSK, v_BHSK, visible) -> jax.Array:
-    logits_BHTS = jnp.einsum("bhtk,bhsk->bhts", q_BHTK, k_BHSK).astype(jnp.float32)
-    logits_BHTS = jnp.where(visible, logits_BHTS, jnp.finfo(jnp.float32).min)
-    probs_BHTS = jax.nn.softmax(logits_BHTS, axis=-1).astype(v_BHSK.dtype)
-    return jnp.einsum("bhts,bhsk->bhtk", probs_BHTS, v_BHSK)
+def _softmax_attend(q_BGRTK, k_BGSK, v_BGSK, visible, bias=None) -> jax.Array:
+    logits_BGRTS = jnp.einsum("bgrtk,bgsk->bgrts", q_BGRTK, k_BGSK).astype(jnp.float32)
+    if bias is not None:
+        logits_BGRTS = logits_BGRTS + bias
+    logits_BGRTS = jnp.where(visible, logits_BGRTS, jnp.finfo(jnp.float32).min)
+    probs_BGRTS = jax.nn.softmax(logits_BGRTS, axis=-1).astype(v_BGSK.dtype)
+    return jnp.einsum("bgrts,bgsk->bgrtk", probs_BGRTS, v_BGSK)

@@ -1,15 +1,22 @@
-"""The definition every other variant is checked against: explicit einsums, softmax in f32."""
+"""The definition every other softmax kernel is checked against: explicit einsums, softmax in f32."""
 
 import jax
 import jax.numpy as jnp
 
-from meshlm.model.attention import AttentionMask, register
+from meshlm.model.attention.mask import AttentionMask
+from meshlm.model.attention.registry import register_kernel
 
 
-@register("reference")
-def attend(q_BTHK: jax.Array, k_BSHK: jax.Array, v_BSHK: jax.Array, mask: AttentionMask) -> jax.Array:
-    scale = q_BTHK.shape[-1] ** -0.5
-    logits_BHTS = jnp.einsum("bthk,bshk->bhts", q_BTHK, k_BSHK).astype(jnp.float32) * scale
-    logits_BHTS = jnp.where(mask.dense_BTS()[:, None], logits_BHTS, jnp.finfo(jnp.float32).min)
-    probs_BHTS = jax.nn.softmax(logits_BHTS, axis=-1).astype(v_BSHK.dtype)
-    return jnp.einsum("bhts,bshk->bthk", probs_BHTS, v_BSHK)
+@register_kernel("reference")
+def attend(q_BHTK: jax.Array, k_BGSK: jax.Array, v_BGSK: jax.Array, mask: AttentionMask) -> jax.Array:
+    B, H, T, K = q_BHTK.shape
+    G, S = k_BGSK.shape[1], k_BGSK.shape[2]
+    q_BGRTK = q_BHTK.reshape(B, G, H // G, T, K) * K**-0.5  # R = H / G query heads share each key/value head
+    logits_BGRTS = jnp.einsum("bgrtk,bgsk->bgrts", q_BGRTK, k_BGSK).astype(jnp.float32)
+    bias_BHTS = mask.bias_BHTS(H)
+    if bias_BHTS is not None:
+        logits_BGRTS = logits_BGRTS + bias_BHTS.reshape(B, G, H // G, T, S)
+    logits_BGRTS = jnp.where(mask.dense_BTS()[:, None, None], logits_BGRTS, jnp.finfo(jnp.float32).min)
+    probs_BGRTS = jax.nn.softmax(logits_BGRTS, axis=-1).astype(v_BGSK.dtype)
+    out_BGRTK = jnp.einsum("bgrts,bgsk->bgrtk", probs_BGRTS, v_BGSK)
+    return out_BGRTK.reshape(B, H, T, v_BGSK.shape[-1])

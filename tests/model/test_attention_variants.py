@@ -1,4 +1,5 @@
-"""The shared suite every registered attention variant must pass; a new variant is checked with no new test code."""
+"""The shared suite every registered attention kernel and layer must pass; a new variant is checked with no new
+test code. Kernels run in the `mha` layer, layers with the `reference` kernel (and their `example` options)."""
 
 import dataclasses
 
@@ -9,32 +10,143 @@ import pytest
 from flax import nnx
 
 from meshlm.model import attention
-from meshlm.model.attention import AttentionMask
-from meshlm.model.transformer import KVCache, Transformer
+from meshlm.model.attention import AttentionMask, KVCache
+from meshlm.model.transformer import Transformer
+from meshlm.parallel.config import MeshConfig
+from meshlm.parallel.sharding import Partitioner, model_axes
 from tests.model.helpers import MODERN, TINY, jit_forward
 
-VARIANTS = attention.names()
+KERNELS = attention.kernel_names()
+# Exact kernels must equal `reference`; `reference` itself is the definition, so it is not compared with itself.
+EXACT = [k for k in KERNELS if attention.is_exact(k) and k != "reference"]
+LAYERS = attention.layer_names()
+REDUCING = [name for name in LAYERS if attention.layer(name).reduces_to_mha is not None]
+ALIBI = dataclasses.replace(TINY, position="alibi")
+BASES = {"gpt": TINY, "modern": MODERN, "alibi": ALIBI}
+MESHES = {
+    "tensor": MeshConfig("data=4,tensor=2"),
+    "tensor_sequence": MeshConfig("data=2,tensor=4", sequence_parallel=True),
+}
 
 
-def _qkv(B=2, T=9, S=9, H=3, K=8, seed=0):
+def kernel_cfg(kernel: str, base: str):
+    """Kernels are checked with learned positions and ALiBi (rotary and qk-norm happen before the kernel)."""
+    if base == "alibi" and not attention.takes_bias(kernel):
+        pytest.skip(f"{kernel} takes no logit bias, so ALiBi does not apply (the config refuses it)")
+    return dataclasses.replace(BASES[base], attention=kernel)
+
+
+def layer_cfg(layer: str, base: str):
+    return dataclasses.replace(BASES[base], attention_layer=layer, **attention.layer(layer).example)
+
+
+# -- kernels, on random queries, keys and values ---------------------------------------------------------------
+
+
+def _qkv(B=2, T=9, S=9, H=4, G=2, K=8, seed=0):
     kq, kk, kv = jax.random.split(jax.random.key(seed), 3)
     return (
-        jax.random.normal(kq, (B, T, H, K)),
-        jax.random.normal(kk, (B, S, H, K)),
-        jax.random.normal(kv, (B, S, H, K)),
+        jax.random.normal(kq, (B, H, T, K)),
+        jax.random.normal(kk, (B, G, S, K)),
+        jax.random.normal(kv, (B, G, S, K)),
     )
 
 
-def test_registry_holds_the_two_builtin_variants():
-    assert {"reference", "fused"} <= set(VARIANTS)
+def _jitted(kernel: str):
+    return jax.jit(attention.kernel(kernel))
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("base", [TINY, MODERN], ids=["gpt", "modern"])
+def _decode_mask() -> AttentionMask:
+    """3 queries at time 5..7 against a 12-slot cache: row 0 left-padded by 2, later slots empty."""
+    B, T, S = 2, 3, 12
+    kv_segment_BS = jnp.array([[0, 0, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0], [1] * 8 + [0] * 4])
+    return AttentionMask(
+        jnp.broadcast_to(5 + jnp.arange(T), (B, T)),
+        jnp.broadcast_to(jnp.arange(S), (B, S)),
+        jnp.ones((B, T), jnp.int32),
+        kv_segment_BS,
+    )
+
+
+def _packed(T: int) -> jax.Array:
+    return jnp.stack([jnp.where(jnp.arange(T) < T // 3, 1, 2), jnp.where(jnp.arange(T) < T - 2, 1, 0)])
+
+
+# (mask, T, S, key/value heads): each reaches a different path of a kernel. Long sequences reach the paths some
+# kernels take only there (blocked's query blocks, the Pallas kernels' 128-token tiles).
+CASES = {
+    "causal_short": (lambda: AttentionMask.causal(2, 9), 9, 9, 2),
+    "causal_long": (lambda: AttentionMask.causal(2, 256), 256, 256, 2),
+    "causal_long_mha": (lambda: AttentionMask.causal(2, 256), 256, 256, 4),
+    "causal_long_mqa": (lambda: AttentionMask.causal(2, 256), 256, 256, 1),
+    "packed_short": (lambda: AttentionMask.causal(2, 9, _packed(9)), 9, 9, 2),
+    "packed_long": (lambda: AttentionMask.causal(2, 256, _packed(256)), 256, 256, 2),
+    "decode": (_decode_mask, 3, 12, 2),
+    "window": (lambda: AttentionMask.causal(2, 9).with_window(4), 9, 9, 2),
+    "window_traced": (lambda: AttentionMask.causal(2, 9, _packed(9)).with_window(jnp.int32(3)), 9, 9, 2),
+    "alibi": (lambda: AttentionMask.causal(2, 9, _packed(9)).with_alibi(), 9, 9, 4),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("kernel", EXACT)
+def test_kernel_equals_reference(kernel, case):
+    make_mask, T, S, G = CASES[case]
+    q, k, v = _qkv(T=T, S=S, G=G)
+    mask = make_mask()
+    want = _jitted("reference")(q, k, v, mask)
+    np.testing.assert_allclose(_jitted(kernel)(q, k, v, mask), want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["causal_long", "packed_short", "decode"])
+@pytest.mark.parametrize("kernel", EXACT)
+def test_kernel_gradients_equal_reference(kernel, case):
+    make_mask, T, S, G = CASES[case]
+    q, k, v = _qkv(T=T, S=S, G=G)
+    mask, g = make_mask(), jax.random.normal(jax.random.key(9), q.shape)
+
+    def grads(name):
+        loss = lambda q, k, v: jnp.sum(attention.kernel(name)(q, k, v, mask) * g)
+        return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(q, k, v)
+
+    for got, want in zip(grads(kernel), grads("reference")):
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_kernel_keeps_packed_documents_apart(kernel):
+    q, k, v = _qkv()
+    mask = AttentionMask.causal(2, 9, _packed(9))
+    out = _jitted(kernel)(q, k, v, mask)
+    # Row 0's second document (t >= 3) must not see the first: changing the first's values leaves it unchanged.
+    changed = _jitted(kernel)(q, k, v.at[0, :, :3].add(10.0), mask)
+    np.testing.assert_allclose(changed[0, :, 3:], out[0, :, 3:], atol=1e-5)
+    assert not np.allclose(changed[0, :, :3], out[0, :, :3])
+
+
+# -- kernels and layers in the model ----------------------------------------------------------------------------
+
+VARIANTS = [("kernel", name) for name in KERNELS] + [("layer", name) for name in LAYERS]
+VARIANT_IDS = [f"{kind}-{name}" for kind, name in VARIANTS]
+# Kernels see rotary positions and qk-norm only through their inputs, so the modern base checks layers alone.
+# The gpt base runs in the quick loop; the others are marked slow (still run by make test).
+VARIANT_BASES = [
+    pytest.param(variant, base, id=f"{vid}-{base}", marks=() if base == "gpt" else pytest.mark.slow)
+    for variant, vid in zip(VARIANTS, VARIANT_IDS)
+    for base in BASES
+    if not (variant[0] == "kernel" and base == "modern")
+]
+
+
+def variant_cfg(variant, base: str):
+    kind, name = variant
+    return kernel_cfg(name, base) if kind == "kernel" else layer_cfg(name, base)
+
+
+@pytest.mark.parametrize("variant, base", VARIANT_BASES)
 def test_causality_gradient_to_later_positions_is_exactly_zero(variant, base):
-    cfg = dataclasses.replace(base, attention=variant)
-    model = Transformer(cfg, nnx.Rngs(0))
-    graphdef, state = nnx.split(model)
+    cfg = variant_cfg(variant, base)
+    graphdef, state = nnx.split(Transformer(cfg, nnx.Rngs(0)))
     x_TD = jax.random.normal(jax.random.key(1), (10, cfg.d_model))
 
     def per_position_loss_T(x_TD):
@@ -44,57 +156,36 @@ def test_causality_gradient_to_later_positions_is_exactly_zero(variant, base):
         return y_BTD[0].sum(-1)
 
     grad_TTD = np.asarray(jax.jit(jax.jacrev(per_position_loss_T))(x_TD))  # d loss_t / d x_s
+    assert np.all(np.isfinite(grad_TTD))
     for t in range(10):
         assert np.all(grad_TTD[t, t + 1 :] == 0.0), f"position {t} depends on later inputs"
         assert np.any(grad_TTD[t, : t + 1] != 0.0)
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("T", [9, 256], ids=["short", "long"])
-def test_equals_reference_plain_causal(variant, T):
-    # The long case reaches paths a variant may take only for long sequences (e.g. blocked's query blocks).
-    q, k, v = _qkv(T=T, S=T)
-    mask = AttentionMask.causal(2, T)
-    want = attention.get("reference")(q, k, v, mask)
-    got = attention.get(variant)(q, k, v, mask)
-    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+def test_parameter_gradients_are_finite_and_nonzero(variant):
+    cfg = variant_cfg(variant, "modern")
+    graphdef, params = nnx.split(Transformer(cfg, nnx.Rngs(0)))
+    tokens_BT = jax.random.randint(jax.random.key(0), (2, 12), 0, cfg.vocab_size)
+    segment_BT = jnp.array([[1] * 5 + [2] * 7, [1] * 12])
+
+    def loss(params):
+        logits_BTV, _ = nnx.merge(graphdef, params)(tokens_BT, segment_ids_BT=segment_BT)
+        return -jnp.mean(jax.nn.log_softmax(logits_BTV)[..., 1])
+
+    for path, g in jax.tree_util.tree_leaves_with_path(jax.jit(jax.grad(loss))(params)):
+        assert np.all(np.isfinite(g)), path
+        assert np.any(g != 0), path
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_equals_reference_with_segments_and_padding(variant):
-    q, k, v = _qkv()
-    segment_BT = jnp.array([[1, 1, 1, 2, 2, 2, 2, 0, 0], [1, 1, 1, 1, 1, 1, 1, 1, 1]])
-    mask = AttentionMask.causal(2, 9, segment_BT)
-    want = attention.get("reference")(q, k, v, mask)
-    got = attention.get(variant)(q, k, v, mask)
-    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
-    # A token of segment 2 must not see segment 1: changing segment 1's values leaves it unchanged.
-    got2 = attention.get(variant)(q, k, v.at[0, :3].add(10.0), mask)
-    np.testing.assert_allclose(got2[0, 3:7], got[0, 3:7], atol=1e-5)
-
-
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_equals_reference_decoding_against_a_cache(variant):
-    q, k, v = _qkv(T=3, S=12)
-    B, T, S = 2, 3, 12
-    q_index_BT = jnp.broadcast_to(5 + jnp.arange(T), (B, T))
-    kv_index_BS = jnp.broadcast_to(jnp.arange(S), (B, S))
-    kv_segment_BS = jnp.array([[0, 0, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0], [1] * 8 + [0] * 4])
-    mask = AttentionMask(q_index_BT, kv_index_BS, jnp.ones((B, T), jnp.int32), kv_segment_BS)
-    want = attention.get("reference")(q, k, v, mask)
-    got = attention.get(variant)(q, k, v, mask)
-    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
-
-
-@pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("base", [TINY, MODERN], ids=["gpt", "modern"])
+@pytest.mark.parametrize("variant, base", VARIANT_BASES)
 def test_kv_cache_decoding_equals_full_forward(variant, base):
-    cfg = dataclasses.replace(base, attention=variant)
+    cfg = variant_cfg(variant, base)
     forward = jit_forward(Transformer(cfg, nnx.Rngs(0)))
     tokens_BT = jax.random.randint(jax.random.key(2), (3, 16), 0, cfg.vocab_size)
     full_BTV, _ = forward(tokens_BT)
     cache = KVCache.empty(cfg, 3, 24)
-    first_BTV, cache = forward(tokens_BT[:, :6], cache=cache)
+    first_BTV, cache = forward(tokens_BT[:, :6], cache=cache)  # a prompt longer than the examples' windows
     steps = [first_BTV]
     for t in range(6, 16):
         logits_B1V, cache = forward(tokens_BT[:, t : t + 1], cache=cache)
@@ -102,3 +193,49 @@ def test_kv_cache_decoding_equals_full_forward(variant, base):
     incremental_BTV = jnp.concatenate(steps, axis=1)
     assert float(jnp.max(jnp.abs(incremental_BTV - full_BTV))) <= 1e-5
     assert int(cache.index) == 16
+
+
+def _logits_on(cfg, tokens_BT, segment_BT, mesh: MeshConfig | None):
+    graphdef, state = nnx.split(Transformer(cfg, nnx.Rngs(0)))
+    params = nnx.to_pure_dict(state)
+
+    def forward(params):
+        s = jax.tree.map(lambda x: x, state)
+        nnx.replace_by_pure_dict(s, params)
+        return nnx.merge(graphdef, s)(tokens_BT, segment_ids_BT=segment_BT)[0]
+
+    if mesh is None:
+        return jax.jit(forward)(params)
+    partitioner = Partitioner.build(mesh)
+    placed = jax.device_put(params, partitioner.param_shardings(params, model_axes(cfg)))
+    with partitioner.activate():
+        return jax.jit(forward)(placed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mesh", MESHES)
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+def test_sharded_equals_unsharded(variant, mesh):
+    cfg = dataclasses.replace(variant_cfg(variant, "modern"), n_heads=8, d_model=64, n_kv_heads=0)
+    cfg = dataclasses.replace(cfg, **attention.layer(cfg.attention_layer).example)
+    tokens_BT = jax.random.randint(jax.random.key(3), (8, 16), 0, cfg.vocab_size)
+    segment_BT = jnp.where(jnp.arange(16) < 6, 1, 2)[None].repeat(8, 0)
+    want = _logits_on(cfg, tokens_BT, segment_BT, None)
+    np.testing.assert_allclose(_logits_on(cfg, tokens_BT, segment_BT, MESHES[mesh]), want, atol=2e-5, rtol=2e-5)
+
+
+@pytest.mark.parametrize("base", ["gpt", "modern"])
+@pytest.mark.parametrize("layer", REDUCING)
+def test_layer_equals_mha_where_it_reduces_to_it(layer, base):
+    layer_cls = attention.layer(layer)
+    cfg = dataclasses.replace(BASES[base], attention_layer=layer, **layer_cls.reduces_to_mha)
+    graphdef, state = nnx.split(Transformer(cfg, nnx.Rngs(0)))
+    params = nnx.to_pure_dict(state)
+    params["blocks"]["attn"] = layer_cls.mha_params(params["blocks"]["attn"])
+    mha_cfg = dataclasses.replace(BASES[base], attention_layer="mha")
+    mha_graphdef, mha_state = nnx.split(Transformer(mha_cfg, nnx.Rngs(1)))
+    nnx.replace_by_pure_dict(mha_state, params)
+    tokens_BT = jax.random.randint(jax.random.key(4), (2, 20), 0, cfg.vocab_size)
+    got, _ = jax.jit(lambda s: nnx.merge(graphdef, s)(tokens_BT))(state)
+    want, _ = jax.jit(lambda s: nnx.merge(mha_graphdef, s)(tokens_BT))(mha_state)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)

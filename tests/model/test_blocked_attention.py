@@ -12,14 +12,14 @@ from meshlm.model.attention import AttentionMask
 @pytest.mark.parametrize("T", [128, 256, 192])
 def test_blocks_equal_reference_values_and_gradients(T):
     kq, kk, kv, kg = jax.random.split(jax.random.key(T), 4)
-    q, k, v, g = (jax.random.normal(key, (2, T, 2, 8)) for key in (kq, kk, kv, kg))
+    q, k, v, g = (jax.random.normal(key, (2, 2, T, 8)) for key in (kq, kk, kv, kg))  # heads-major
     mask = AttentionMask.causal(2, T)
 
     def loss(variant):
-        return lambda q, k, v: jnp.sum(attention.get(variant)(q, k, v, mask) * g)
+        return lambda q, k, v: jnp.sum(attention.kernel(variant)(q, k, v, mask) * g)
 
     np.testing.assert_allclose(
-        attention.get("blocked")(q, k, v, mask), attention.get("reference")(q, k, v, mask), atol=1e-5
+        attention.kernel("blocked")(q, k, v, mask), attention.kernel("reference")(q, k, v, mask), atol=1e-5
     )
     got = jax.grad(loss("blocked"), argnums=(0, 1, 2))(q, k, v)
     want = jax.grad(loss("reference"), argnums=(0, 1, 2))(q, k, v)

@@ -1,0 +1,66 @@
+"""What attention layers share: the output projection, the position scheme, the cache round trip, the kernel call.
+
+A layer subclasses `AttentionLayer`, creates its projections in __init__ (and `init_output`), and in __call__ turns
+x_BTD into heads-major queries, keys and values, passes what it caches `through_cache`, then calls `self.attend` and
+`self.project_out`. Class attributes say what its cache holds and how the shared suite checks it.
+"""
+
+import math
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from meshlm.model.attention import registry
+from meshlm.model.attention.kv_cache import LayerCache
+from meshlm.model.config import ModelConfig
+from meshlm.model.param import param
+
+
+class AttentionLayer(nnx.Module):
+    ring: ClassVar[bool] = False  # a ring-buffer cache of cache_slots() slots that overwrites its oldest
+    # Config overrides that exercise the variant on a tiny model (the shared suite uses them; so can users).
+    example: ClassVar[dict] = {}
+    # Config overrides under which the layer computes exactly what `mha` computes (after `mha_params`); None = never.
+    reduces_to_mha: ClassVar[dict | None] = None
+
+    @classmethod
+    def validate(cls, cfg: ModelConfig) -> None:
+        """Raise ConfigError for options this layer cannot take."""
+
+    @classmethod
+    def cache_shapes(cls, cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+        """Per token and layer: {array name: (heads, features...)}."""
+        raise NotImplementedError
+
+    @classmethod
+    def cache_slots(cls, cfg: ModelConfig, length: int) -> int:
+        return length
+
+    @staticmethod
+    def mha_params(params: dict) -> dict:
+        """This layer's parameters (a pure dict) in `mha`'s layout, where `reduces_to_mha` applies."""
+        return params
+
+    def init_output(self, cfg: ModelConfig, rngs: nnx.Rngs) -> None:
+        H, K, D = cfg.n_heads, cfg.head_dim, cfg.d_model
+        self.cfg = cfg
+        self.attend = registry.kernel(cfg.attention)
+        self.w_out = param(rngs, (H, K, D), ("heads", "kv", "embed"), cfg, cfg.init_std / math.sqrt(2 * cfg.n_layers))
+        self.b_out = param(rngs, (D,), ("embed",), cfg) if cfg.bias else None
+
+    @staticmethod
+    def through_cache(
+        kv: dict[str, jax.Array], cache: LayerCache | None, dtype
+    ) -> tuple[dict[str, jax.Array], LayerCache | None]:
+        """`kv` ([B, heads, T, ...] per array) written into the cache, and what the queries read: the whole cache."""
+        if cache is not None:
+            kv, cache = cache.update(kv)
+        return {name: x.astype(dtype) for name, x in kv.items()}, cache
+
+    def project_out(self, out_BHTK: jax.Array) -> jax.Array:
+        out_BTD = jnp.einsum("bhtk,hkd->btd", out_BHTK, self.w_out[...].astype(out_BHTK.dtype))
+        if self.b_out is not None:
+            out_BTD = out_BTD + self.b_out[...].astype(out_BTD.dtype)
+        return out_BTD

@@ -1,0 +1,26 @@
+"""`softcap`: softmax attention with logits soft-capped at +-CAP by cap * tanh(logits / cap), as in Gemma 2
+(Gemma Team 2024), which keeps any one logit from dominating. The walk-through variant of docs/attention.md."""
+
+import jax
+import jax.numpy as jnp
+
+from meshlm.model.attention.mask import AttentionMask
+from meshlm.model.attention.registry import register_kernel
+
+CAP = 50.0  # Gemma 2's attention cap
+
+
+@register_kernel("softcap", exact=False)  # capped logits are not `reference`'s, so the suite does not compare them
+def attend(q_BHTK: jax.Array, k_BGSK: jax.Array, v_BGSK: jax.Array, mask: AttentionMask) -> jax.Array:
+    B, H, T, K = q_BHTK.shape
+    G, S = k_BGSK.shape[1], k_BGSK.shape[2]
+    q_BGRTK = q_BHTK.reshape(B, G, H // G, T, K) * K**-0.5  # R = H / G query heads share each key/value head
+    logits_BGRTS = jnp.einsum("bgrtk,bgsk->bgrts", q_BGRTK, k_BGSK).astype(jnp.float32)
+    logits_BGRTS = CAP * jnp.tanh(logits_BGRTS / CAP)
+    bias_BHTS = mask.bias_BHTS(H)  # ALiBi, when model.position=alibi
+    if bias_BHTS is not None:
+        logits_BGRTS = logits_BGRTS + bias_BHTS.reshape(B, G, H // G, T, S)
+    logits_BGRTS = jnp.where(mask.dense_BTS()[:, None, None], logits_BGRTS, jnp.finfo(jnp.float32).min)
+    probs_BGRTS = jax.nn.softmax(logits_BGRTS, axis=-1).astype(v_BGSK.dtype)
+    out_BGRTK = jnp.einsum("bgrts,bgsk->bgrtk", probs_BGRTS, v_BGSK)
+    return out_BGRTK.reshape(B, H, T, v_BGSK.shape[-1])
