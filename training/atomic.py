@@ -9,6 +9,7 @@ from etils import epath
 
 def write_atomic(path: epath.PathLike, data: str | bytes) -> None:
     path = epath.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         with tmp.open("wb") as f:

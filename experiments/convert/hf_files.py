@@ -5,7 +5,6 @@ Weights are read from safetensors with its numpy API (no torch needed); a PyTorc
 """
 
 import json
-import uuid
 
 import numpy as np
 import safetensors
@@ -15,6 +14,7 @@ from etils import epath
 from meshlm.experiments.convert.gpt2_layout import GPT2_OPTIONS, check_gpt2_shaped
 from meshlm.model.config import ModelConfig
 from meshlm.model.errors import ConfigError
+from meshlm.training.atomic import write_atomic
 
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -132,13 +132,6 @@ def write_tensors(directory: epath.PathLike, tensors: dict[str, np.ndarray]) -> 
     """model.safetensors, written atomically, named as GPT2LMHeadModel saves them (`transformer.` prefix)."""
     named = {k if k == "lm_head.weight" else f"transformer.{k}": v for k, v in tensors.items()}
     write_atomic(epath.Path(directory) / SAFETENSORS, safetensors.numpy.save(named, metadata={"format": "pt"}))
-
-
-def write_atomic(path: epath.Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 def write_json(path: epath.Path, obj: dict) -> None:

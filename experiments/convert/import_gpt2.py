@@ -16,6 +16,7 @@ from meshlm.model.errors import ConfigError
 from meshlm.model.transformer import Transformer
 from meshlm.training import config as config_lib
 from meshlm.training import run_dir as run_dir_lib
+from meshlm.training.atomic import write_atomic
 from meshlm.training.checkpoint import Checkpointer
 from meshlm.training.data_config import DataConfig
 from meshlm.training.optimizer import make_optimizer
@@ -45,7 +46,7 @@ def convert(src: epath.PathLike, out: epath.PathLike, overrides: list[str] = ())
     out.mkdir(parents=True, exist_ok=True)
     tokenizer.save_in(out)
     if (src / HF_CONFIG_FILE).exists():  # it names the special tokens of a tokenizer.json
-        hf_files.write_atomic(out / HF_CONFIG_FILE, (src / HF_CONFIG_FILE).read_bytes())
+        write_atomic(out / HF_CONFIG_FILE, (src / HF_CONFIG_FILE).read_bytes())
     _save_step_zero(out, cfg, params)
     config_lib.save(cfg, out / run_dir_lib.CONFIG)  # last: a run directory with a config is a complete one
     return cfg

@@ -13,6 +13,7 @@ from meshlm.experiments.sweep import runner, store
 from meshlm.model.errors import ConfigError
 from meshlm.training import run_dir as run_dir_lib
 from meshlm.training import sources
+from meshlm.training.atomic import write_atomic
 
 HELDOUT_CHARS = 1_000_000  # validation text read for the probes (they use at most ~65k tokens)
 
@@ -77,7 +78,7 @@ def run(args) -> None:
     report.write_json(
         out_dir / "results.json", {"settings": dataclasses.asdict(settings), "tasks": args.tasks, "models": models}
     )
-    report.write_atomic(out_dir / "results.md", report.markdown(models, sorted(set(settings.shots))).encode())
+    write_atomic(out_dir / "results.md", report.markdown(models, sorted(set(settings.shots))))
     pngs = report.plot_icl_curves(models, out_dir) + report.plot_icl_scores(models, out_dir)
     print(report.markdown(models, sorted(set(settings.shots))))
     print(f"wrote {out_dir / 'results.json'}, {out_dir / 'results.md'} and {len(pngs)} PNG(s)", file=sys.stderr)

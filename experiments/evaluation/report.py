@@ -5,6 +5,8 @@ import os
 import pathlib
 import tempfile
 
+from meshlm.training.atomic import write_atomic
+
 PROBE_COLUMNS = (
     ("icl_score", "icl_score", "ICL score (loss@late - loss@50)"),
     ("induction", "loss_first_copy", "induction: loss, 1st copy"),
@@ -12,13 +14,6 @@ PROBE_COLUMNS = (
     ("induction", "prefix_matching_max", "best head's prefix matching"),
     ("perplexity", "bits_per_byte", "bits per byte"),
 )
-
-
-def write_atomic(path: pathlib.Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
-        f.write(data)
-    os.replace(f.name, path)
 
 
 def write_json(path: pathlib.Path, obj) -> None:

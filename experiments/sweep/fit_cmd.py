@@ -4,10 +4,11 @@ import json
 import math
 from pathlib import Path
 
-from meshlm.experiments.sweep import atomic, parametric
+from meshlm.experiments.sweep import parametric
 from meshlm.experiments.sweep.fit import DEFAULT_RESAMPLES, FitResult, fit
 from meshlm.experiments.sweep.observations import Observation
 from meshlm.model.errors import ConfigError
+from meshlm.training.atomic import write_atomic
 
 MAIN = ("E", "A", "B", "alpha", "beta", "a", "b")
 
@@ -83,7 +84,7 @@ def run(args) -> None:
         out_dir = Path(args.out) if args.out else Path(args.dir)
     result = fit(observations, resamples=args.resamples, seed=args.seed, starts=args.starts or None)
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(out_dir / "fit.json", json.dumps(result.to_json(), indent=1, allow_nan=False) + "\n")
+    write_atomic(out_dir / "fit.json", json.dumps(result.to_json(), indent=1, allow_nan=False) + "\n")
     print("\n".join(_lines(result)))
     if not result.fits.parametric.converged:
         print("warning: no L-BFGS start converged; the best result is shown (try --starts 0)")

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from meshlm.experiments.evaluation import report as eval_report
-from meshlm.experiments.sweep import atomic
 from meshlm.experiments.sweep.fit import FitResult
 from meshlm.experiments.sweep.observations import Observation
+from meshlm.training.atomic import write_atomic
 
 EVAL = "eval"  # where `meshlm eval --sweep DIR` writes, inside the sweep directory
 PLOTS = ("isoflop", "optimal", "loss_curves", "predicted_vs_actual", "residuals")
@@ -29,7 +29,7 @@ def _pyplot():
 def _save(fig, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    atomic.write_bytes(path, buf.getvalue())
+    write_atomic(path, buf.getvalue())
 
 
 def _compute_range(observations: list[Observation]) -> np.ndarray:
@@ -230,5 +230,5 @@ def write_report(out_dir: str | Path, observations: list[Observation], fit_resul
         *_icl_section(out_dir / EVAL),
     ]
     path = out_dir / "report.md"
-    atomic.write_text(path, "\n".join(lines))
+    write_atomic(path, "\n".join(lines))
     return path

@@ -19,6 +19,7 @@ from meshlm.experiments.sweep.spec import Spec
 from meshlm.experiments.sweep.store import RunResult, Store
 from meshlm.model.errors import ConfigError
 from meshlm.training import config as config_lib
+from meshlm.training.atomic import write_atomic
 from meshlm.training.data import build_pipeline
 from meshlm.training.errors import DataError
 
@@ -63,9 +64,7 @@ def data_stats(spec: Spec, out: pathlib.Path, runs: list[plan_lib.PlannedRun], s
     n = len(docs) if len(docs) <= sample_docs else sample_docs
     counted = sum(len(pipeline.tokenizer.encode(docs[i])) + 1 for i in range(n))
     stats = DataStats(counted * len(docs) / n, n == len(docs))
-    tmp = cache.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"tokens": stats.tokens, "exact": stats.exact}))
-    tmp.replace(cache)
+    write_atomic(cache, json.dumps({"tokens": stats.tokens, "exact": stats.exact}))
     return stats
 
 
