@@ -15,8 +15,8 @@ import tempfile
 
 import jax
 
-from meshlm.experiments import config as config_lib
 from meshlm.model.attention import KVCache
+from meshlm.training import config as config_lib
 from meshlm.training import metrics as metrics_lib
 from meshlm.training.trainer import train
 
