@@ -13,7 +13,7 @@ from flax import nnx
 from meshlm.experiments.evaluation import metrics
 from meshlm.experiments.evaluation.requests import LanguageModel
 from meshlm.model.attention import AttentionMask
-from meshlm.model.layers import rotary
+from meshlm.model.attention.position import apply_position
 
 NAMES = ("icl_score", "induction", "perplexity")
 EARLY, LATE = 50, 500  # Olsson et al.: the loss of the 500th token minus that of the 50th
@@ -74,6 +74,9 @@ def induction(lm: LanguageModel, token_pool: Sequence[int], seed: int = 0) -> di
     nll_RT = -np.stack(lm.per_token_logprobs([list(r) for r in tokens_RT]))  # column t predicts token t + 1
     first = nll_RT[:, 1:length].mean()  # targets at 2..L: the first copy after its first token
     second = nll_RT[:, length + 1 : 2 * length].mean()  # the same targets in the repeat
+    losses = {"loss_first_copy": float(first), "loss_repeat": float(second), "loss_ratio": float(second / first)}
+    if lm.cfg.attention_layer != "mha":  # the per-head recomputation below knows the multi-head layer only
+        return {**losses, "sequence_length": length}
     probs_LBHTS, logits_BTV = attention_probs(lm.graphdef, lm.params, jnp.asarray(tokens_RT))
     queries = np.arange(length) + length + 1  # every token of the second copy
     keys = np.arange(length) + 2  # the token after its earlier occurrence
@@ -81,9 +84,7 @@ def induction(lm: LanguageModel, token_pool: Sequence[int], seed: int = 0) -> di
     model_logits_BTV = np.asarray(_forward(lm.graphdef, lm.params, jnp.asarray(tokens_RT)))
     layer, head = np.unravel_index(np.argmax(prefix_LH), prefix_LH.shape)
     return {
-        "loss_first_copy": float(first),
-        "loss_repeat": float(second),
-        "loss_ratio": float(second / first),
+        **losses,
         "prefix_matching_max": float(prefix_LH.max()),
         "prefix_matching_argmax": [int(layer), int(head)],
         "prefix_matching": np.round(prefix_LH, 4).tolist(),  # [layer][head]
@@ -106,7 +107,7 @@ def attention_probs(graphdef, state, tokens_BT: jax.Array) -> tuple[jax.Array, j
     cfg, dtype = model.cfg, jnp.dtype(model.cfg.dtype)
     B, T = tokens_BT.shape
     positions_BT = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
-    mask_BTS = AttentionMask.causal(B, T).dense_BTS()
+    mask = AttentionMask.causal(B, T)
     x_BTD = model.embed[...].astype(dtype)[tokens_BT]
     if cfg.position == "learned":
         x_BTD = x_BTD + model.pos_embed[...].astype(dtype)[positions_BT]
@@ -115,22 +116,22 @@ def attention_probs(graphdef, state, tokens_BT: jax.Array) -> tuple[jax.Array, j
     for layer in range(cfg.n_layers):
         block = nnx.merge(block_def, jax.tree.map(lambda a, i=layer: a[i], stacked))
         attn = block.attn
-        qkv_BT3HK = jnp.einsum("btd,dchk->btchk", block.attn_norm(x_BTD), attn.w_qkv[...].astype(dtype))
+        qkv_3BHTK = jnp.einsum("btd,dchk->cbhtk", block.attn_norm(x_BTD), attn.w_qkv[...].astype(dtype))
         if attn.b_qkv is not None:
-            qkv_BT3HK = qkv_BT3HK + attn.b_qkv[...].astype(dtype)
-        q_BTHK, k_BTHK, v_BTHK = qkv_BT3HK[:, :, 0], qkv_BT3HK[:, :, 1], qkv_BT3HK[:, :, 2]
+            qkv_3BHTK = qkv_3BHTK + attn.b_qkv[...].astype(dtype)[:, None, :, None]
+        q_BHTK, k_BHTK, v_BHTK = qkv_3BHTK[0], qkv_3BHTK[1], qkv_3BHTK[2]
         if attn.q_norm is not None:
-            q_BTHK, k_BTHK = attn.q_norm(q_BTHK), attn.k_norm(k_BTHK)
-        if cfg.position == "rotary":
-            q_BTHK, k_BTHK = rotary(q_BTHK, positions_BT, cfg.rope_theta), rotary(k_BTHK, positions_BT, cfg.rope_theta)
-        logits_BHTS = jnp.einsum("bthk,bshk->bhts", q_BTHK, k_BTHK).astype(jnp.float32) * cfg.head_dim**-0.5
-        logits_BHTS = jnp.where(mask_BTS[:, None], logits_BHTS, jnp.finfo(jnp.float32).min)
+            q_BHTK, k_BHTK = attn.q_norm(q_BHTK), attn.k_norm(k_BHTK)
+        q_BHTK, k_BHTK, layer_mask = apply_position(cfg, q_BHTK, k_BHTK, positions_BT, mask)
+        logits_BHTS = jnp.einsum("bhtk,bhsk->bhts", q_BHTK, k_BHTK).astype(jnp.float32) * cfg.head_dim**-0.5
+        bias_BHTS = layer_mask.bias_BHTS(cfg.n_heads)
+        if bias_BHTS is not None:
+            logits_BHTS = logits_BHTS + bias_BHTS
+        logits_BHTS = jnp.where(layer_mask.dense_BTS()[:, None], logits_BHTS, jnp.finfo(jnp.float32).min)
         probs_BHTS = jax.nn.softmax(logits_BHTS, axis=-1)
         probs.append(probs_BHTS)
-        out_BTD = jnp.einsum("bhts,bshk,hkd->btd", probs_BHTS.astype(dtype), v_BTHK, attn.w_out[...].astype(dtype))
-        if attn.b_out is not None:
-            out_BTD = out_BTD + attn.b_out[...].astype(dtype)
-        x_BTD = x_BTD + out_BTD
+        out_BHTK = jnp.einsum("bhts,bhsk->bhtk", probs_BHTS.astype(dtype), v_BHTK)
+        x_BTD = x_BTD + attn.project_out(out_BHTK)
         x_BTD = x_BTD + block.mlp(block.mlp_norm(x_BTD))
     x_BTD = model.final_norm(x_BTD)
     w_out_DV = model.embed[...].T if cfg.tie_embeddings else model.unembed[...]
