@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from meshlm.experiments import bench_decode
+from meshlm.experiments import bench_decode, bench_eval
 from meshlm.experiments.timing import interleaved
 from meshlm.model import flops
 from meshlm.model.errors import ConfigError
@@ -166,6 +166,8 @@ def run(args) -> None:
     use_cpu_devices(args.cpu_devices)
     if args.bench == "decode":
         return bench_decode.run(args)
+    if args.bench == "eval":
+        return bench_eval.run(args)
     cfg = config_lib.from_preset(args.preset, [f"train.batch_size={BATCH}"] + list(args.set)).validate()
     if args.bench == "compile":
         result = bench_compile(cfg, sorted(set(args.layers)), args.repeats)
