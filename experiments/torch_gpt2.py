@@ -104,7 +104,7 @@ def hf_gpt2(cfg: ModelConfig, params: dict | None = None, use_cache: bool = True
     )
     model = GPT2LMHeadModel(hf_cfg).eval()
     if params is not None:
-        tensors = {k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in gpt2_layout.to_hf(params, cfg).items()}
+        tensors = {k: torch.from_numpy(np.array(v, np.float32)) for k, v in gpt2_layout.to_hf(params, cfg).items()}
         missing, unexpected = model.transformer.load_state_dict(tensors, strict=False)
         if unexpected or [k for k in missing if not k.endswith(gpt2_layout.IGNORED_SUFFIXES)]:
             raise ConfigError(f"meshlm's GPT-2 layout and transformers disagree: {missing} {unexpected}")
