@@ -61,9 +61,10 @@ def compile_uncached(model: Transformer, prompts_BP: np.ndarray, n_new: int, win
 
 def weight_bytes(cfg) -> int:
     """Bytes of parameters one decode step reads: all of them once (the batch shares them; the tied head reads
-    the whole token table) except the position table, of which it reads one row per sequence."""
+    the whole token table) except the position table, of which it reads one row per sequence; in the compute dtype
+    where it is narrower than the stored one (f32 master weights cast to bf16 once could be read as bf16)."""
     n = flops.count_params(cfg).total - (cfg.n_ctx * cfg.d_model if cfg.position == "learned" else 0)
-    return n * np.dtype(cfg.param_dtype).itemsize
+    return n * min(np.dtype(cfg.param_dtype).itemsize, np.dtype(cfg.dtype).itemsize)
 
 
 def cache_bytes_per_position(cfg, batch: int) -> int:

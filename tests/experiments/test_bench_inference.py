@@ -1,6 +1,7 @@
 """`meshlm bench decode` (bytes read, bandwidth, --against hf-gpt2) and `meshlm bench eval`: the fields they report
 checked against independent computations (never how fast anything is)."""
 
+import dataclasses
 import json
 
 import jax
@@ -35,6 +36,8 @@ def test_weight_and_cache_bytes_match_the_arrays():
     model = Transformer(cfg, nnx.Rngs(0))
     leaves = jax.tree.leaves(nnx.state(model, nnx.Param))
     assert bench_decode.weight_bytes(cfg) == sum(x.nbytes for x in leaves) - model.pos_embed[...].nbytes
+    # f32 master weights, bf16 compute: a decoder need only read them as bf16.
+    assert 2 * bench_decode.weight_bytes(dataclasses.replace(cfg, dtype="bfloat16")) == bench_decode.weight_bytes(cfg)
     B = 3
     kv = 2 * cfg.n_layers * B * cfg.n_heads * cfg.head_dim * 4  # keys and values, f32, one position
     assert kv <= bench_decode.cache_bytes_per_position(cfg, B) <= kv + 8 * B  # + at most 8 bytes a row of bookkeeping
