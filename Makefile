@@ -8,7 +8,7 @@ TORCH_STAMP := $(VENV)/.installed-torch
 # finds it before PyPI's CUDA build (several GB); elsewhere pip takes PyPI's build of the same version.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test test-fast lint clean bench-gpu
+.PHONY: demo test test-fast lint clean bench-gpu bench-gpu-installed
 
 $(PY):
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -47,6 +47,13 @@ bench-gpu: $(STAMP)
 	$(PY) -m pip install --quiet $(if $(WHEELS),--no-index --find-links $(WHEELS)) \
 		"$(GPU_JAX)==$$($(PY) -c 'import jax; print(jax.__version__)')"
 	JAX_PLATFORMS=cuda $(PY) -m meshlm.experiments.gpu_check
+
+# The same check with a Python that already has a CUDA JAX, flax, optax, orbax, sentencepiece, tokenizers, pyyaml and
+# pytest (a GPU image, no network): meshlm itself is installed without fetching anything.
+GPU_PYTHON ?= python3
+bench-gpu-installed:
+	$(GPU_PYTHON) -m pip install --quiet --no-deps --no-index --no-build-isolation -e .
+	JAX_PLATFORMS=cuda $(GPU_PYTHON) -m meshlm.experiments.gpu_check
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
