@@ -8,7 +8,7 @@ TORCH_STAMP := $(VENV)/.installed-torch
 # finds it before PyPI's CUDA build (several GB); elsewhere pip takes PyPI's build of the same version.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test test-fast lint golden clean
+.PHONY: demo test test-fast lint golden clean bench-gpu bench-gpu-installed
 
 $(PY):
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -36,7 +36,24 @@ test: $(TORCH_STAMP) lint
 
 # While iterating: no slow tests and no PyTorch comparisons (the torch extra is not needed).
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow and not torch"
+	$(PY) -m pytest -q -m "not slow and not torch and not gpu"
+
+# On a machine with one NVIDIA GPU: JAX's CUDA build (the version of the JAX installed), the GPU tests, then GPT-3 XL
+# bf16 training MFU, decode and scoring throughput in one table (docs/performance.md). Offline, point WHEELS at a
+# folder of wheels (pip download 'jax[cuda12]==VERSION' -d DIR on a connected machine).
+GPU_JAX ?= jax[cuda12]
+WHEELS ?=
+bench-gpu: $(STAMP)
+	$(PY) -m pip install --quiet $(if $(WHEELS),--no-index --find-links $(WHEELS)) \
+		"$(GPU_JAX)==$$($(PY) -c 'import jax; print(jax.__version__)')"
+	JAX_PLATFORMS=cuda $(PY) -m meshlm.experiments.gpu_check
+
+# The same check with a Python that already has a CUDA JAX, flax, optax, orbax, sentencepiece, tokenizers, pyyaml and
+# pytest (a GPU image, no network): meshlm itself is installed without fetching anything.
+GPU_PYTHON ?= python3
+bench-gpu-installed:
+	$(GPU_PYTHON) -m pip install --quiet --no-deps --no-index --no-build-isolation -e .
+	JAX_PLATFORMS=cuda $(GPU_PYTHON) -m meshlm.experiments.gpu_check
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

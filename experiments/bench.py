@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from meshlm.experiments import bench_attention, bench_decode
+from meshlm.experiments import bench_attention, bench_decode, bench_eval
 from meshlm.experiments.timing import interleaved
 from meshlm.model import flops
 from meshlm.model.errors import ConfigError
@@ -168,6 +168,8 @@ def run(args) -> None:
         return bench_attention.run(args)
     if args.bench == "decode":
         return bench_decode.run(args)
+    if args.bench == "eval":
+        return bench_eval.run(args)
     cfg = config_lib.from_preset(args.preset, [f"train.batch_size={BATCH}"] + list(args.set)).validate()
     if args.bench == "compile":
         result = bench_compile(cfg, sorted(set(args.layers)), args.repeats)

@@ -1,7 +1,9 @@
-"""`meshlm bench decode`: greedy generation with the KV cache against recomputing the whole sequence every step."""
+"""`meshlm bench decode`: greedy generation with the KV cache against recomputing the whole sequence every step,
+against Hugging Face's `generate` (--against hf-gpt2), and the bytes it reads against the in-run memory bandwidth."""
 
 import functools
 import json
+import math
 import statistics
 import time
 
@@ -10,9 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from meshlm.experiments import bandwidth
 from meshlm.experiments.timing import interleaved
-from meshlm.model import generate
-from meshlm.model.transformer import Transformer
+from meshlm.model import flops, generate
+from meshlm.model.transformer import KVCache, Transformer
 from meshlm.training import config as config_lib
 
 
@@ -56,36 +59,98 @@ def compile_uncached(model: Transformer, prompts_BP: np.ndarray, n_new: int, win
     return lambda: np.asarray(compiled(state, prompts_BP)), seconds
 
 
+def weight_bytes(cfg) -> int:
+    """Bytes of parameters one decode step reads: all of them once (the batch shares them; the tied head reads
+    the whole token table) except the position table, of which it reads one row per sequence; in the compute dtype
+    where it is narrower than the stored one (f32 master weights cast to bf16 once could be read as bf16)."""
+    n = flops.count_params(cfg).total - (cfg.n_ctx * cfg.d_model if cfg.position == "learned" else 0)
+    return n * min(np.dtype(cfg.param_dtype).itemsize, np.dtype(cfg.dtype).itemsize)
+
+
+def cache_bytes_per_position(cfg, batch: int) -> int:
+    """Bytes the cache holds per sequence position for the whole batch (keys and values of every layer and any
+    per-slot bookkeeping), whatever the cache's layout: the difference between caches of 2 and 1 positions."""
+
+    def nbytes(length: int) -> int:
+        shapes = jax.eval_shape(lambda: KVCache.empty(cfg, batch, length))
+        return sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(shapes))
+
+    return nbytes(2) - nbytes(1)
+
+
+def decode_bytes(cfg, batch: int, prompt_len: int, new_tokens: int) -> int:
+    """Bytes that generating new_tokens tokens must read at least: per token, the weights once and the cache of
+    every position before it (token i, from 0, follows prompt_len + i positions)."""
+    positions = new_tokens * prompt_len + new_tokens * (new_tokens - 1) // 2
+    return new_tokens * weight_bytes(cfg) + positions * cache_bytes_per_position(cfg, batch)
+
+
+def model_params(model: Transformer) -> dict:
+    """The model's parameters as a nested dict of numpy arrays (what the GPT-2 layout converts)."""
+    return jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+
+
 def bench_decode(
-    cfg: config_lib.Config, batches: list[int], prompt_len: int, new_tokens: int, uncached_tokens: int, repeats: int
+    cfg: config_lib.Config,
+    batches: list[int],
+    prompt_len: int,
+    new_tokens: int,
+    uncached_tokens: int,
+    repeats: int,
+    against: tuple[str, ...] = (),
 ) -> dict:
     """Per batch size: cached tokens/s over all new tokens; uncached tokens/s over its first few (every uncached
-    step costs the same full-window forward, so its time for new_tokens is that per-token time x new_tokens)."""
+    step costs the same full-window forward, so its time for new_tokens is that per-token time x new_tokens);
+    with against=("hf-gpt2",) HF's generate with the same weights; the bytes read against a read probe."""
     model = Transformer(cfg.model, nnx.Rngs(cfg.train.seed))
+    hf = None
+    if against:
+        from meshlm.experiments import torch_gpt2, torch_inference  # torch itself is imported only when asked for
+
+        hf = torch_gpt2.hf_gpt2(cfg.model, params=model_params(model))
+    probe, probe_bytes = bandwidth.read_probe()
     rows = []
     for B in batches:
         prompts_BP = np.random.default_rng(B).integers(0, cfg.model.vocab_size, (B, prompt_len), dtype=np.int32)
         cached, cached_compile_s = compile_cached(model, prompts_BP, new_tokens)
         uncached, uncached_compile_s = compile_uncached(model, prompts_BP, uncached_tokens, prompt_len + new_tokens)
-        same = bool(np.array_equal(cached()[:, :uncached_tokens], uncached()))
-        times = {
-            k: statistics.median(v) for k, v in interleaved(dict(cached=cached, uncached=uncached), repeats).items()
-        }
+        ours_BN = cached()
+        same = bool(np.array_equal(ours_BN[:, :uncached_tokens], uncached()))
+        contestants = dict(cached=cached, uncached=uncached, memory=probe)
+        if hf is not None:
+            contestants["hf-gpt2"] = torch_inference.generate_fn(hf, prompts_BP, new_tokens)
+            hf_same = float(np.mean(contestants["hf-gpt2"]() == ours_BN))
+        times = {k: statistics.median(v) for k, v in interleaved(contestants, repeats).items()}
         uncached_total_s = times["uncached"] / uncached_tokens * new_tokens
-        rows.append(
-            dict(
-                batch=B,
-                cached_s=times["cached"],
-                cached_tokens_per_s=B * new_tokens / times["cached"],
-                uncached_s_per_token=times["uncached"] / uncached_tokens,
-                uncached_tokens_per_s=B * uncached_tokens / times["uncached"],
-                uncached_total_s=uncached_total_s,
-                speedup=uncached_total_s / times["cached"],
-                same_tokens=same,
-                cached_compile_s=cached_compile_s,
-                uncached_compile_s=uncached_compile_s,
-            )
+        read = decode_bytes(cfg.model, B, prompt_len, new_tokens)
+        bandwidth_bytes_per_s = probe_bytes / times["memory"]
+        row = dict(
+            batch=B,
+            cached_s=times["cached"],
+            cached_tokens_per_s=B * new_tokens / times["cached"],
+            uncached_s_per_token=times["uncached"] / uncached_tokens,
+            uncached_tokens_per_s=B * uncached_tokens / times["uncached"],
+            uncached_total_s=uncached_total_s,
+            speedup=uncached_total_s / times["cached"],
+            same_tokens=same,
+            cached_compile_s=cached_compile_s,
+            uncached_compile_s=uncached_compile_s,
+            bytes_read=read,
+            bytes_per_token=read / new_tokens,
+            bytes_per_s=read / times["cached"],
+            memory_bytes_per_s=bandwidth_bytes_per_s,
+            bandwidth_fraction=read / times["cached"] / bandwidth_bytes_per_s,
         )
+        if hf is not None:
+            row["against"] = {
+                "hf-gpt2": dict(
+                    s=times["hf-gpt2"],
+                    tokens_per_s=B * new_tokens / times["hf-gpt2"],
+                    ratio=times["hf-gpt2"] / times["cached"],
+                    same_tokens=hf_same,
+                )
+            }
+        rows.append(row)
     return dict(
         preset=cfg.preset,
         n_ctx=cfg.model.n_ctx,
@@ -112,21 +177,32 @@ def run(args) -> None:
         new_tokens=new,
         uncached_tokens=min(args.uncached_tokens, new),
         repeats=args.repeats,
+        against=tuple(args.against),
     )
-    if args.json:
-        print(json.dumps(result))
-        return
-    print(
-        f"meshlm bench decode: {result['preset']} (n_ctx {result['n_ctx']}), prompt {prompt_len} + {new} new tokens, "
-        "greedy, "
-        f"{result['device_kind']}, median of {result['repeats']}"
-    )
+    print(json.dumps(result) if args.json else text(result))
+
+
+def text(result: dict) -> str:
+    new = result["new_tokens"]
+    lines = [
+        f"meshlm bench decode: {result['preset']} (n_ctx {result['n_ctx']}), prompt {result['prompt_len']} + {new} "
+        f"new tokens, greedy, {result['device_kind']}, median of {result['repeats']}"
+    ]
     for r in result["rows"]:
-        print(
+        lines.append(
             f"batch {r['batch']:3d}: KV cache {r['cached_tokens_per_s']:,.1f} tokens/s ({r['cached_s']:.2f} s for "
-            f"{new}); "
-            f"recompute {r['uncached_tokens_per_s']:,.2f} tokens/s ({r['uncached_total_s']:.1f} s for {new}, from "
-            f"{result['uncached_tokens']} steps); "
-            f"speedup {r['speedup']:.1f}x; same tokens: {r['same_tokens']}; compile {r['cached_compile_s']:.1f} s / "
-            f"{r['uncached_compile_s']:.1f} s"
+            f"{new}); recompute {r['uncached_tokens_per_s']:,.2f} tokens/s ({r['uncached_total_s']:.1f} s for {new}, "
+            f"from {result['uncached_tokens']} steps); speedup {r['speedup']:.1f}x; same tokens: {r['same_tokens']}; "
+            f"compile {r['cached_compile_s']:.1f} s / {r['uncached_compile_s']:.1f} s"
         )
+        lines.append(
+            f"           reads {r['bytes_per_token'] / 1e6:,.1f} MB per step (weights + cache) -> "
+            f"{r['bytes_per_s'] / 1e9:,.2f} GB/s = {r['bandwidth_fraction']:.3f} of the in-run read bandwidth "
+            f"({r['memory_bytes_per_s'] / 1e9:,.1f} GB/s)"
+        )
+        for name, ref in r.get("against", {}).items():
+            lines.append(
+                f"           {name} generate {ref['tokens_per_s']:,.1f} tokens/s ({ref['s']:.2f} s); meshlm / {name} "
+                f"= {ref['ratio']:.2f}; same tokens {ref['same_tokens']:.0%}"
+            )
+    return "\n".join(lines)

@@ -18,7 +18,7 @@ Commands:
   generate  sample text from a trained run directory or a randomly initialised preset
   train     train a model on text; re-running on the same run directory resumes
   plan      per-device memory, FLOPs and step time of a preset on a device mesh
-  bench     training and decoding speed, FLOP/s, MFU and compile time (against PyTorch with --against)
+  bench     training, decoding and scoring speed, FLOP/s, MFU, compile time (against PyTorch with --against)
   sweep     scaling-law sweeps: run a spec of budgets x shapes x seeds, fit laws to it or to a CSV table
   convert   Hugging Face GPT-2 checkpoints into run directories (hf-gpt2) and back (to-hf)
   lm-eval   lm-evaluation-harness's command line with the `meshlm` model type (--model meshlm)
@@ -244,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("hf-gpt2", "torch-gpt2"),
         help="also time a PyTorch GPT-2 of the same shape (repeatable; needs pip install 'meshlm[torch]')",
     )
-    k = kinds.add_parser("decode", help="KV-cache generation against recomputing the sequence")
+    k = kinds.add_parser("decode", help="KV-cache generation against recomputing, bytes/s; --against HF generate")
     _add_config_args(k)
     k.add_argument("--batch", type=at_least(1), action="append", help="batch size (repeatable; default 1 and 16)")
     k.add_argument("--prompt-len", type=at_least(1), default=16, help="prompt tokens (default 16)")
@@ -253,10 +253,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--uncached-tokens", type=at_least(1), default=4, help="uncached steps timed; each costs the same (default 4)"
     )
     k.add_argument("--repeats", type=at_least(1), default=3, help="timed repeats (default 3)")
+    k.add_argument(
+        "--against",
+        action="append",
+        default=[],
+        choices=("hf-gpt2",),
+        help="also time Hugging Face's generate with the same weights (needs pip install 'meshlm[torch]')",
+    )
+    k = kinds.add_parser("eval", help="few-shot scoring: scored tokens/s, compiled shapes; --against HF")
+    _add_config_args(k)
+    k.add_argument("--items", type=int, default=8, help="items per task (default 8)")
+    k.add_argument("--shots", default="0,1,2,4,8,16", metavar="K,K,...", help="shots (default 0,1,2,4,8,16)")
+    k.add_argument("--batch-size", type=int, default=16, metavar="N", help="rows per forward pass (default 16)")
+    k.add_argument("--repeats", type=int, default=3, help="timed repeats (default 3)")
+    k.add_argument(
+        "--against",
+        action="append",
+        default=[],
+        choices=("hf-gpt2",),
+        help="also score with Hugging Face transformers, same weights and batches (needs pip install 'meshlm[torch]')",
+    )
     k = kinds.add_parser("compile", help="train-step compile time at several depths")
     _add_config_args(k)
     k.add_argument("--layers", type=at_least(1), nargs="+", default=[12, 48], help="depths to compile (default 12 48)")
     k.add_argument("--repeats", type=at_least(1), default=3, help="compiles per depth (default 3)")
+    k = kinds.add_parser("attention-memory", help="compiled peak memory of an attention kernel against reference")
+    k.add_argument("--seq-len", type=at_least(1), default=8192, help="sequence length (default 8192)")
+    k.add_argument("--kernel", default="blockwise", help="the kernel measured (default blockwise)")
+    k.add_argument("--against", default="reference", help="the kernel it is compared with (default reference)")
     for k in kinds.choices.values():
         k.add_argument(
             "--cpu-devices", type=at_least(1), metavar="N", help="simulated CPU devices (default: one per core)"

@@ -8,6 +8,9 @@ like meshlm. torch is imported only when a reference is asked for.
 import math
 from collections.abc import Callable
 
+import numpy as np
+
+from meshlm.experiments.convert import gpt2_layout
 from meshlm.model.config import ModelConfig
 from meshlm.model.errors import ConfigError
 from meshlm.training.config import OptimizerConfig
@@ -69,6 +72,15 @@ def make_step(
 
 
 def _hf_model(torch, cfg: ModelConfig):
+    model = hf_gpt2(cfg, use_cache=False).train()
+    return model, lambda inputs: model(input_ids=inputs).logits
+
+
+def hf_gpt2(cfg: ModelConfig, params: dict | None = None, use_cache: bool = True):
+    """Hugging Face's GPT2LMHeadModel of cfg's shape (f32, no dropout), in eval mode; with `params` (meshlm's
+    parameter dict) it holds meshlm's weights, so both compute the same function."""
+    check("hf-gpt2", cfg)
+    torch = _torch()
     try:
         from transformers import GPT2Config, GPT2LMHeadModel
     except ImportError:
@@ -87,11 +99,16 @@ def _hf_model(torch, cfg: ModelConfig):
         layer_norm_epsilon=cfg.norm_eps,
         bos_token_id=0,
         eos_token_id=0,
-        use_cache=False,
+        use_cache=use_cache,
         attn_implementation="sdpa",
     )
-    model = GPT2LMHeadModel(hf_cfg).train()
-    return model, lambda inputs: model(input_ids=inputs).logits
+    model = GPT2LMHeadModel(hf_cfg).eval()
+    if params is not None:
+        tensors = {k: torch.from_numpy(np.array(v, np.float32)) for k, v in gpt2_layout.to_hf(params, cfg).items()}
+        missing, unexpected = model.transformer.load_state_dict(tensors, strict=False)
+        if unexpected or [k for k in missing if not k.endswith(gpt2_layout.IGNORED_SUFFIXES)]:
+            raise ConfigError(f"meshlm's GPT-2 layout and transformers disagree: {missing} {unexpected}")
+    return model
 
 
 def _plain_model(torch, cfg: ModelConfig):

@@ -1,0 +1,150 @@
+"""`meshlm bench eval`: the few-shot scoring path (experiments/evaluation/requests.py) in scored tokens/s on a
+realistic mix of context lengths, the shapes it compiles, and Hugging Face scoring the same requests in the same
+batches (--against hf-gpt2), the two taking turns."""
+
+import json
+import statistics
+import time
+
+import jax
+import numpy as np
+from flax import nnx
+
+from meshlm.experiments import bench_decode
+from meshlm.experiments.evaluation import tasks as tasks_lib
+from meshlm.experiments.evaluation.prompts import draw_shots, fit
+from meshlm.experiments.evaluation.requests import LanguageModel, bucket, sorted_batches
+from meshlm.experiments.generate_cmd import ByteCodec
+from meshlm.experiments.timing import interleaved
+from meshlm.model.errors import ConfigError
+from meshlm.model.scoring import token_logprobs
+from meshlm.model.transformer import Transformer
+from meshlm.training import config as config_lib
+
+# Generation, multiple-choice and scrambling tasks: their prompts differ in length per item and grow with K.
+TASKS = ("arithmetic_2da", "arithmetic_3ds", "arithmetic_1dc", "cycle_letters", "label_mapping")
+SHOTS = (0, 1, 2, 4, 8, 16)
+
+
+def build_requests(
+    tokenizer, n_ctx: int, tasks=TASKS, shots=SHOTS, items: int = 8, seed: int = 0
+) -> list[tuple[list[int], list[int]]]:
+    """(context ids, continuation ids) of every answer of the first `items` items of each task at every K, fitted
+    to n_ctx exactly as the harness fits them (shots dropped from the far end when they do not fit)."""
+    out = []
+    for name in tasks:
+        task = tasks_lib.resolve(name, seed)
+        if isinstance(task, str):
+            raise ConfigError(f"{name} is a probe, not a prompt task; choose among {', '.join(TASKS)}")
+        for item in task.items[:items]:
+            answers = item.choices if task.kind == "multiple_choice" else (item.target,)
+            continuations = [task.fmt.target_delimiter + a for a in answers]
+            for k in shots:
+                shots_k = draw_shots(task.pool, item, k, seed, task.name)
+                fitted = fit(tokenizer, task.fmt, shots_k, item, continuations, n_ctx)
+                out += [(fitted.context_ids, c) for c in fitted.continuation_ids]
+    return out
+
+
+def bench_eval(
+    cfg: config_lib.Config, items: int, shots: tuple[int, ...], batch_size: int, repeats: int, against=()
+) -> dict:
+    model = Transformer(cfg.model, nnx.Rngs(cfg.train.seed))
+    n_ctx = cfg.model.n_ctx
+    tokenizer = ByteCodec()
+    if cfg.model.vocab_size < tokenizer.vocab_size:
+        raise ConfigError(
+            f"bench eval feeds UTF-8 bytes: set --set model.vocab_size=256 or more (is {cfg.model.vocab_size})"
+        )
+    requests = build_requests(tokenizer, n_ctx, shots=shots, items=items)
+    lengths = [len(c) + len(x) - 1 for c, x in requests]
+    batches = sorted_batches(lengths, batch_size)
+    lm = LanguageModel(model, tokenizer, batch_size=batch_size)
+
+    cached_before = token_logprobs._cache_size()
+    start = time.perf_counter()
+    ours = lm.loglikelihood_tokens(requests)  # compiles every shape
+    first_s = time.perf_counter() - start
+    compiled = token_logprobs._cache_size() - cached_before
+
+    contestants = {"meshlm": lambda: lm.loglikelihood_tokens(requests)}
+    hf_check = {}
+    if against:
+        from meshlm.experiments import torch_gpt2, torch_inference  # torch itself is imported only when asked for
+
+        hf = torch_gpt2.hf_gpt2(cfg.model, params=bench_decode.model_params(model))
+        contestants["hf-gpt2"] = torch_inference.score_fn(hf, requests, batches)
+        logprob_R, greedy_R = contestants["hf-gpt2"]()
+        ours_R = np.array([s.logprob for s in ours])
+        hf_check = dict(
+            max_logprob_diff=float(np.max(np.abs(logprob_R - ours_R))),
+            same_greedy=float(np.mean(greedy_R == np.array([s.is_greedy for s in ours]))),
+        )
+    times = {k: statistics.median(v) for k, v in interleaved(contestants, repeats).items()}
+
+    scored = sum(lengths)
+    padded = sum(batch_size * bucket(lengths[b[0]], n_ctx) for b in batches)
+    result = dict(
+        preset=cfg.preset,
+        n_ctx=n_ctx,
+        tasks=list(TASKS),
+        shots=list(shots),
+        items=items,
+        batch_size=batch_size,
+        repeats=repeats,
+        devices=len(lm.partitioner.mesh.devices.flat),
+        device_kind=jax.devices()[0].device_kind,
+        requests=len(requests),
+        batches=len(batches),
+        distinct_lengths=len(set(lengths)),
+        min_length=min(lengths),
+        max_length=max(lengths),
+        scored_tokens=scored,
+        padded_tokens=padded,
+        compiled_shapes=compiled,
+        first_call_s=first_s,
+        s=times["meshlm"],
+        tokens_per_s=scored / times["meshlm"],
+        requests_per_s=len(requests) / times["meshlm"],
+    )
+    if against:
+        hf_padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+        result["against"] = {
+            "hf-gpt2": dict(
+                s=times["hf-gpt2"],
+                tokens_per_s=scored / times["hf-gpt2"],
+                padded_tokens=hf_padded,
+                ratio=times["hf-gpt2"] / times["meshlm"],
+            )
+            | hf_check
+        }
+    return result
+
+
+def run(args) -> None:
+    cfg = config_lib.from_preset(args.preset, list(args.set)).validate()
+    shots = tuple(sorted({int(k) for k in args.shots.split(",")}))
+    result = bench_eval(
+        cfg, items=args.items, shots=shots, batch_size=args.batch_size, repeats=args.repeats, against=args.against
+    )
+    print(json.dumps(result) if args.json else text(result))
+
+
+def text(r: dict) -> str:
+    lines = [
+        f"meshlm bench eval: {r['preset']} (n_ctx {r['n_ctx']}), {r['requests']} requests from {len(r['tasks'])} "
+        f"tasks x K={','.join(map(str, r['shots']))} x {r['items']} items, batches of {r['batch_size']}, "
+        f"{r['devices']} x {r['device_kind']}, median of {r['repeats']}",
+        f"lengths      {r['min_length']}..{r['max_length']} tokens, {r['distinct_lengths']} distinct; "
+        f"{r['scored_tokens']:,} scored, {r['padded_tokens']:,} with padding",
+        f"compiled     {r['compiled_shapes']} shapes (first pass {r['first_call_s']:.1f} s, compiling included)",
+        f"meshlm       {r['tokens_per_s']:,.0f} scored tokens/s, {r['requests_per_s']:,.1f} requests/s "
+        f"({r['s']:.2f} s)",
+    ]
+    for name, ref in r.get("against", {}).items():
+        lines.append(
+            f"{name:12s} {ref['tokens_per_s']:,.0f} scored tokens/s ({ref['s']:.2f} s, {ref['padded_tokens']:,} "
+            f"with padding); meshlm / {name} = {ref['ratio']:.2f}; largest log-prob difference "
+            f"{ref['max_logprob_diff']:.1e}, same greedy flags {ref['same_greedy']:.0%}"
+        )
+    return "\n".join(lines)

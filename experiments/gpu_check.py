@@ -1,0 +1,115 @@
+"""The GPU check (`make bench-gpu`): on one NVIDIA GPU, run the GPU tests, then measure GPT-3 XL bf16 training MFU,
+decode and few-shot scoring throughput, and print one table. Budget: under 8 minutes on one H100.
+
+    python -m meshlm.experiments.gpu_check [--quick]
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+import jax
+
+from meshlm.experiments import bench, bench_decode, bench_eval
+from meshlm.training import config as config_lib
+
+# GPT-3 XL in bf16 (f32 master weights), cuDNN flash attention, the remat policy usual for 1-10B models.
+XL = [
+    "model.dtype=bfloat16",
+    "model.attention=fused",
+    "model.remat=dots_with_no_batch_dims_saveable",
+    "train.batch_size=8",
+]
+MFU_GOAL = 0.5
+
+
+def run_tests() -> tuple[str, str]:
+    """The gpu-marked tests in a child pytest (JAX on the GPU there too): (outcome line, ok/FAIL)."""
+    env = dict(os.environ, JAX_PLATFORMS="cuda")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "tests/gpu"], env=env, capture_output=True, text=True
+    )
+    print(proc.stdout[-3000:], proc.stderr[-2000:], sep="\n", flush=True)
+    last = (proc.stdout.strip().splitlines() or ["no output"])[-1]
+    return last, "ok" if proc.returncode == 0 else "FAIL"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m meshlm.experiments.gpu_check", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer steps and tokens (a smoke run, ~3 minutes)")
+    parser.add_argument("--skip-tests", action="store_true", help="measure only")
+    args = parser.parse_args(argv)
+    device = jax.devices()[0]
+    if device.platform != "gpu":
+        print(
+            f"gpu_check: JAX sees no GPU (first device: {device.device_kind}); install jax[cuda12] (make bench-gpu "
+            "does) on a machine with an NVIDIA GPU",
+            file=sys.stderr,
+        )
+        return 2
+    start = time.perf_counter()
+    rows: list[tuple[str, str, str, str]] = []  # (what, result, goal, status)
+    if not args.skip_tests:
+        line, status = run_tests()
+        rows.append(("GPU tests (bf16 parity, cuDNN attention)", line, "all pass", status))
+
+    cfg = config_lib.from_preset("gpt3-xl", XL).validate()
+    steps, warmup = (3, 1) if args.quick else (10, 2)
+    t = bench.bench_train(cfg, steps=steps, warmup=warmup, against=[])
+    rows.append(
+        (
+            "train GPT-3 XL bf16, batch 8 x 2048",
+            f"MFU {t['mfu']:.3f}, {t['tokens_per_s']:,.0f} tokens/s, step {t['step_s'] * 1e3:.0f} ms, "
+            f"compile {t['compile_s']:.0f} s",
+            f">= {MFU_GOAL}",
+            "ok" if t["mfu"] >= MFU_GOAL else "below",
+        )
+    )
+    print(rows[-1], flush=True)
+
+    new = 128 if args.quick else 512
+    d = bench_decode.bench_decode(
+        cfg, batches=[1, 16], prompt_len=128, new_tokens=new, uncached_tokens=2, repeats=2 if args.quick else 3
+    )
+    for r in d["rows"]:
+        rows.append(
+            (
+                f"decode GPT-3 XL bf16, batch {r['batch']}, 128 + {new}",
+                f"{r['cached_tokens_per_s']:,.0f} tokens/s, {r['bytes_per_s'] / 1e9:,.0f} GB/s = "
+                f"{r['bandwidth_fraction']:.2f} of read bandwidth ({r['memory_bytes_per_s'] / 1e9:,.0f} GB/s); "
+                f"{r['speedup']:.0f}x recompute, same tokens: {r['same_tokens']}",
+                "",
+                "",
+            )
+        )
+        print(rows[-1], flush=True)
+
+    e = bench_eval.bench_eval(
+        cfg, items=4 if args.quick else 16, shots=bench_eval.SHOTS, batch_size=16, repeats=2 if args.quick else 3
+    )
+    rows.append(
+        (
+            f"scoring GPT-3 XL bf16, {e['requests']} requests, K=0..16",
+            f"{e['tokens_per_s']:,.0f} scored tokens/s, {e['compiled_shapes']} compiled shapes for "
+            f"{e['distinct_lengths']} lengths",
+            "<= 8 shapes",
+            "ok" if e["compiled_shapes"] <= 8 else "too many shapes",
+        )
+    )
+    rows.append(("total", f"{time.perf_counter() - start:.0f} s on {device.device_kind}", "< 480 s", ""))
+    print(table(rows))
+    return 0 if all(status in ("ok", "") for *_, status in rows) else 1
+
+
+def table(rows: list[tuple[str, str, str, str]]) -> str:
+    header = ("check", "result", "goal", "status")
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(4)]
+    lines = [" | ".join(h.ljust(w) for h, w in zip(header, widths)), "-+-".join("-" * w for w in widths)]
+    lines += [" | ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
