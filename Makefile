@@ -32,11 +32,11 @@ demo: $(STAMP)
 
 # Every test, the PyTorch, transformers and lm-eval comparisons included.
 test: $(TORCH_STAMP) lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not gpu and not published_data"
 
 # While iterating: no slow tests and no PyTorch comparisons (the torch extra is not needed).
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow and not torch and not gpu"
+	$(PY) -m pytest -q -m "not slow and not torch and not gpu and not published_data"
 
 # On a machine with one NVIDIA GPU: JAX's CUDA build (the version of the JAX installed), the GPU tests, then GPT-3 XL
 # bf16 training MFU, decode and scoring throughput in one table (docs/performance.md). Offline, point WHEELS at a

@@ -1,5 +1,5 @@
-"""The GPU tests run where JAX sees an NVIDIA GPU (make bench-gpu runs them with JAX_PLATFORMS=cuda); elsewhere
-they are skipped with that reason, never failed."""
+"""The GPU tests run where JAX sees an NVIDIA GPU (make bench-gpu runs them with JAX_PLATFORMS=cuda); make test
+leaves them out by their marker, and a direct run without a GPU skips them with that reason."""
 
 import jax
 import pytest

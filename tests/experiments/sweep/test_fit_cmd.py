@@ -80,9 +80,9 @@ def test_fit_table_prints_name_value_lines_and_writes_fit_json_and_report(tmp_pa
 CHINCHILLA_CSV = os.environ.get("MESHLM_CHINCHILLA_CSV")
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not CHINCHILLA_CSV, reason="set MESHLM_CHINCHILLA_CSV to Epoch AI's svg_extracted_data.csv")
+@pytest.mark.published_data
 def test_reproduces_the_published_refit_of_chinchilla(tmp_path, capsys):
+    assert CHINCHILLA_CSV, "set MESHLM_CHINCHILLA_CSV to Epoch AI's svg_extracted_data.csv (docs/scaling.md)"
     with open(CHINCHILLA_CSV) as f:
         rows = list(csv.DictReader(f))
     losses = sorted(float(r["loss"]) for r in rows)
