@@ -99,6 +99,10 @@ def initial_grid() -> np.ndarray:
     return np.array(list(itertools.product(GRID_A, GRID_B, GRID_E, GRID_ALPHA, GRID_BETA)))
 
 
+# log A, log B, log E, alpha, beta
+THETA_BOUNDS = ((-50.0, 200.0), (-50.0, 200.0), (-20.0, 20.0), (0.0, 10.0), (0.0, 10.0))
+
+
 def single_threaded():
     """A context in which BLAS runs on one thread: L-BFGS on five parameters gains nothing from threads, and on a
     busy machine their spinning made each iteration ~30x slower. scipy is imported first because threadpoolctl
@@ -113,12 +117,15 @@ def _minimize(theta0, args):
     from scipy.optimize import minimize
 
     # Tight tolerances: the summed Huber loss is ~1e-3 at the optimum and the default ftol would stop short.
+    # Loose bounds keep a degenerate resample (few points, a flat direction) from running log A or log B off to
+    # values whose exp overflows; any fit that reaches them is degenerate anyway.
     return minimize(
         _objective,
         theta0,
         args=args,
         jac=True,
         method="L-BFGS-B",
+        bounds=THETA_BOUNDS,
         options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 10_000, "maxcor": 20},
     )
 
