@@ -169,6 +169,7 @@ def test_a_sweep_killed_mid_run_completes_only_the_missing_runs(tmp_path, corpus
 @pytest.mark.slow
 def test_ray_launcher_gives_the_local_launchers_results(tmp_path, corpus):
     import ray  # the test extra installs it
+
     from meshlm.experiments.sweep.launchers import LocalLauncher, RayLauncher
 
     spec = _spec(tmp_path, corpus, seeds=[0])
