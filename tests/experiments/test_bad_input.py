@@ -135,7 +135,7 @@ CASES = [
     # train: config values
     ("train: unknown key", ["TRAIN", "--set", "train.stepz=5"], "unknown config key 'train.stepz'"),
     ("train: not an int", ["TRAIN", "--set", "train.steps=ten"], "--set train.steps='ten': expected int"),
-    ("train: zero steps", ["TRAIN", "--set", "train.steps=0"], "train.steps=0 must be positive"),
+    ("train: zero steps", ["TRAIN", "--set", "train.steps=0"], "train.tokens=0: set exactly one of them"),
     (
         "train: negative lr",
         ["TRAIN", "--set", "train.optimizer.peak_lr=-1"],
@@ -170,7 +170,7 @@ CASES = [
     (
         "train: tokenizer not sentencepiece",
         ["TRAIN", "--set", "data.tokenizer=WS/garbage.model"],
-        "is not a sentencepiece model (RuntimeError); point data.tokenizer at a .model",
+        "is neither a sentencepiece model nor a tokenizer.json; point data.tokenizer at one of them",
     ),
     (
         "train: tokenizer missing",
@@ -250,7 +250,11 @@ CASES = [
         ["generate", "--run-dir", "WS/no_checkpoint"],
         "has no finished checkpoint yet; train longer",
     ),
-    ("generate: garbled tokenizer", ["generate", "--run-dir", "WS/bad_tokenizer"], "is not a sentencepiece model"),
+    (
+        "generate: garbled tokenizer",
+        ["generate", "--run-dir", "WS/bad_tokenizer"],
+        "is neither a sentencepiece model nor a tokenizer.json",
+    ),
     ("generate: missing tokenizer", ["generate", "--run-dir", "WS/no_tokenizer"], "tokenizer.model does not exist"),
     (
         "generate: checkpoint of another model",
