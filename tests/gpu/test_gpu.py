@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from meshlm.experiments.bench import build_train_step
+from meshlm.model import attention
 from meshlm.model.attention import AttentionMask
-from meshlm.model.attention import get as get_attention
 from meshlm.training import config as config_lib
 
 pytestmark = pytest.mark.gpu
@@ -61,14 +61,15 @@ def test_cudnn_flash_attention_matches_reference(T):
     B, H, K = 2, 8, 128
     keys = jax.random.split(jax.random.key(0), 4)
     q, k, v, g = (jax.random.normal(key, (B, T, H, K), jnp.bfloat16) for key in keys)
-    reference = get_attention("reference")
+    reference = attention.kernel("reference")
     mask = AttentionMask.causal(B, T)
 
     def cudnn(q, k, v):
         return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
 
-    def ref(q, k, v):
-        return reference(q, k, v, mask)
+    def ref(q, k, v):  # meshlm's kernels are heads-major: [B, H, T, K]
+        heads_major = lambda x: x.transpose(0, 2, 1, 3)
+        return heads_major(reference(heads_major(q), heads_major(k), heads_major(v), mask))
 
     out_c, vjp_c = jax.vjp(jax.jit(cudnn), q, k, v)
     out_r, vjp_r = jax.vjp(jax.jit(ref), q, k, v)
