@@ -1,5 +1,6 @@
 """One sweep run on whatever process runs it (the driver, or a Ray worker): train, then summarise metrics.jsonl."""
 
+import contextlib
 import pathlib
 import re
 import shutil
@@ -8,6 +9,7 @@ import statistics
 import time
 
 import jax
+from jax.experimental.compilation_cache import compilation_cache
 
 from meshlm.experiments.sweep.store import RunResult
 from meshlm.model.flops import flops_per_token
@@ -20,10 +22,6 @@ LOG = "sweep.log"  # the trainer's log lines, since the driver's terminal shows 
 
 def execute(config: dict, run_dir: str, tokenizer: str, compile_cache: str = "") -> RunResult:
     """Train (or resume, or just re-read) the run in run_dir and return what the store records of it."""
-    if compile_cache and not jax.config.jax_compilation_cache_dir:
-        # Runs of one shape at several budgets share their init and sampling programs: compile them once.
-        jax.config.update("jax_compilation_cache_dir", compile_cache)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     cfg = config_lib.from_dict(config)
     path = pathlib.Path(run_dir)
     path.mkdir(parents=True, exist_ok=True)
@@ -40,10 +38,30 @@ def execute(config: dict, run_dir: str, tokenizer: str, compile_cache: str = "")
             print(line, file=log_file, flush=True)
 
         start = time.perf_counter()
-        train(cfg, path, progress=False, log=log)
+        with persistent_compile_cache(compile_cache):
+            train(cfg, path, progress=False, log=log)
         wall = time.perf_counter() - start
     resumed = next((int(m[1]) for m in map(re.compile(r"resumed from step (\d+)").match, lines) if m), 0)
     return summarise(cfg, metrics_lib.read(path), wall_time_s=wall, resumed_from_step=resumed)
+
+
+@contextlib.contextmanager
+def persistent_compile_cache(directory: str):
+    """JAX's on-disk compilation cache in `directory` for the duration of one run, then off again: runs of one shape
+    at several budgets share their programs, and nothing else in this process (a notebook, a test session) inherits
+    a global setting it did not ask for."""
+    if not directory or jax.config.jax_compilation_cache_dir:
+        yield
+        return
+    min_seconds = jax.config.jax_persistent_cache_min_compile_time_secs
+    jax.config.update("jax_compilation_cache_dir", directory)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_compilation_cache_dir", None)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", min_seconds)
+        compilation_cache.reset_cache()
 
 
 def summarise(cfg: config_lib.Config, records: list[dict], wall_time_s: float, resumed_from_step: int) -> RunResult:

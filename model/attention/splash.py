@@ -44,4 +44,7 @@ def _kernel(query_heads: int, T: int, interpret: bool):
         block_kv_dq=block,
     )
     mask = splash_mask.MultiHeadMask([splash_mask.CausalMask((T, T)) for _ in range(query_heads)])
-    return splash.make_splash_mqa_single_device(mask, block_sizes=sizes, interpret=interpret)
+    # The kernel is cached across traces, so the mask tables it builds must be concrete arrays, never tracers of
+    # the jit that happened to build it first.
+    with jax.ensure_compile_time_eval():
+        return splash.make_splash_mqa_single_device(mask, block_sizes=sizes, interpret=interpret)
