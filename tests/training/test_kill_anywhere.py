@@ -5,6 +5,7 @@ uninterrupted one bitwise (parameters and every logged loss).
 The kill points are chosen, not hit by luck: MESHLM_KILL_AT=POINT:STEP makes the trainer SIGKILL itself there
 (meshlm.training.faults)."""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -53,7 +54,12 @@ def test_killed_anywhere_and_rerun_equals_an_uninterrupted_run_bitwise(tmp_path)
     corpus = text_corpus(tmp_path / "corpus")
     cfg = small_config(corpus, tmp_path, steps=10, **{"model.n_layers": 1, "train.log_every": 1, "train.eval_every": 5})
     killed, straight = tmp_path / "killed", tmp_path / "straight"
-    reference = subprocess.Popen(_argv(straight, cfg), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # The uninterrupted run trains alongside, so it prepares its data in a cache of its own (two processes building
+    # one TFDS cache at once race on its final rename); the cache folder changes no number.
+    own_cache = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, cache_dir=str(tmp_path / "cache_straight")))
+    reference = subprocess.Popen(
+        _argv(straight, own_cache), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
 
     argv, resume_from = _argv(killed, cfg), None
     for kill_at in (
