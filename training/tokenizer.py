@@ -2,6 +2,7 @@
 holds: a sentencepiece `.model` (what meshlm trains: BPE that round-trips any UTF-8 text exactly) or a Hugging Face
 `tokenizer.json` (through the `tokenizers` library, so a converted GPT-2 tokenizes exactly as transformers does)."""
 
+import abc
 import io
 import json
 from collections.abc import Iterable, Iterator, Sequence
@@ -52,7 +53,7 @@ def find_in(directory: epath.PathLike) -> epath.Path | None:
     return None
 
 
-class Tokenizer:
+class Tokenizer(abc.ABC):
     """Text <-> token ids. EOS ends (and, GPT-2 style, begins) every document; there is no pad token.
     Special tokens decode to nothing, so decode(encode(text)) == text."""
 
@@ -85,8 +86,9 @@ class Tokenizer:
     ) -> "SentencePieceTokenizer":
         return SentencePieceTokenizer.train(texts, vocab_size, path, max_chars=max_chars)
 
+    @abc.abstractmethod
     def to_bytes(self) -> bytes:
-        raise NotImplementedError
+        """Implemented by each kind of tokenizer."""
 
     def save(self, path: epath.PathLike) -> None:
         """Write the tokenizer so that readers see the old file or the whole new one, never a part."""
@@ -101,30 +103,35 @@ class Tokenizer:
         return path
 
     @property
+    @abc.abstractmethod
     def vocab_size(self) -> int:
-        raise NotImplementedError
+        """Implemented by each kind of tokenizer."""
 
     @property
+    @abc.abstractmethod
     def eos_id(self) -> int:
-        raise NotImplementedError
+        """Implemented by each kind of tokenizer."""
 
     @property
+    @abc.abstractmethod
     def bos_id(self) -> int:
-        raise NotImplementedError
+        """Implemented by each kind of tokenizer."""
 
     @property
     def pad_id(self) -> int:
         """-1: batches pad with 0 and mark padding with segment id 0 instead."""
         return -1
 
+    @abc.abstractmethod
     def encode(self, text: str) -> list[int]:
-        raise NotImplementedError
+        """Implemented by each kind of tokenizer."""
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return [self.encode(t) for t in texts]
 
+    @abc.abstractmethod
     def decode(self, ids: Sequence[int]) -> str:
-        raise NotImplementedError
+        """Implemented by each kind of tokenizer."""
 
 
 class SentencePieceTokenizer(Tokenizer):
