@@ -4,6 +4,7 @@ Every figure that is compared is measured in the same run with the contestants t
 other processes falls on all of them alike; medians are reported.
 """
 
+import dataclasses
 import json
 import os
 import statistics
@@ -62,7 +63,9 @@ def data_parallel_devices(batch: int) -> list:
 
 
 def build_train_step(cfg: config_lib.Config, devices: list):
-    """(compiled step, state, batch, trace s, compile s) for a random batch, data parallel over `devices`."""
+    """(compiled step, state, batch, trace s, compile s) for a random batch, data parallel over `devices`. A batch
+    ramp is switched off: every timed step is a full batch, as after the ramp."""
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, ramp_tokens=0))
     B, T = cfg.train.batch_size, cfg.seq_len
     setup = setup_lib.build(cfg, Partitioner.build(MeshConfig(shape=f"data={len(devices)}"), devices))
     state = setup.init_state()
@@ -89,6 +92,10 @@ def bench_train(cfg: config_lib.Config, steps: int, warmup: int, against: list[s
     def meshlm_step():
         holder[0], metrics = compiled(holder[0], batch)
         jax.block_until_ready(metrics)
+        return metrics
+
+    if (done := int(meshlm_step()["tokens"])) != B * T:
+        raise RuntimeError(f"the timed step trained on {done} tokens, not the batch's {B * T}: the figures would lie")
 
     contestants = {"meshlm": meshlm_step}
     for name in against:

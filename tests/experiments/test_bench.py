@@ -3,11 +3,12 @@
 import json
 import sys
 
+import jax
 import numpy as np
 import pytest
 from flax import nnx
 
-from meshlm.experiments import bench_decode, torch_gpt2
+from meshlm.experiments import bench, bench_decode, torch_gpt2
 from meshlm.experiments.cli import main
 from meshlm.model import generate
 from meshlm.model.errors import ConfigError
@@ -55,6 +56,19 @@ def test_train_fields_are_consistent(capsys):
     assert r["matmul_flops_per_s"] == r["peak_flops_per_s"]  # on CPU the peak is the in-run matmul rate
     assert r["compile_s"] > 0 and r["trace_s"] > 0 and r["against"] == {}
     assert "6 x 2 x n_layers x seq_len x d_attn" in r["flop_formula"]
+
+
+def test_timed_step_is_a_full_batch_under_a_ramp():
+    """A ramped preset's first steps train on one chunk; the bench must time whole batches (it once counted a
+    16-row chunk as a 32-row batch and reported twice the throughput)."""
+    cfg = config_lib.from_preset(
+        "tiny",
+        SMALL[1::2][1:] + ["train.ramp_tokens=1000000", "train.ramp_batch=2", "train.steps=0", "train.tokens=10000000"],
+    ).validate()
+    assert cfg.train.ramp_batch < cfg.train.batch_size  # the preset really ramps
+    compiled, state, batch, _, _ = bench.build_train_step(cfg, jax.devices()[:1])
+    _, metrics = compiled(state, batch)
+    assert int(metrics["tokens"]) == 4 * 16
 
 
 def test_train_text_names_every_figure(capsys):

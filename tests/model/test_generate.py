@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 from meshlm.model.errors import ConfigError
-from meshlm.model.generate import SamplingConfig, generate, sample_token
+from meshlm.model.generate import SamplingConfig, generate, sample_token, weights_in_compute_dtype
 from meshlm.model.transformer import Transformer
 from tests.model.helpers import MODERN, TINY, jit_forward
 
@@ -78,3 +78,18 @@ def test_vocab_limit_never_samples_padded_ids():
     logits_BV = jnp.zeros((256, 40)).at[:, 30:].set(10.0)  # the padded ids are the most likely
     tokens = sample_token(logits_BV, jax.random.key(0), SamplingConfig(temperature=1.0, vocab_limit=30))
     assert int(jnp.max(tokens)) < 30
+
+
+def test_decode_weights_cast_once_to_bf16_change_no_logit():
+    """The decode loop reads matrices already in the compute dtype; the forward pass would have cast them anyway,
+    so the logits are bitwise those of the f32-stored model, while norm scales and biases keep f32."""
+    cfg = dataclasses.replace(TINY, dtype="bfloat16")
+    model = Transformer(cfg, nnx.Rngs(3))
+    graphdef, state = nnx.split(model)
+    cast = weights_in_compute_dtype(state, jnp.dtype(jnp.bfloat16))
+    dtypes = {x.ndim >= 2: x.dtype for x in jax.tree.leaves(cast) if jnp.issubdtype(x.dtype, jnp.floating)}
+    assert dtypes == {True: jnp.bfloat16, False: jnp.float32}
+    tokens = jnp.asarray([[5, 9, 2, 7, 1]])
+    want, _ = model(tokens)
+    got, _ = nnx.merge(graphdef, cast)(tokens)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
