@@ -30,13 +30,15 @@ demo: $(STAMP)
 	$(VENV)/bin/meshlm eval --sweep runs/demo --tasks icl,label_mapping,arithmetic_2da --shots 0,1,4,16 --seeds 3 --limit 48
 	$(VENV)/bin/meshlm sweep fit runs/demo
 
-# Every test, the PyTorch, transformers and lm-eval comparisons included.
+# Every test, the PyTorch, transformers and lm-eval comparisons included; two workers (pytest-xdist), since most
+# tests wait on single-threaded tracing and compilation. PYTEST_WORKERS=0 runs them in this process.
+PYTEST_WORKERS ?= 2
 test: $(TORCH_STAMP) lint
-	$(PY) -m pytest -q -m "not gpu and not published_data"
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal --durations=25 -m "not gpu and not published_data"
 
 # While iterating: no slow tests and no PyTorch comparisons (the torch extra is not needed).
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow and not torch and not gpu and not published_data"
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal -m "not slow and not torch and not gpu and not published_data"
 
 # On a machine with one NVIDIA GPU: JAX's CUDA build (the version of the JAX installed), the GPU tests, then GPT-3 XL
 # bf16 training MFU, decode and scoring throughput in one table (docs/performance.md). Offline, point WHEELS at a

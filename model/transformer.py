@@ -48,9 +48,12 @@ class Transformer(nnx.Module):
             positions_BT = jnp.broadcast_to(start + jnp.arange(T, dtype=jnp.int32), (B, T))
         mask = self._mask(B, T, segment_ids_BT, cache)
 
-        x_BTD = self.embed[...].astype(dtype)[tokens_BT]
+        # The lookups read tables whose embedding dimension FSDP splits, while the rows they return are split by
+        # batch over the same mesh axis; gathered whole first (as FSDP gathers every weight before use), the
+        # partitioner need not replicate the looked-up rows to move them (tests/parallel/test_no_involuntary_remat).
+        x_BTD = constrain(self.embed[...], ("vocab", None)).astype(dtype)[tokens_BT]
         if cfg.position == "learned":
-            x_BTD = x_BTD + self.pos_embed[...].astype(dtype)[positions_BT]
+            x_BTD = x_BTD + constrain(self.pos_embed[...], (None, None)).astype(dtype)[positions_BT]
         if dropout_key is not None:
             dropout_key, embed_key = jax.random.split(dropout_key)
             x_BTD = dropout(x_BTD, cfg.dropout, embed_key)
