@@ -4,6 +4,9 @@ log-likelihoods and the same greedy generations; and meshlm eval's zero-shot acc
 
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -159,3 +162,14 @@ def test_meshlm_lm_eval_command_runs_lm_eval_with_the_model_type(setup, capsys):
     assert main(["lm-eval", *args, "--include_path", str(setup / "plain"), "--limit", "4"]) == 0
     table = capsys.readouterr().out
     assert "meshlm_test_mc" in table and "acc_norm" in table
+
+
+def test_bare_lm_eval_command_knows_the_meshlm_model_type(setup):
+    """lm-eval's own console script, in a fresh interpreter: meshlm-lm-eval.pth (installed with meshlm) registers
+    the model type, with nothing imported by hand."""
+    lm_eval = Path(sys.executable).with_name("lm_eval")
+    args = ["--model", "meshlm", "--model_args", f"run_dir={setup / 'run'}", "--tasks", "meshlm_test_mc"]
+    argv = [str(lm_eval), *args, "--include_path", str(setup / "plain"), "--limit", "4"]
+    proc = subprocess.run(argv, capture_output=True, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "meshlm_test_mc" in proc.stdout and "acc_norm" in proc.stdout
