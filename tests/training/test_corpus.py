@@ -121,3 +121,14 @@ def test_text_glob_errors(tmp_path):
     (tmp_path / "only.txt").write_text("one document")
     with pytest.raises(DataError, match="at least 2 documents"):
         corpus.text_glob_splits(str(tmp_path / "*.txt"))
+
+
+def test_plays_become_passages_cut_at_blank_lines():
+    paragraphs = [f"SPEAKER {i}. " + "word " * (5 * (i % 7)) for i in range(60)]
+    text = "\n\n".join(paragraphs) + "\n\n\n"
+    cut = corpus.passages(text, max_chars=300)
+    assert len(cut) > 5
+    assert all(len(p) <= 300 for p in cut)  # no paragraph here is longer than that
+    assert [q for p in cut for q in p.split("\n\n")] == paragraphs  # every paragraph once, in order
+    long = "x" * 500
+    assert corpus.passages(f"a\n\n{long}\n\nb", max_chars=300) == ["a", long, "b"]
