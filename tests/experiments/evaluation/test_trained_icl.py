@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 LETTERS = "abcdefghijklmnopqrstuvwxyz"  # token ids 1-26; 0 is EOS
 MODEL = ModelConfig(vocab_size=27, n_ctx=48, n_layers=2, d_model=64, n_heads=4, position="alibi")
 OPTIMIZER = OptimizerConfig(peak_lr=3e-3, schedule="constant", warmup_steps=30, b2=0.99, weight_decay=0.0)
-TRAIN = TrainConfig(steps=600, batch_size=64, seq_len=48, optimizer=OPTIMIZER)
+TRAIN = TrainConfig(steps=400, batch_size=64, seq_len=48, optimizer=OPTIMIZER)
 
 
 def periodic_rows(rng: np.random.Generator, rows: int, length: int) -> np.ndarray:
