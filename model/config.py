@@ -39,6 +39,9 @@ class ModelConfig:
     dtype: Literal["float32", "bfloat16"] = "float32"  # compute dtype
     param_dtype: Literal["float32", "bfloat16"] = "float32"
     remat: Literal["none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable"] = "none"
+    # False: one traced copy of the block per layer instead of a scan. Compile time grows with depth, but XLA keeps
+    # each layer's saved activations apart instead of zero-filling and writing stacked [n_layers, ...] buffers.
+    scan_layers: bool = True
     init_std: float = 0.02
     norm_eps: float = 1e-5
     rope_theta: float = 10000.0

@@ -71,8 +71,9 @@ class Transformer(nnx.Module):
         return cache.mask(jnp.ones((B, T), jnp.int32) if segment_ids_BT is None else segment_ids_BT.astype(jnp.int32))
 
     def _run_blocks(self, x_BTD, positions_BT, mask, cache, dropout_key):
-        """One compiled block, scanned over the layer axis, so compile time does not grow with depth. The cache's
-        stacked arrays ride in the carry: each layer writes its new slots in place."""
+        """One compiled block, scanned over the layer axis, so compile time does not grow with depth (unless
+        model.scan_layers=false). The cache's stacked arrays ride in the carry: each layer writes its new slots in
+        place."""
         graphdef, stacked = nnx.split(self.blocks)
         L = self.cfg.n_layers
         layer_keys = None if dropout_key is None else jax.random.split(dropout_key, L)
@@ -86,9 +87,16 @@ class Transformer(nnx.Module):
             return (constrain(x_BTD, ACTIVATION_AXES), None if cache is None else layer_cache.layers), None
 
         if self.cfg.remat != "none":
-            body = jax.checkpoint(body, policy=REMAT_POLICIES[self.cfg.remat], prevent_cse=False)
-        carry = (x_BTD, None if cache is None else cache.layers)
-        (x_BTD, cache_layers), _ = jax.lax.scan(body, carry, (stacked, layer_keys, jnp.arange(L)))
+            # Inside a scan XLA cannot merge the recomputation with the forward pass; unrolled, it could, and would
+            # quietly save what the policy says to recompute.
+            body = jax.checkpoint(body, policy=REMAT_POLICIES[self.cfg.remat], prevent_cse=not self.cfg.scan_layers)
+        carry, layers = (x_BTD, None if cache is None else cache.layers), (stacked, layer_keys, jnp.arange(L))
+        if self.cfg.scan_layers:
+            carry, _ = jax.lax.scan(body, carry, layers)
+        else:
+            for i in range(L):
+                carry, _ = body(carry, jax.tree.map(lambda a, i=i: a[i], layers))
+        x_BTD, cache_layers = carry
         if cache is not None:
             cache = cache.advanced(mask.q_segment_BT, cache_layers)
         return x_BTD, cache

@@ -1,10 +1,37 @@
-"""Eight simulated CPU devices for every test, set before jax is imported anywhere."""
+"""Eight simulated CPU devices for every test, set before jax is imported anywhere, and one on-disk compilation cache
+per test session."""
 
 import os
+import shutil
+import tempfile
 
 os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+# The suite compiles the same small programs many times over: in both xdist workers and in every `meshlm train`,
+# multi-host and sweep process the tests start (which inherit these variables). A cache shared by all of them turns
+# each repeat into a read. Programs are keyed by their HLO, compile options and jax version, so no result changes.
+_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if _OWN_CACHE:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="meshlm-tests-jax-cache-")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
 import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def pytest_unconfigure(config):
+    # Only the process that made the cache removes it: under xdist, the controller, after every worker is done.
+    if _OWN_CACHE:
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+
+
+@pytest.fixture
+def no_compilation_cache():
+    """For tests that must watch XLA compile (its warnings, its time): nothing is read from or written to the cache."""
+    jax.config.update("jax_enable_compilation_cache", False)
+    yield
+    jax.config.update("jax_enable_compilation_cache", True)

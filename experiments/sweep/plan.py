@@ -26,9 +26,25 @@ class PlannedRun:
 
 
 def run_id(cfg: config_lib.Config) -> str:
-    """A hash of the resolved config: the same spec gives the same ids on any machine, any run order."""
-    text = json.dumps(config_lib.to_dict(cfg), sort_keys=True, separators=(",", ":"))
+    """A hash of the resolved config's settings that differ from the defaults: the same spec gives the same ids on
+    any machine, in any run order, and after an upgrade that adds an option (at its default), so finished runs are
+    still found."""
+    changed = _not_default(config_lib.to_dict(cfg), config_lib.to_dict(config_lib.Config()))
+    text = json.dumps(changed, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _not_default(values: dict, defaults: dict) -> dict:
+    out = {}
+    for key, value in values.items():
+        default = defaults.get(key)
+        if isinstance(value, dict) and isinstance(default, dict):
+            value = _not_default(value, default)
+            if value:
+                out[key] = value
+        elif value != default or key not in defaults:
+            out[key] = value
+    return out
 
 
 def resolve(spec: Spec) -> list[PlannedRun]:

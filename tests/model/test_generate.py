@@ -22,7 +22,9 @@ def _greedy_by_full_forward(model, prompt, n):
     return tokens[len(prompt) :]
 
 
-@pytest.mark.parametrize("cfg", [TINY, MODERN], ids=["gpt", "modern"])
+@pytest.mark.parametrize(
+    "cfg", [TINY, MODERN, dataclasses.replace(MODERN, scan_layers=False)], ids=["gpt", "modern", "modern-unrolled"]
+)
 def test_greedy_batch_of_ragged_prompts_equals_recomputing_each_alone(cfg):
     model = Transformer(cfg, nnx.Rngs(3))
     prompts = [[5, 9, 2], [7, 1, 4, 4, 8, 30, 2], [11]]

@@ -8,7 +8,7 @@ from meshlm.training import config as config_lib
 from meshlm.training import setup as setup_lib
 
 
-def test_train_step_on_a_3d_mesh_compiles_without_involuntary_rematerialization(capfd):
+def test_train_step_on_a_3d_mesh_compiles_without_involuntary_rematerialization(capfd, no_compilation_cache):
     # XLA prints the warning through its C++ log; at level 2 or more it would be silent and this test vacuous.
     assert int(os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0")) < 2, "unset TF_CPP_MIN_LOG_LEVEL: XLA warnings are hidden"
     cfg = config_lib.from_preset(

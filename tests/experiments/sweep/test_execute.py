@@ -2,8 +2,21 @@
 
 import jax
 import jax.numpy as jnp
+import pytest
+from jax.experimental.compilation_cache import compilation_cache
 
 from meshlm.experiments.sweep.execute import persistent_compile_cache
+
+
+@pytest.fixture(autouse=True)
+def without_the_sessions_cache():
+    """The test session's own cache (tests/conftest.py) is set aside while these tests watch the setting change."""
+    session_dir = jax.config.jax_compilation_cache_dir
+    jax.config.update("jax_compilation_cache_dir", None)
+    compilation_cache.reset_cache()
+    yield
+    jax.config.update("jax_compilation_cache_dir", session_dir)
+    compilation_cache.reset_cache()
 
 
 def test_compile_cache_is_on_only_inside_the_run(tmp_path):

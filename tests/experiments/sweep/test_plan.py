@@ -148,3 +148,15 @@ def test_resolved_runs_are_ordinary_configs():
     assert again == run.config and plan_lib.run_id(again) == run.run_id
     assert dataclasses.replace(again, preset="x") != run.config
     assert np.isfinite(run.accounting.compute)
+
+
+def test_an_option_added_at_its_default_keeps_every_run_id(monkeypatch):
+    from meshlm.training import config as config_lib
+
+    run = _runs()[0]
+    to_dict = config_lib.to_dict
+    # What a later meshlm looks like to the hash: every config, and the defaults, gain a field at its default.
+    monkeypatch.setattr(config_lib, "to_dict", lambda cfg: {**to_dict(cfg), "new_option": 1})
+    assert plan_lib.run_id(run.config) == run.run_id
+    changed = dataclasses.replace(run.config, model=dataclasses.replace(run.config.model, scan_layers=False))
+    assert plan_lib.run_id(changed) != run.run_id
