@@ -17,7 +17,7 @@ from meshlm.experiments.evaluation.requests import LanguageModel, bucket, sorted
 from meshlm.experiments.generate_cmd import ByteCodec
 from meshlm.experiments.timing import interleaved
 from meshlm.model.errors import ConfigError
-from meshlm.model.scoring import token_logprobs
+from meshlm.model.scoring import continuation_logprobs
 from meshlm.model.transformer import Transformer
 from meshlm.training import config as config_lib
 
@@ -61,11 +61,11 @@ def bench_eval(
     batches = sorted_batches(lengths, batch_size)
     lm = LanguageModel(model, tokenizer, batch_size=batch_size)
 
-    cached_before = token_logprobs._cache_size()
+    cached_before = continuation_logprobs._cache_size()
     start = time.perf_counter()
     ours = lm.loglikelihood_tokens(requests)  # compiles every shape
     first_s = time.perf_counter() - start
-    compiled = token_logprobs._cache_size() - cached_before
+    compiled = continuation_logprobs._cache_size() - cached_before
 
     contestants = {"meshlm": lambda: lm.loglikelihood_tokens(requests)}
     hf_check = {}

@@ -39,8 +39,10 @@ class Transformer(nnx.Module):
         segment_ids_BT: jax.Array | None = None,
         cache: KVCache | None = None,
         dropout_key: jax.Array | None = None,
+        return_hidden: bool = False,
     ) -> tuple[jax.Array, KVCache | None]:
-        """Logits (f32) for every position; with a cache, the tokens continue it from `cache.index`."""
+        """Logits (f32) for every position; with a cache, the tokens continue it from `cache.index`. With
+        return_hidden, the normed hidden states [B, T, D] instead, for `head` to read at chosen positions."""
         cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
         B, T = tokens_BT.shape
         if positions_BT is None:
@@ -59,11 +61,13 @@ class Transformer(nnx.Module):
             x_BTD = dropout(x_BTD, cfg.dropout, embed_key)
 
         x_BTD, cache = self._run_blocks(x_BTD, positions_BT, mask, cache, dropout_key)
-
         x_BTD = self.final_norm(x_BTD)
-        w_out_DV = self.embed[...].T if cfg.tie_embeddings else self.unembed[...]
-        logits_BTV = (x_BTD @ w_out_DV.astype(dtype)).astype(jnp.float32)
-        return logits_BTV, cache
+        return (x_BTD if return_hidden else self.head(x_BTD)), cache
+
+    def head(self, x_XD: jax.Array) -> jax.Array:
+        """Logits (f32) of hidden states at any positions, [..., D] -> [..., V]."""
+        w_out_DV = self.embed[...].T if self.cfg.tie_embeddings else self.unembed[...]
+        return (x_XD @ w_out_DV.astype(x_XD.dtype)).astype(jnp.float32)
 
     def _mask(self, B: int, T: int, segment_ids_BT, cache: KVCache | None) -> AttentionMask:
         if cache is None:

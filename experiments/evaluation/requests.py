@@ -14,7 +14,7 @@ from flax import nnx
 
 from meshlm.model.errors import ConfigError
 from meshlm.model.generate import SamplingConfig, generate
-from meshlm.model.scoring import right_padded, token_logprobs
+from meshlm.model.scoring import continuation_index, continuation_logprobs, right_padded, token_logprobs
 from meshlm.model.transformer import Transformer
 from meshlm.parallel.config import MeshConfig
 from meshlm.parallel.sharding import BATCH_AXES, Partitioner, model_axes
@@ -31,8 +31,10 @@ class Scored:
 
 
 def bucket(length: int, limit: int) -> int:
-    """The padded length of a row: the next power of two (at least MIN_BUCKET), at most `limit`."""
-    return min(limit, max(MIN_BUCKET, 1 << math.ceil(math.log2(max(length, 1)))))
+    """The padded length of a row: the next of 16, 24, 32, 48, 64, 96, ... (powers of two and 1.5 times them: at most
+    a third of a row is padding, against half with powers of two alone), at most `limit`."""
+    power = max(MIN_BUCKET, 1 << math.ceil(math.log2(max(length, 1))))
+    return min(limit, power * 3 // 4 if power * 3 // 4 >= max(length, MIN_BUCKET) else power)
 
 
 def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -63,6 +65,7 @@ class LanguageModel:
         # Parameters placed by the partitioner's rules (replicated on a data-only mesh), rows split over `data`.
         self.params = jax.device_put(params, self.partitioner.param_shardings(params, model_axes(model.cfg)))
         self._logprobs = self.partitioner.under_rules(token_logprobs)
+        self._continuation_logprobs = self.partitioner.under_rules(continuation_logprobs)
 
     # --- loglikelihood -------------------------------------------------------------------------------------
     def loglikelihood_tokens(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[Scored]:
@@ -95,13 +98,16 @@ class LanguageModel:
         contexts = list(contexts) + [[self.eos]] * (self.batch_size - n)
         continuations = list(continuations) + [[self.eos]] * (self.batch_size - n)
         inputs_BT, targets_BT, weight_BT = right_padded(contexts, continuations, T)
-        sharding = self.partitioner.sharding((self.batch_size, T), BATCH_AXES)
-        logprob_BT, greedy_BT = self._logprobs(
-            self.graphdef, self.params, jax.device_put(inputs_BT, sharding), jax.device_put(targets_BT, sharding)
+        # Only the continuations' positions go through the head: K of them per row, bucketed like T.
+        index_BK, weight_BK = continuation_index(weight_BT, bucket(max(map(len, continuations)), T))
+        targets_BK = np.take_along_axis(targets_BT, index_BK, -1)
+        shard = lambda x: jax.device_put(x, self.partitioner.sharding(x.shape, BATCH_AXES))
+        logprob_BK, greedy_BK = self._continuation_logprobs(
+            self.graphdef, self.params, shard(inputs_BT), shard(index_BK), shard(targets_BK)
         )
-        logprob_BT, greedy_BT = np.asarray(logprob_BT, np.float64)[:n], np.asarray(greedy_BT)[:n]
-        weight_BT = weight_BT[:n]
-        return np.sum(logprob_BT * weight_BT, axis=-1), np.all(greedy_BT | (weight_BT == 0), axis=-1)
+        logprob_BK, greedy_BK = np.asarray(logprob_BK, np.float64)[:n], np.asarray(greedy_BK)[:n]
+        weight_BK = weight_BK[:n]
+        return np.sum(logprob_BK * weight_BK, axis=-1), np.all(greedy_BK | (weight_BK == 0), axis=-1)
 
     def per_token_logprobs(self, rows: Sequence[list[int]]) -> list[np.ndarray]:
         """For token rows (each at most n_ctx + 1 long): log p(row[t+1] | row[:t+1]) for every t."""

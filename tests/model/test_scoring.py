@@ -1,10 +1,11 @@
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from flax import nnx
 
 from meshlm.model.errors import ConfigError
-from meshlm.model.scoring import score
+from meshlm.model.scoring import continuation_index, continuation_logprobs, right_padded, score, token_logprobs
 from meshlm.model.transformer import Transformer
 from tests.model.helpers import TINY, jit_forward
 
@@ -35,3 +36,24 @@ def test_a_greedy_continuation_is_flagged_greedy():
 def test_too_long_pairs_are_refused():
     with pytest.raises(ConfigError, match="exceeds n_ctx=32"):
         score(Transformer(TINY, nnx.Rngs(0)), [[1] * 30], [[2] * 5])
+
+
+def test_scoring_continuation_positions_only_equals_scoring_every_position():
+    model = Transformer(TINY, nnx.Rngs(0))
+    graphdef, state = nnx.split(model)
+    contexts, continuations = [[1, 5, 7], [2], [3, 3, 3, 3, 9], [6]], [[4, 4], [8, 1, 6, 2, 2, 7], [2], [5]]
+    inputs_BT, targets_BT, weight_BT = right_padded(contexts, continuations, 16)
+    index_BK, weight_BK = continuation_index(weight_BT, 8)  # K above every continuation: padded slots at weight 0
+    assert weight_BK.sum(-1).tolist() == [len(c) for c in continuations]
+    every_BT, greedy_BT = token_logprobs(graphdef, state, inputs_BT, targets_BT)
+    at_BK, greedy_BK = continuation_logprobs(
+        graphdef, state, inputs_BT, index_BK, np.take_along_axis(targets_BT, index_BK, -1)
+    )
+    np.testing.assert_allclose(
+        np.sum(np.asarray(at_BK) * weight_BK, -1), np.sum(np.asarray(every_BT) * weight_BT, -1), rtol=1e-6
+    )
+    np.testing.assert_array_equal(
+        np.all(np.asarray(greedy_BK) | (weight_BK == 0), -1), np.all(np.asarray(greedy_BT) | (weight_BT == 0), -1)
+    )
+    with pytest.raises(ValueError, match="does not fit K=4"):
+        continuation_index(weight_BT, 4)
