@@ -124,7 +124,8 @@ def _generate(graphdef, state, tokens_BP, segment_BP, positions_BP, key, cfg: Sa
     B, P = tokens_BP.shape
     N = cfg.max_new_tokens
     cache = KVCache.empty(model.cfg, B, P + N)
-    logits_BTV, cache = model(tokens_BP, positions_BP, segment_BP, cache)
+    # The prompt's last position is the only one whose logits are needed: the head reads that one alone.
+    x_BPD, cache = model(tokens_BP, positions_BP, segment_BP, cache, return_hidden=True)
     next_position_B = positions_BP[:, -1] + 1
     stop_S = jnp.asarray(cfg.stop_tokens or (-1,), jnp.int32)
 
@@ -149,7 +150,7 @@ def _generate(graphdef, state, tokens_BP, segment_BP, positions_BP, key, cfg: Sa
     start = LoopState(
         step=jnp.zeros((), jnp.int32),
         cache=cache,
-        logits_BV=logits_BTV[:, -1],
+        logits_BV=model.head(x_BPD[:, -1]),
         key=key,
         out_BN=jnp.zeros((B, N), jnp.int32),
         done_B=jnp.zeros((B,), bool),
