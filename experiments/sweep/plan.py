@@ -134,9 +134,12 @@ def _run(spec: Spec, base: config_lib.Config, flops: float, shape: Shape, seed: 
         weight_decay=rules.weight_decay,
         grad_clip=rules.grad_clip,
     )
+    # The rules set each run's length and batch: a preset's own token budget and batch ramp (GPT-3's) give way.
     train = dataclasses.replace(
         base.train,
         steps=steps,
+        tokens=0,
+        ramp_tokens=0,
         batch_size=batch,
         seq_len=T,
         micro_batches=1,

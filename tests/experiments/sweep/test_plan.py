@@ -160,3 +160,16 @@ def test_an_option_added_at_its_default_keeps_every_run_id(monkeypatch):
     assert plan_lib.run_id(run.config) == run.run_id
     changed = dataclasses.replace(run.config, model=dataclasses.replace(run.config.model, scan_layers=False))
     assert plan_lib.run_id(changed) != run.run_id
+
+
+@pytest.mark.parametrize("name", ["demo", "cpu-ladder", "gpu-ladder"])
+def test_shipped_specs_resolve(name):
+    path = os.path.join(os.path.dirname(plan_lib.__file__), "..", "sweeps", f"{name}.yaml")
+    runs = plan_lib.resolve(spec_lib.load(path))
+    fitted = [r for r in runs if not r.holdout]
+    held = [r for r in runs if r.holdout]
+    assert len({r.run_id for r in runs}) == len(runs) and held
+    if name == "cpu-ladder":  # the ladder: >= 3 budgets over a decade, >= 12 runs, a hold-out >= 4x beyond
+        budgets = sorted({r.budget for r in fitted})
+        assert len(budgets) >= 3 and budgets[-1] >= 10 * budgets[0] and len(fitted) >= 12
+        assert min(r.budget for r in held) >= 4 * budgets[-1]
