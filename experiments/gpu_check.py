@@ -106,7 +106,8 @@ def measure_decode(cfg, quick: bool) -> list[tuple[str, str, str, str]]:
 
 
 def measure_scoring(cfg, quick: bool) -> list[tuple[str, str, str, str]]:
-    # Scanned layers here: each of the ~7 length buckets is a compile, and unrolled ones take twice as long.
+    # Scanned layers here: each length bucket used (up to 15 at n_ctx 2048) is a compile, and unrolled ones take
+    # about twice as long.
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, scan_layers=True))
     e = bench_eval.bench_eval(
         cfg, items=4 if quick else 16, shots=bench_eval.SHOTS, batch_size=16, repeats=2 if quick else 3

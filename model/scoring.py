@@ -56,7 +56,8 @@ def score(
             "truncate the context from the left"
         )
     inputs_BT, targets_BT, weight_BT = right_padded(contexts, continuations, T)
-    index_BK, weight_BK = continuation_index(weight_BT, max(map(len, continuations)))
+    # K rounded up to a power of two (at most T), so batches of different continuation lengths share compilations.
+    index_BK, weight_BK = continuation_index(weight_BT, min(T, 1 << (max(map(len, continuations)) - 1).bit_length()))
     graphdef, state = nnx.split(model)
     logprob_BK, greedy_BK = continuation_logprobs(
         graphdef, state, inputs_BT, index_BK, np.take_along_axis(targets_BT, index_BK, -1)

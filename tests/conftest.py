@@ -32,6 +32,7 @@ def pytest_unconfigure(config):
 @pytest.fixture
 def no_compilation_cache():
     """For tests that must watch XLA compile (its warnings, its time): nothing is read from or written to the cache."""
+    enabled = jax.config.jax_enable_compilation_cache
     jax.config.update("jax_enable_compilation_cache", False)
     yield
-    jax.config.update("jax_enable_compilation_cache", True)
+    jax.config.update("jax_enable_compilation_cache", enabled)
