@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as error:  # noqa: BLE001 - reported in the table and the exit status
             traceback.print_exc()
             rows.append((measure.__name__, f"{type(error).__name__}: {str(error)[:200]}", "", "ERROR"))
-        print(rows[-1], flush=True)
+        print(f"[{time.perf_counter() - start:.0f} s]", rows[-1], flush=True)
     rows.append(("total", f"{time.perf_counter() - start:.0f} s on {device.device_kind}", "< 480 s", ""))
     print(table(rows))
     return 0 if all(status in ("ok", "") for *_, status in rows) else 1
