@@ -123,9 +123,12 @@ def _generate(graphdef, state, tokens_BP, segment_BP, positions_BP, key, cfg: Sa
     nnx.update(model, weights_in_compute_dtype(state, jnp.dtype(model.cfg.dtype)))
     B, P = tokens_BP.shape
     N = cfg.max_new_tokens
-    cache = KVCache.empty(model.cfg, B, P + N)
+    # Layers unrolled over per-layer weights and cache, taken apart here, outside the loop: a scan over stacked
+    # arrays would copy every layer's weights and cache out of them at every token.
+    cache = KVCache.empty(model.cfg, B, P + N, per_layer=True)
+    layer_params = model.split_layers()
     # The prompt's last position is the only one whose logits are needed: the head reads that one alone.
-    x_BPD, cache = model(tokens_BP, positions_BP, segment_BP, cache, return_hidden=True)
+    x_BPD, cache = model(tokens_BP, positions_BP, segment_BP, cache, return_hidden=True, layer_params=layer_params)
     next_position_B = positions_BP[:, -1] + 1
     stop_S = jnp.asarray(cfg.stop_tokens or (-1,), jnp.int32)
 
@@ -136,7 +139,9 @@ def _generate(graphdef, state, tokens_BP, segment_BP, positions_BP, key, cfg: Sa
         key, sample_key = jax.random.split(state.key)
         token_B = sample_token(state.logits_BV, sample_key, cfg)
         positions_B1 = (next_position_B + state.step)[:, None]
-        logits_B1V, cache = model(token_B[:, None], positions_B1, jnp.ones((B, 1), jnp.int32), state.cache)
+        logits_B1V, cache = model(
+            token_B[:, None], positions_B1, jnp.ones((B, 1), jnp.int32), state.cache, layer_params=layer_params
+        )
         return LoopState(
             step=state.step + 1,
             cache=cache,

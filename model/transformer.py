@@ -1,5 +1,7 @@
 """The forward pass, token ids to logits: embeddings, a scan over identical blocks, final norm, output head."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -40,9 +42,11 @@ class Transformer(nnx.Module):
         cache: KVCache | None = None,
         dropout_key: jax.Array | None = None,
         return_hidden: bool = False,
+        layer_params: list[nnx.State] | None = None,
     ) -> tuple[jax.Array, KVCache | None]:
         """Logits (f32) for every position; with a cache, the tokens continue it from `cache.index`. With
-        return_hidden, the normed hidden states [B, T, D] instead, for `head` to read at chosen positions."""
+        return_hidden, the normed hidden states [B, T, D] instead, for `head` to read at chosen positions.
+        `layer_params` (from `split_layers`) runs the layers unrolled on parameters already taken apart."""
         cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
         B, T = tokens_BT.shape
         if positions_BT is None:
@@ -60,9 +64,15 @@ class Transformer(nnx.Module):
             dropout_key, embed_key = jax.random.split(dropout_key)
             x_BTD = dropout(x_BTD, cfg.dropout, embed_key)
 
-        x_BTD, cache = self._run_blocks(x_BTD, positions_BT, mask, cache, dropout_key)
+        x_BTD, cache = self._run_blocks(x_BTD, positions_BT, mask, cache, dropout_key, layer_params)
         x_BTD = self.final_norm(x_BTD)
         return (x_BTD if return_hidden else self.head(x_BTD)), cache
+
+    def split_layers(self) -> list[nnx.State]:
+        """Each layer's parameters as arrays of their own. Decoding takes them apart once, before its loop: XLA
+        does not hoist a slice of a stacked array out of a while loop, so every token would copy every weight."""
+        _, stacked = nnx.split(self.blocks)
+        return [jax.tree.map(lambda a, i=i: a[i], stacked) for i in range(self.cfg.n_layers)]
 
     def head(self, x_XD: jax.Array) -> jax.Array:
         """Logits (f32) of hidden states at any positions, [..., D] -> [..., V]."""
@@ -74,32 +84,38 @@ class Transformer(nnx.Module):
             return AttentionMask.causal(B, T, segment_ids_BT)
         return cache.mask(jnp.ones((B, T), jnp.int32) if segment_ids_BT is None else segment_ids_BT.astype(jnp.int32))
 
-    def _run_blocks(self, x_BTD, positions_BT, mask, cache, dropout_key):
+    def _run_blocks(self, x_BTD, positions_BT, mask, cache, dropout_key, layer_params=None):
         """One compiled block, scanned over the layer axis, so compile time does not grow with depth (unless
-        model.scan_layers=false). The cache's stacked arrays ride in the carry: each layer writes its new slots in
-        place."""
+        model.scan_layers=false, or the parameters or cache come per layer, as decoding passes them). The cache's
+        arrays ride in the carry: each layer writes its new slots in place."""
         graphdef, stacked = nnx.split(self.blocks)
         L = self.cfg.n_layers
         layer_keys = None if dropout_key is None else jax.random.split(dropout_key, L)
 
-        def body(carry, layer):
+        def body(carry, layer, index=None):
             x_BTD, cache_layers = carry
-            state, key, index = layer
+            state, key, scanned_index = layer
+            index = scanned_index if index is None else index  # unrolled: a Python int, to pick per-layer arrays
             layer_cache = None if cache is None else cache.for_layer(cache_layers, index)
             x_BTD = constrain(x_BTD, ACTIVATION_AXES)
             x_BTD, layer_cache = nnx.merge(graphdef, state)(x_BTD, positions_BT, mask, layer_cache, index, key)
             return (constrain(x_BTD, ACTIVATION_AXES), None if cache is None else layer_cache.layers), None
 
-        if self.cfg.remat != "none":
+        def remat(fn):
+            if self.cfg.remat == "none":
+                return fn
             # Inside a scan XLA cannot merge the recomputation with the forward pass; unrolled, it could, and would
             # quietly save what the policy says to recompute.
-            body = jax.checkpoint(body, policy=REMAT_POLICIES[self.cfg.remat], prevent_cse=not self.cfg.scan_layers)
+            return jax.checkpoint(fn, policy=REMAT_POLICIES[self.cfg.remat], prevent_cse=not self.cfg.scan_layers)
+
         carry, layers = (x_BTD, None if cache is None else cache.layers), (stacked, layer_keys, jnp.arange(L))
-        if self.cfg.scan_layers:
-            carry, _ = jax.lax.scan(body, carry, layers)
+        if self.cfg.scan_layers and layer_params is None and not (cache is not None and cache.per_layer):
+            carry, _ = jax.lax.scan(remat(body), carry, layers)
         else:
             for i in range(L):
-                carry, _ = body(carry, jax.tree.map(lambda a, i=i: a[i], layers))
+                params_i, key_i, _ = jax.tree.map(lambda a, i=i: a[i], layers)
+                layer = (params_i if layer_params is None else layer_params[i], key_i, i)
+                carry, _ = remat(functools.partial(body, index=i))(carry, layer)
         x_BTD, cache_layers = carry
         if cache is not None:
             cache = cache.advanced(mask.q_segment_BT, cache_layers)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from meshlm.model.attention.kv_cache import LayerCache
-from meshlm.model.attention.layer_base import AttentionLayer
+from meshlm.model.attention.layer_base import AttentionLayer, project_to_heads
 from meshlm.model.attention.mask import AttentionMask
 from meshlm.model.attention.position import apply_position
 from meshlm.model.attention.qk_norm import HeadNorm
@@ -57,8 +57,8 @@ class GroupedQuery(AttentionLayer):
         self, x_BTD: jax.Array, positions_BT: jax.Array, mask: AttentionMask, cache: LayerCache | None, layer_index
     ) -> tuple[jax.Array, LayerCache | None]:
         dtype = x_BTD.dtype
-        q_BHTK = jnp.einsum("btd,dhk->bhtk", x_BTD, self.w_q[...].astype(dtype))
-        kv_2BGTK = jnp.einsum("btd,dcgk->cbgtk", x_BTD, self.w_kv[...].astype(dtype))
+        q_BHTK = project_to_heads(x_BTD, self.w_q[...].astype(dtype), "dhk->bhtk")
+        kv_2BGTK = project_to_heads(x_BTD, self.w_kv[...].astype(dtype), "dcgk->cbgtk")
         if self.b_q is not None:
             q_BHTK = q_BHTK + self.b_q[...].astype(dtype)[:, None]
             kv_2BGTK = kv_2BGTK + self.b_kv[...].astype(dtype)[:, None, :, None]

@@ -2,6 +2,9 @@
 
 Each array is [layers, batch, heads, slots, features...]: a new token's keys land in one slot of each head with
 one dynamic_update_slice, and attention reads a layer's [batch, heads, slots, features] without a transpose.
+Decoding gives each layer arrays of its own instead (a tuple per name, `per_layer`), read by unrolled layers: XLA
+copies a layer out of a stacked array before a dot can read it, and at batch 16 those copies are a third of a
+decode step.
 What the arrays hold is the attention layer's choice (keys and values, a shared latent, ...); a ring-buffer layer
 (sliding window) has as many slots as its window and overwrites the oldest.
 """
@@ -27,23 +30,32 @@ class KVCache:
     """The layers' arrays, and what all layers share: each slot's time index and segment (0 = empty), and the
     number of tokens written so far (the time index of the next one)."""
 
-    layers: dict[str, jax.Array]
+    layers: dict[str, jax.Array | tuple[jax.Array, ...]]
     time_S: jax.Array
     segment_BS: jax.Array
     index: jax.Array
     ring: bool = dataclasses.field(default=False, metadata=dict(static=True))
 
     @classmethod
-    def empty(cls, cfg: "ModelConfig", batch: int, length: int) -> "KVCache":
-        """Room for `length` tokens (fewer slots for a ring buffer), in the compute dtype."""
+    def empty(cls, cfg: "ModelConfig", batch: int, length: int, per_layer: bool = False) -> "KVCache":
+        """Room for `length` tokens (fewer slots for a ring buffer), in the compute dtype; per_layer: arrays of
+        their own for each layer (read in place by unrolled layers) instead of stacked ones."""
         layer_cls = registry.layer(cfg.attention_layer)
         S = layer_cls.cache_slots(cfg, length)
-        layers = {
-            name: jnp.zeros((cfg.n_layers, batch, heads, S, *features), cfg.dtype)
-            for name, (heads, *features) in layer_cls.cache_shapes(cfg).items()
-        }
+        shapes = layer_cls.cache_shapes(cfg).items()
+        if not per_layer:
+            layers = {name: jnp.zeros((cfg.n_layers, batch, heads, S, *f), cfg.dtype) for name, (heads, *f) in shapes}
+        else:
+            layers = {
+                name: tuple(jnp.zeros((batch, heads, S, *f), cfg.dtype) for _ in range(cfg.n_layers))
+                for name, (heads, *f) in shapes
+            }
         zeros_S = jnp.zeros((S,), jnp.int32)
         return cls(layers, zeros_S, jnp.zeros((batch, S), jnp.int32), jnp.zeros((), jnp.int32), layer_cls.ring)
+
+    @property
+    def per_layer(self) -> bool:
+        return isinstance(next(iter(self.layers.values())), tuple)
 
     @property
     def slots(self) -> int:
@@ -52,7 +64,7 @@ class KVCache:
     def bytes_per_token(self) -> int:
         """Cache bytes one token occupies, all layers together."""
         batch = self.segment_BS.shape[0]
-        return sum(x.size * x.dtype.itemsize for x in self.layers.values()) // (batch * self.slots)
+        return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(self.layers)) // (batch * self.slots)
 
     def _appends(self, T: int) -> bool:
         """Whether the T new tokens are attended to next to the old slots instead of after writing them: a ring
@@ -80,7 +92,7 @@ class KVCache:
     def _written(self, old_BS: jax.Array, new_BT: jax.Array) -> jax.Array:
         return write(old_BS, new_BT, start=self.index, axis=1, ring=self.ring)
 
-    def for_layer(self, layers: dict[str, jax.Array], layer: jax.Array) -> "LayerCache":
+    def for_layer(self, layers: dict, layer: jax.Array | int) -> "LayerCache":
         return LayerCache(layers, layer, self.index, self.ring)
 
 
@@ -104,10 +116,10 @@ def write(old: jax.Array, new: jax.Array, *, start: jax.Array, axis: int, ring: 
 @dataclasses.dataclass(frozen=True)
 class LayerCache:
     """One layer's view of the cache inside the scan over layers: the stacked arrays are carried whole, so a write
-    touches only the new slots of this layer."""
+    touches only the new slots of this layer. Per-layer arrays (unrolled layers) come with a Python int `layer`."""
 
-    layers: dict[str, jax.Array]
-    layer: jax.Array
+    layers: dict[str, jax.Array | tuple[jax.Array, ...]]
+    layer: jax.Array | int
     index: jax.Array
     ring: bool = dataclasses.field(default=False, metadata=dict(static=True))
 
@@ -125,14 +137,22 @@ class LayerCache:
             }
             layers = {name: self._into_layer(self.layers[name], x, start=0) for name, x in written.items()}
             return visible, dataclasses.replace(self, layers=layers)
-        start = self.index % self.layers[next(iter(new))].shape[SLOT_AXIS + 1] if self.ring else self.index
+        x_L = self.layers[next(iter(new))]
+        slots = (x_L[0].shape if isinstance(x_L, tuple) else x_L.shape[1:])[SLOT_AXIS]
+        start = self.index % slots if self.ring else self.index
         layers = {name: self._into_layer(self.layers[name], x, start=start) for name, x in new.items()}
         return {name: self._of_layer(x) for name, x in layers.items()}, dataclasses.replace(self, layers=layers)
 
-    def _of_layer(self, x_L: jax.Array) -> jax.Array:
+    def _of_layer(self, x_L: jax.Array | tuple[jax.Array, ...]) -> jax.Array:
+        if isinstance(x_L, tuple):
+            return x_L[self.layer]
         return jax.lax.dynamic_index_in_dim(x_L, self.layer, axis=0, keepdims=False)
 
-    def _into_layer(self, x_L: jax.Array, x: jax.Array, start) -> jax.Array:
-        """x written into this layer of the stacked x_L from `start` along the slot axis: the only copy is of x."""
+    def _into_layer(self, x_L: jax.Array | tuple[jax.Array, ...], x: jax.Array, start):
+        """x written into this layer of x_L from `start` along the slot axis: the only copy is of x."""
+        if isinstance(x_L, tuple):
+            starts = (0, 0, start) + (0,) * (x.ndim - 3)
+            written = jax.lax.dynamic_update_slice(x_L[self.layer], x.astype(x_L[0].dtype), starts)
+            return x_L[: self.layer] + (written,) + x_L[self.layer + 1 :]
         starts = (self.layer, 0, 0, start) + (0,) * (x_L.ndim - 4)
         return jax.lax.dynamic_update_slice(x_L, x[None].astype(x_L.dtype), starts)

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from meshlm.model.attention.kv_cache import LayerCache
-from meshlm.model.attention.layer_base import AttentionLayer
+from meshlm.model.attention.layer_base import AttentionLayer, project_to_heads
 from meshlm.model.attention.mask import AttentionMask
 from meshlm.model.attention.position import rotary
 from meshlm.model.attention.registry import register_layer
@@ -55,7 +55,7 @@ class LatentAttention(AttentionLayer):
         self, x_BTD: jax.Array, positions_BT: jax.Array, mask: AttentionMask, cache: LayerCache | None, layer_index
     ) -> tuple[jax.Array, LayerCache | None]:
         dtype, R = x_BTD.dtype, self.cfg.latent_rope_dim
-        q_BHTK = jnp.einsum("btd,dhk->bhtk", x_BTD, self.w_q[...].astype(dtype))
+        q_BHTK = project_to_heads(x_BTD, self.w_q[...].astype(dtype), "dhk->bhtk")
         new = {"latent": self._latent_BTC(x_BTD)[:, None]}
         if R:
             q_rope_BHTR = rotary(q_BHTK[..., -R:], positions_BT, self.cfg.rope_theta)

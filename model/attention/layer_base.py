@@ -18,6 +18,18 @@ from meshlm.model.config import ModelConfig
 from meshlm.model.param import param
 
 
+def project_to_heads(x_BTD: jax.Array, w: jax.Array, spec: str) -> jax.Array:
+    """x_BTD times a weight whose first axis is d_model, laid out as `spec` says ("dchk->cbhtk": weight axes, then
+    the output's, with b and t). For one token (decoding) the product lands as the weight lies and only the small
+    result moves: asked for heads-major, XLA would transpose the whole weight at every token."""
+    w_axes, out_axes = spec.split("->")
+    if x_BTD.shape[1] != 1:
+        return jnp.einsum(f"btd,{spec}", x_BTD, w)
+    time_major = "bt" + w_axes[1:]
+    y = jnp.einsum(f"btd,{w_axes}->{time_major}", x_BTD, w)
+    return y.transpose([time_major.index(axis) for axis in out_axes])
+
+
 class AttentionLayer(nnx.Module):
     ring: ClassVar[bool] = False  # a ring-buffer cache of cache_slots() slots that overwrites its oldest
     # Config overrides that exercise the variant on a tiny model (the shared suite uses them; so can users).

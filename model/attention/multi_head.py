@@ -2,11 +2,10 @@
 values."""
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from meshlm.model.attention.kv_cache import LayerCache
-from meshlm.model.attention.layer_base import AttentionLayer
+from meshlm.model.attention.layer_base import AttentionLayer, project_to_heads
 from meshlm.model.attention.mask import AttentionMask
 from meshlm.model.attention.position import apply_position
 from meshlm.model.attention.qk_norm import HeadNorm
@@ -41,7 +40,7 @@ class MultiHead(AttentionLayer):
         self, x_BTD: jax.Array, positions_BT: jax.Array, mask: AttentionMask, cache: LayerCache | None, layer_index
     ) -> tuple[jax.Array, LayerCache | None]:
         dtype = x_BTD.dtype
-        qkv_3BHTK = jnp.einsum("btd,dchk->cbhtk", x_BTD, self.w_qkv[...].astype(dtype))
+        qkv_3BHTK = project_to_heads(x_BTD, self.w_qkv[...].astype(dtype), "dchk->cbhtk")
         if self.b_qkv is not None:
             qkv_3BHTK = qkv_3BHTK + self.b_qkv[...].astype(dtype)[:, None, :, None]
         q_BHTK, k_BHTK, v_BHTK = qkv_3BHTK[0], qkv_3BHTK[1], qkv_3BHTK[2]

@@ -178,13 +178,14 @@ def test_parameter_gradients_are_finite_and_nonzero(variant):
         assert np.any(g != 0), path
 
 
+@pytest.mark.parametrize("per_layer", [False, True], ids=["stacked", "per-layer"])
 @pytest.mark.parametrize("variant, base", VARIANT_BASES)
-def test_kv_cache_decoding_equals_full_forward(variant, base):
+def test_kv_cache_decoding_equals_full_forward(variant, base, per_layer):
     cfg = variant_cfg(variant, base)
     forward = jit_forward(Transformer(cfg, nnx.Rngs(0)))
     tokens_BT = jax.random.randint(jax.random.key(2), (3, 16), 0, cfg.vocab_size)
     full_BTV, _ = forward(tokens_BT)
-    cache = KVCache.empty(cfg, 3, 24)
+    cache = KVCache.empty(cfg, 3, 24, per_layer=per_layer)  # per layer: what generation uses, layers unrolled
     first_BTV, cache = forward(tokens_BT[:, :6], cache=cache)  # a prompt longer than the examples' windows
     steps = [first_BTV]
     for t in range(6, 16):
