@@ -102,6 +102,7 @@ def bench_eval(
         scored_tokens=scored,
         padded_tokens=padded,
         compiled_shapes=compiled,
+        length_buckets=len({bucket(lengths[b[0]], n_ctx) for b in batches}),
         first_call_s=first_s,
         s=times["meshlm"],
         tokens_per_s=scored / times["meshlm"],
@@ -137,7 +138,8 @@ def text(r: dict) -> str:
         f"{r['devices']} x {r['device_kind']}, median of {r['repeats']}",
         f"lengths      {r['min_length']}..{r['max_length']} tokens, {r['distinct_lengths']} distinct; "
         f"{r['scored_tokens']:,} scored, {r['padded_tokens']:,} with padding",
-        f"compiled     {r['compiled_shapes']} shapes (first pass {r['first_call_s']:.1f} s, compiling included)",
+        f"compiled     {r['compiled_shapes']} shapes for {r['length_buckets']} length buckets used (first pass "
+        f"{r['first_call_s']:.1f} s, compiling included)",
         f"meshlm       {r['tokens_per_s']:,.0f} scored tokens/s, {r['requests_per_s']:,.1f} requests/s "
         f"({r['s']:.2f} s)",
     ]

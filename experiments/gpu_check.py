@@ -117,8 +117,9 @@ def measure_scoring(cfg, quick: bool) -> list[tuple[str, str, str, str]]:
             f"scoring GPT-3 XL bf16, {e['requests']} requests, K=0..16",
             f"{e['tokens_per_s']:,.0f} scored tokens/s, {e['compiled_shapes']} compiled shapes for "
             f"{e['distinct_lengths']} lengths",
-            f"one per bucket used (of {len({bucket(n, cfg.model.n_ctx) for n in range(1, cfg.model.n_ctx + 1)})})",
-            "",
+            f"one per length bucket used ({e['length_buckets']} of "
+            f"{len({bucket(n, cfg.model.n_ctx) for n in range(1, cfg.model.n_ctx + 1)})})",
+            "ok" if e["compiled_shapes"] <= e["length_buckets"] else "more",
         )
     ]
 

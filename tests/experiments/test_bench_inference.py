@@ -82,7 +82,7 @@ def test_eval_fields_are_consistent(capsys):
     assert r["scored_tokens"] == sum(lengths)
     first_rows = lengths[::4]  # longest first: each batch is padded to its first row's length
     assert r["padded_tokens"] == sum(4 * _padded_length(n, 256) for n in first_rows)
-    assert r["compiled_shapes"] == len({_padded_length(n, 256) for n in first_rows})
+    assert r["compiled_shapes"] == len({_padded_length(n, 256) for n in first_rows}) == r["length_buckets"]
     assert r["compiled_shapes"] <= 9  # 16, 24, 32, 48, 64, 96, 128, 192, 256: however many lengths appear
     assert r["distinct_lengths"] == len(set(lengths)) > r["compiled_shapes"]
     assert r["tokens_per_s"] == pytest.approx(r["scored_tokens"] / r["s"])
