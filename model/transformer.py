@@ -1,7 +1,5 @@
 """The forward pass, token ids to logits: embeddings, a scan over identical blocks, final norm, output head."""
 
-import functools
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -92,10 +90,11 @@ class Transformer(nnx.Module):
         L = self.cfg.n_layers
         layer_keys = None if dropout_key is None else jax.random.split(dropout_key, L)
 
-        def body(carry, layer, index=None):
+        unrolled = not self.cfg.scan_layers or layer_params is not None or (cache is not None and cache.per_layer)
+
+        def body(carry, layer):
             x_BTD, cache_layers = carry
-            state, key, scanned_index = layer
-            index = scanned_index if index is None else index  # unrolled: a Python int, to pick per-layer arrays
+            state, key, index = layer  # index: an array in the scan, a Python int unrolled (picks per-layer arrays)
             layer_cache = None if cache is None else cache.for_layer(cache_layers, index)
             x_BTD = constrain(x_BTD, ACTIVATION_AXES)
             x_BTD, layer_cache = nnx.merge(graphdef, state)(x_BTD, positions_BT, mask, layer_cache, index, key)
@@ -106,16 +105,16 @@ class Transformer(nnx.Module):
                 return fn
             # Inside a scan XLA cannot merge the recomputation with the forward pass; unrolled, it could, and would
             # quietly save what the policy says to recompute.
-            return jax.checkpoint(fn, policy=REMAT_POLICIES[self.cfg.remat], prevent_cse=not self.cfg.scan_layers)
+            return jax.checkpoint(fn, policy=REMAT_POLICIES[self.cfg.remat], prevent_cse=unrolled)
 
-        carry, layers = (x_BTD, None if cache is None else cache.layers), (stacked, layer_keys, jnp.arange(L))
-        if self.cfg.scan_layers and layer_params is None and not (cache is not None and cache.per_layer):
-            carry, _ = jax.lax.scan(remat(body), carry, layers)
-        else:
+        carry = (x_BTD, None if cache is None else cache.layers)
+        if unrolled:
             for i in range(L):
-                params_i, key_i, _ = jax.tree.map(lambda a, i=i: a[i], layers)
-                layer = (params_i if layer_params is None else layer_params[i], key_i, i)
-                carry, _ = remat(functools.partial(body, index=i))(carry, layer)
+                params_i = jax.tree.map(lambda a, i=i: a[i], stacked) if layer_params is None else layer_params[i]
+                key_i = None if layer_keys is None else layer_keys[i]
+                carry, _ = remat(lambda carry, layer, i=i: body(carry, (*layer, i)))(carry, (params_i, key_i))
+        else:
+            carry, _ = jax.lax.scan(remat(body), carry, (stacked, layer_keys, jnp.arange(L)))
         x_BTD, cache_layers = carry
         if cache is not None:
             cache = cache.advanced(mask.q_segment_BT, cache_layers)
