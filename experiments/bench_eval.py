@@ -83,7 +83,8 @@ def bench_eval(
     times = {k: statistics.median(v) for k, v in interleaved(contestants, repeats).items()}
 
     scored = sum(lengths)
-    padded = sum(batch_size * bucket(lengths[b[0]], n_ctx) for b in batches)
+    padded_lengths = [bucket(lengths[b[0]], n_ctx) for b in batches]  # each batch is padded to its longest row's bucket
+    padded = batch_size * sum(padded_lengths)
     result = dict(
         preset=cfg.preset,
         n_ctx=n_ctx,
@@ -102,7 +103,7 @@ def bench_eval(
         scored_tokens=scored,
         padded_tokens=padded,
         compiled_shapes=compiled,
-        length_buckets=len({bucket(lengths[b[0]], n_ctx) for b in batches}),
+        length_buckets=len(set(padded_lengths)),
         first_call_s=first_s,
         s=times["meshlm"],
         tokens_per_s=scored / times["meshlm"],
