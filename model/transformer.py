@@ -109,10 +109,10 @@ class Transformer(nnx.Module):
 
         carry = (x_BTD, None if cache is None else cache.layers)
         if unrolled:
+            layer_params = self.split_layers() if layer_params is None else layer_params
             for i in range(L):
-                params_i = jax.tree.map(lambda a, i=i: a[i], stacked) if layer_params is None else layer_params[i]
                 key_i = None if layer_keys is None else layer_keys[i]
-                carry, _ = remat(lambda carry, layer, i=i: body(carry, (*layer, i)))(carry, (params_i, key_i))
+                carry, _ = remat(lambda carry, layer, i=i: body(carry, (*layer, i)))(carry, (layer_params[i], key_i))
         else:
             carry, _ = jax.lax.scan(remat(body), carry, (stacked, layer_keys, jnp.arange(L)))
         x_BTD, cache_layers = carry

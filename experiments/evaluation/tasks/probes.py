@@ -111,10 +111,10 @@ def attention_probs(graphdef, state, tokens_BT: jax.Array) -> tuple[jax.Array, j
     x_BTD = model.embed[...].astype(dtype)[tokens_BT]
     if cfg.position == "learned":
         x_BTD = x_BTD + model.pos_embed[...].astype(dtype)[positions_BT]
-    block_def, stacked = nnx.split(model.blocks)
+    block_def = nnx.graphdef(model.blocks)
     probs = []
-    for layer in range(cfg.n_layers):
-        block = nnx.merge(block_def, jax.tree.map(lambda a, i=layer: a[i], stacked))
+    for layer_params in model.split_layers():
+        block = nnx.merge(block_def, layer_params)
         attn = block.attn
         qkv_3BHTK = jnp.einsum("btd,dchk->cbhtk", block.attn_norm(x_BTD), attn.w_qkv[...].astype(dtype))
         if attn.b_qkv is not None:
