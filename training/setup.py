@@ -125,4 +125,5 @@ def _jit_train_step(setup: TrainSetup) -> Callable:
         state_sharding=setup.state_sharding,
         batch_sharding=setup.batch_sharding,
         micro_batches_at=_micro_batches_at(setup) if setup.plan.ramps else None,
+        compiler_options=setup.partitioner.compiler_options(),
     )

@@ -95,10 +95,12 @@ def make_train_step(
     state_sharding=None,
     batch_sharding=None,
     micro_batches_at: Callable[[jax.Array], jax.Array] | None = None,
+    compiler_options: dict[str, str] | None = None,
 ) -> Callable:
     """(state, batch) -> (state, metrics), the state donated. Shardings (from meshlm.parallel) place the state
     and batch on a mesh; None leaves placement to JAX. Under a batch ramp, `micro_batches_at(step)` says how many
-    of the batch's micro-batches hold data at that step (training/recipe.py)."""
+    of the batch's micro-batches hold data at that step (training/recipe.py). `compiler_options` go to XLA
+    (Partitioner.compiler_options)."""
     accumulate = make_gradient_fn(graphdef, cfg)
 
     def step(state: TrainState, batch: Batch):
@@ -126,9 +128,13 @@ def make_train_step(
         return TrainState(state.step + 1, params, opt_state, state.rng), metrics
 
     if state_sharding is None:
-        return jax.jit(step, donate_argnums=0)
+        return jax.jit(step, donate_argnums=0, compiler_options=compiler_options)
     return jax.jit(
-        step, donate_argnums=0, in_shardings=(state_sharding, batch_sharding), out_shardings=(state_sharding, None)
+        step,
+        donate_argnums=0,
+        in_shardings=(state_sharding, batch_sharding),
+        out_shardings=(state_sharding, None),
+        compiler_options=compiler_options,
     )
 
 

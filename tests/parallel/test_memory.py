@@ -6,7 +6,9 @@ import jax
 import numpy as np
 
 from meshlm.parallel.config import MeshConfig
-from meshlm.parallel.sharding import Partitioner, model_axes
+from meshlm.parallel.sharding import CPU_COMPILER_OPTIONS, Partitioner, model_axes
+from meshlm.training import setup as setup_lib
+from meshlm.training.config import Config, TrainConfig
 from tests.parallel.helpers import MODEL, init_fn, initial_state
 
 
@@ -47,3 +49,16 @@ def test_tensor_parallel_halves_every_matmul_weight():
     for name, x in matmuls.items():
         for shard in x.addressable_shards:
             assert shard.data.size * 2 == x.size, (name, shard.data.shape, x.shape)
+
+
+def test_cpu_train_step_compiles_with_the_memory_optimised_scheduler():
+    """The setup's step carries Partitioner.compiler_options: its temporary buffer is the memory-optimised
+    schedule's, smaller than XLA:CPU's default schedule of the same program."""
+    mesh = MeshConfig("data=2")
+    partitioner = Partitioner.build(mesh, jax.devices()[:2])
+    assert partitioner.compiler_options() == CPU_COMPILER_OPTIONS
+    cfg = Config(model=MODEL, train=TrainConfig(batch_size=8, seq_len=64), mesh=mesh)
+    lowered = setup_lib.build(cfg, partitioner).lower()
+    temp = lambda compiled: compiled.memory_analysis().temp_size_in_bytes  # noqa: E731
+    default = temp(lowered.compile(compiler_options={"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_DEFAULT"}))
+    assert temp(lowered.compile()) == temp(lowered.compile(compiler_options=CPU_COMPILER_OPTIONS)) < default
