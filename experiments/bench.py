@@ -63,17 +63,20 @@ def data_parallel_devices(batch: int) -> list:
 
 
 def build_train_step(cfg: config_lib.Config, devices: list):
-    """(compiled step, state, batch, trace s, compile s) for a random batch, data parallel over `devices`. A batch
-    ramp is switched off: every timed step is a full batch, as after the ramp."""
+    """(compiled call, state, batch, trace s, compile s) for random batches, data parallel over `devices`: one call
+    runs train.steps_per_call steps, as the trainer's calls between logs do. A batch ramp is switched off: every
+    timed step is a full batch, as after the ramp."""
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, ramp_tokens=0))
-    B, T = cfg.train.batch_size, cfg.seq_len
+    B, T, N = cfg.train.batch_size, cfg.seq_len, cfg.train.steps_per_call
     setup = setup_lib.build(cfg, Partitioner.build(MeshConfig(shape=f"data={len(devices)}"), devices))
     state = setup.init_state()
-    tokens = np.random.default_rng(cfg.train.seed).integers(0, cfg.model.vocab_size, (B, T + 1), dtype=np.int32)
-    pairs = (("inputs", tokens[:, :-1]), ("targets", tokens[:, 1:]))
-    batch = {k: jax.device_put(v, setup.batch_sharding) for k, v in pairs}
+    shape = (N, B, T + 1) if N > 1 else (B, T + 1)
+    tokens = np.random.default_rng(cfg.train.seed).integers(0, cfg.model.vocab_size, shape, dtype=np.int32)
+    pairs = (("inputs", tokens[..., :-1]), ("targets", tokens[..., 1:]))
+    sharding = setup.partitioner.stacked_batch_sharding(B, T) if N > 1 else setup.batch_sharding
+    batch = {k: jax.device_put(v, sharding) for k, v in pairs}
     start = time.perf_counter()
-    lowered = setup.lower(state, batch)
+    lowered = setup.lower(state, batch, stacked=N > 1)
     traced = time.perf_counter()
     compiled = lowered.compile()
     return compiled, state, batch, traced - start, time.perf_counter() - traced
@@ -84,7 +87,7 @@ def bench_train(cfg: config_lib.Config, steps: int, warmup: int, against: list[s
 
     for name in against:
         torch_gpt2.check(name, cfg.model)
-    B, T = cfg.train.batch_size, cfg.seq_len
+    B, T, N = cfg.train.batch_size, cfg.seq_len, cfg.train.steps_per_call
     devices = data_parallel_devices(B)
     compiled, state, batch, trace_s, compile_s = build_train_step(cfg, devices)
     holder = [state]
@@ -94,8 +97,10 @@ def bench_train(cfg: config_lib.Config, steps: int, warmup: int, against: list[s
         jax.block_until_ready(metrics)
         return metrics
 
-    if (done := int(meshlm_step()["tokens"])) != B * T:
-        raise RuntimeError(f"the timed step trained on {done} tokens, not the batch's {B * T}: the figures would lie")
+    if (done := int(meshlm_step()["tokens"].sum())) != B * T * N:
+        raise RuntimeError(
+            f"the timed call trained on {done} tokens, not its batches' {B * T * N}: the figures would lie"
+        )
 
     contestants = {"meshlm": meshlm_step}
     for name in against:
@@ -107,6 +112,7 @@ def bench_train(cfg: config_lib.Config, steps: int, warmup: int, against: list[s
         contestants["matmul"], probe_flops = matmul_probe()
     interleaved(contestants, warmup)
     times = {k: statistics.median(v) for k, v in interleaved(contestants, steps).items()}
+    times["meshlm"] /= N  # one meshlm turn is a call of N steps
 
     per_token = flops.flops_per_token(cfg.model, T)
     step_flops = per_token.total * B * T
@@ -125,6 +131,7 @@ def bench_train(cfg: config_lib.Config, steps: int, warmup: int, against: list[s
         dtype=cfg.model.dtype,
         attention=cfg.model.attention,
         remat=cfg.model.remat,
+        steps_per_call=N,
         devices=len(devices),
         device_kind=devices[0].device_kind,
         steps=steps,
@@ -194,7 +201,12 @@ def _train_text(r: dict) -> str:
         "parallel)",
         f"compile      {r['trace_s'] + r['compile_s']:.1f} s  (trace {r['trace_s']:.1f} s + XLA {r['compile_s']:.1f} "
         "s; not in the step time)",
-        f"step time    {r['step_s'] * 1e3:.0f} ms  (median of {r['steps']})",
+        f"step time    {r['step_s'] * 1e3:.0f} ms  (median of {r['steps']}"
+        + (
+            f" calls of {r['steps_per_call']} steps, divided by {r['steps_per_call']})"
+            if r["steps_per_call"] > 1
+            else ")"
+        ),
         f"tokens/s     {r['tokens_per_s']:,.0f}",
         f"FLOPs/token  {r['flops_per_token'] / 1e6:.1f}M = {r['flop_formula']}",
         f"FLOP/s       {r['flops_per_s'] / 1e9:.1f}G",

@@ -119,14 +119,19 @@ class Partitioner:
     def batch_sharding(self, rows: int, seq_len: int) -> NamedSharding:
         return self.sharding((rows, seq_len), BATCH_AXES)
 
-    def global_batch(self, local: dict[str, np.ndarray], rows: int) -> dict[str, jax.Array]:
-        """This process's rows of a batch of `rows` rows, as global arrays sharded by batch_sharding."""
+    def stacked_batch_sharding(self, rows: int, seq_len: int) -> NamedSharding:
+        """Several steps' batches stacked on a leading axis (of any length), each placed as batch_sharding does."""
+        return self.sharding((1, rows, seq_len), (None,) + BATCH_AXES)
+
+    def global_batch(self, local: dict[str, np.ndarray], rows: int, stacked: bool = False) -> dict[str, jax.Array]:
+        """This process's rows of a batch of `rows` rows, as global arrays sharded by batch_sharding; `stacked`:
+        several steps' batches on a leading axis (stacked_batch_sharding)."""
+        lead = (None,) if stacked else ()
 
         def place(x: np.ndarray) -> jax.Array:
-            shape = (rows,) + x.shape[1:]
-            return jax.make_array_from_process_local_data(
-                self.sharding(shape, BATCH_AXES + (None,) * (x.ndim - 2)), x, shape
-            )
+            shape = x.shape[: len(lead)] + (rows,) + x.shape[len(lead) + 1 :]
+            names = lead + BATCH_AXES + (None,) * (x.ndim - len(lead) - 2)
+            return jax.make_array_from_process_local_data(self.sharding(shape, names), x, shape)
 
         return {k: place(v) for k, v in local.items()}
 

@@ -34,6 +34,7 @@ class TrainSetup:
     state_sharding: TrainState  # a NamedSharding in place of every array
     batch_sharding: NamedSharding
     train_step: Callable  # (state, batch) -> (state, metrics), state donated, traced under the mesh's rules
+    train_steps: Callable  # the same over batches stacked on a leading axis: one call, a step per batch
     eval_step: Callable  # (params, batch) -> (summed loss, token count)
 
     def _init(self) -> TrainState:
@@ -59,10 +60,13 @@ class TrainSetup:
         shape = (self.cfg.train.batch_size, self.cfg.seq_len)
         return {k: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=self.batch_sharding) for k in keys}
 
-    def lower(self, state=None, batch=None, fresh: bool = False):
+    def lower(self, state=None, batch=None, fresh: bool = False, stacked: bool = False):
         """The train step lowered for `state` and `batch` (default: abstract ones, nothing allocated); `fresh` traces
-        a new jit, so nothing cached is reused (compile-time benchmarks)."""
-        step = _jit_train_step(self) if fresh else self.train_step.__wrapped__
+        a new jit, so nothing cached is reused (compile-time benchmarks); `stacked`: train_steps, for stacked
+        batches."""
+        step = (
+            _jit_train_step(self, stacked) if fresh else (self.train_steps if stacked else self.train_step).__wrapped__
+        )
         with self.partitioner.activate():
             return step.lower(self.abstract_state() if state is None else state, batch or self.abstract_batch())
 
@@ -100,10 +104,15 @@ def build(cfg: Config, partitioner: Partitioner | None = None) -> TrainSetup:
         state_sharding=state_sharding,
         batch_sharding=partitioner.batch_sharding(t.batch_size, cfg.seq_len),
         train_step=None,
+        train_steps=None,
         eval_step=partitioner.under_rules(make_eval_step(graphdef)),
     )
     # The step closes over the setup's own shardings and optimizer, so it is made from the setup.
-    return dataclasses.replace(setup, train_step=partitioner.under_rules(_jit_train_step(setup)))
+    return dataclasses.replace(
+        setup,
+        train_step=partitioner.under_rules(_jit_train_step(setup)),
+        train_steps=partitioner.under_rules(_jit_train_step(setup, stacked=True)),
+    )
 
 
 def _micro_batches_at(setup: TrainSetup) -> Callable:
@@ -115,7 +124,8 @@ def _initial_state(cfg: Config, optimizer: optax.GradientTransformation) -> Trai
     return init_state(Transformer(cfg.model, nnx.Rngs(cfg.train.seed)), optimizer, cfg.train.seed)
 
 
-def _jit_train_step(setup: TrainSetup) -> Callable:
+def _jit_train_step(setup: TrainSetup, stacked: bool = False) -> Callable:
+    t = setup.cfg.train
     return make_train_step(
         setup.graphdef,
         setup.optimizer,
@@ -123,7 +133,10 @@ def _jit_train_step(setup: TrainSetup) -> Callable:
         recipe.as_accumulation(setup.cfg.train),  # a ramp's chunks are accumulated micro-batches
         dropout=setup.cfg.model.dropout > 0,
         state_sharding=setup.state_sharding,
-        batch_sharding=setup.batch_sharding,
+        batch_sharding=setup.partitioner.stacked_batch_sharding(t.batch_size, setup.cfg.seq_len)
+        if stacked
+        else setup.batch_sharding,
         micro_batches_at=_micro_batches_at(setup) if setup.plan.ramps else None,
         compiler_options=setup.partitioner.compiler_options(),
+        stacked=stacked,
     )

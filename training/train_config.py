@@ -39,6 +39,9 @@ class TrainConfig:
     ramp_tokens: int = 0
     ramp_batch: int = 16  # sequences: the ramp's first batch and its increment (GPT-3: 32k tokens = 16 x 2048)
     seed: int = 0
+    # Optimizer steps per XLA call (a scan over stacked batches), where no log, hook or checkpoint falls between
+    # them: fewer dispatches, and on CPU one temporary buffer (freshly mapped memory) for several steps.
+    steps_per_call: int = 1
     log_every: int = 10
     eval_every: int = 100
     eval_batches: int = 8

@@ -1,4 +1,4 @@
-"""The train state and the one jitted function that advances it by a step."""
+"""The train state and the jitted functions that advance it: by one step, or by several in one call."""
 
 import dataclasses
 from collections.abc import Callable
@@ -96,11 +96,13 @@ def make_train_step(
     batch_sharding=None,
     micro_batches_at: Callable[[jax.Array], jax.Array] | None = None,
     compiler_options: dict[str, str] | None = None,
+    stacked: bool = False,
 ) -> Callable:
     """(state, batch) -> (state, metrics), the state donated. Shardings (from meshlm.parallel) place the state
     and batch on a mesh; None leaves placement to JAX. Under a batch ramp, `micro_batches_at(step)` says how many
     of the batch's micro-batches hold data at that step (training/recipe.py). `compiler_options` go to XLA
-    (Partitioner.compiler_options)."""
+    (Partitioner.compiler_options). `stacked`: batches come stacked on a leading axis and one call runs a step per
+    batch (a scan), its metrics stacked likewise (train.steps_per_call)."""
     accumulate = make_gradient_fn(graphdef, cfg)
 
     def step(state: TrainState, batch: Batch):
@@ -127,10 +129,11 @@ def make_train_step(
         )
         return TrainState(state.step + 1, params, opt_state, state.rng), metrics
 
+    fn = (lambda state, batches: jax.lax.scan(step, state, batches)) if stacked else step
     if state_sharding is None:
-        return jax.jit(step, donate_argnums=0, compiler_options=compiler_options)
+        return jax.jit(fn, donate_argnums=0, compiler_options=compiler_options)
     return jax.jit(
-        step,
+        fn,
         donate_argnums=0,
         in_shardings=(state_sharding, batch_sharding),
         out_shardings=(state_sharding, None),

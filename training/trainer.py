@@ -151,15 +151,25 @@ class Trainer:
         end = total if stop_after is None else min(total, start + stop_after)
         bar = _progress_bar(start, total, progress)
         state, window_start, window_steps, window_tokens = self.state, time.perf_counter(), 0, 0
-        unchecked = None  # the previous step's health, checked after the next step is dispatched
-        for step in range(start, end):
-            batch = setup.partitioner.global_batch(self._next_batch(step), t.batch_size)
-            state, metrics = setup.train_step(state, batch)
-            done = step + 1
-            faults.kill_point("step", done)
+        unchecked = None  # the previous call's health, checked after the next call is dispatched
+        lengths_run = set()  # steps per call seen so far: the first call of each length compiles
+        step = start
+        while step < end:
+            done = step + self._call_length(step, end, total)
+            local = [self._next_batch(s) for s in range(step, done)]
+            if done - step == 1:
+                state, metrics = setup.train_step(state, setup.partitioner.global_batch(local[0], t.batch_size))
+            else:
+                stacked = {k: np.stack([b[k] for b in local]) for k in local[0]}
+                batches = setup.partitioner.global_batch(stacked, t.batch_size, stacked=True)
+                state, metrics = setup.train_steps(state, batches)
+            for d in range(step + 1, done + 1):
+                faults.kill_point("step", d)
             if unchecked is not None:
                 self._check_finite(*unchecked, params=state.params)
-            health = (done, metrics.pop("finite"), metrics.pop("grad_finite"), metrics["loss"])
+            health = (step + 1, metrics.pop("finite"), metrics.pop("grad_finite"), metrics["loss"])
+            if done - step > 1:
+                metrics = {k: v[-1] for k, v in metrics.items()}  # the record is the call's last step's
             due = [h for h in self.hooks if done % h.every == 0 or done == total]
             save = done % t.checkpoint_every == 0 or done == end
             if due or save or done % t.log_every == 0 or done == end:  # nothing non-finite is logged unflagged,
@@ -167,23 +177,24 @@ class Trainer:
                 unchecked = None
             else:
                 unchecked = health
-            if step == start:  # the first step compiles: keep it out of the throughput figures
+            if done - step not in lengths_run:  # a compiling call: keep it out of the throughput figures
+                lengths_run.add(done - step)
                 jax.block_until_ready(metrics)
                 window_start = time.perf_counter()
             else:
-                window_steps += 1
-                window_tokens += plan.batch_size_at(step) * cfg.seq_len
+                window_steps += done - step
+                window_tokens += sum(plan.batch_size_at(s) for s in range(step, done)) * cfg.seq_len
             record = {}
             if done % t.log_every == 0 or done == end:
                 record = {k: float(v) for k, v in metrics.items()}  # blocks until the step is finished
                 elapsed = time.perf_counter() - window_start
                 # With no step timed since the compile, the one logged step stands for itself.
-                tokens_per_s = (window_tokens or plan.batch_size_at(step) * cfg.seq_len) / elapsed
+                tokens_per_s = (window_tokens or plan.batch_size_at(done - 1) * cfg.seq_len) / elapsed
                 record.update(
                     step_time=elapsed / max(window_steps, 1),
                     tokens_per_s=tokens_per_s,
                     mfu=model_flops_per_token * tokens_per_s / peak,
-                    batch_size=plan.batch_size_at(step),
+                    batch_size=plan.batch_size_at(done - 1),
                     tokens_seen=plan.tokens_at(done),
                 )
                 if t.nonfinite == "skip":
@@ -198,11 +209,12 @@ class Trainer:
                 self._report(done, record, bar)
                 faults.kill_point("metrics", done)
             if bar is not None:
-                bar.update(1)
+                bar.update(done - step)
             if save:
                 data_state = {**self.train_iter.get_state(), _SKIPPED: self.nonfinite_skipped}
                 self.checkpointer.save(state, data_state, done)
                 faults.kill_point("checkpoint", done)
+            step = done
         self.checkpointer.wait()
         self.checkpointer.close()
         writer.close()
@@ -210,6 +222,20 @@ class Trainer:
             bar.close()
         self.state = state
         return TrainResult(state, end, self.last_val_loss)
+
+    def _call_length(self, step: int, end: int, total: int) -> int:
+        """Steps the next call runs: train.steps_per_call, cut short where a log, hook or checkpoint is due after a
+        step, or the run ends, so those see the state of exactly that step."""
+        t = self.cfg.train
+
+        def due_after(done: int) -> bool:
+            every = [t.log_every, t.checkpoint_every] + [h.every for h in self.hooks]
+            return done >= end or done == total or any(done % e == 0 for e in every)
+
+        n = 1
+        while n < t.steps_per_call and not due_after(step + n):
+            n += 1
+        return n
 
     def _next_batch(self, step: int) -> dict:
         """This process's rows of step `step`'s batch. Under a ramp: the step's micro-batches, the unused ones zero
@@ -223,15 +249,20 @@ class Trainer:
         micros += [jax.tree.map(np.zeros_like, micros[0])] * (M - n)
         return {k: np.stack([m[k] for m in micros], axis=1).reshape((-1,) + micros[0][k].shape[1:]) for k in micros[0]}
 
-    def _check_finite(self, step: int, finite, grad_finite, loss, params) -> None:
-        """Count a skipped batch, or stop with the step, the parameters at fault and the last good checkpoint."""
-        if bool(finite):
+    def _check_finite(self, first: int, finite, grad_finite, loss, params) -> None:
+        """Count skipped batches, or stop with the step, the parameters at fault and the last good checkpoint. The
+        flags are one call's: of step `first`, or stacked for the steps from `first` on."""
+        finite = np.atleast_1d(jax.device_get(finite))
+        if finite.all():
             return
         if self.cfg.train.nonfinite == "skip":
-            self.nonfinite_skipped += 1
+            self.nonfinite_skipped += int((~finite).sum())
             return
+        row = int(np.argmin(finite))
+        step, loss = first + row, np.atleast_1d(jax.device_get(loss))[row]
         names = [leaf_name(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
-        bad = [n for n, ok in zip(names, jax.device_get(grad_finite)) if not ok]
+        flags = np.asarray(jax.device_get(grad_finite)).reshape(len(finite), -1)[row]
+        bad = [n for n, ok in zip(names, flags) if not ok]
         self.checkpointer.wait()
         last = self.checkpointer.latest_step()
         self.checkpointer.close()

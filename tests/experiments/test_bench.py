@@ -71,6 +71,15 @@ def test_timed_step_is_a_full_batch_under_a_ramp():
     assert int(metrics["tokens"]) == 4 * 16
 
 
+def test_a_timed_call_of_several_steps_trains_that_many_full_batches(capsys):
+    cfg = config_lib.from_preset("tiny", SMALL[1::2][1:] + ["train.steps_per_call=3"]).validate()
+    compiled, state, batch, _, _ = bench.build_train_step(cfg, jax.devices()[:1])
+    new_state, metrics = compiled(state, batch)
+    assert metrics["tokens"].tolist() == [4 * 16] * 3 and int(new_state.step) == 3
+    r = _json(["bench", "train"] + SMALL + ["--set", "train.steps_per_call=3", "--steps", "1", "--warmup", "0"], capsys)
+    assert r["steps_per_call"] == 3 and r["tokens_per_s"] == pytest.approx(4 * 16 / r["step_s"])
+
+
 def test_train_text_names_every_figure(capsys):
     assert main(["bench", "train"] + SMALL + ["--steps", "1", "--warmup", "0"]) == 0
     out = capsys.readouterr().out

@@ -161,3 +161,29 @@ def test_skip_mode_applies_no_update_for_a_nonfinite_batch_and_counts_it(runs, t
     records = {r["step"]: r for r in metrics_lib.read(tmp_path / "run")}
     assert [records[s]["nonfinite_skipped"] for s in range(1, 9)] == [0, 0, 1, 1, 1, 1, 1, 1]
     assert np.isnan(records[3]["loss"]) and np.isfinite(records[8]["loss"]) and result.final_step == 8
+
+
+@pytest.mark.parametrize("mode", ["stop", "skip"])
+def test_a_nonfinite_step_inside_a_call_of_several_is_named_or_skipped(runs, tmp_path, mode):
+    """Calls of 4 steps (logs and checkpoints every 4): a NaN loss at step 7, the third of its call, is reported as
+    step 7 with the checkpoint of step 4, or skipped and counted once."""
+    every = dict(steps_per_call=4, log_every=4, checkpoint_every=4, nonfinite=mode)
+    cfg = dataclasses.replace(runs[0], train=dataclasses.replace(runs[0].train, **every))
+    trainer = Trainer(cfg, tmp_path / "run", log=quiet)
+    real = trainer.setup.train_steps
+
+    def train_steps(state, batches):
+        if int(state.step) == 4:  # the call of steps 5-8: its third batch gets a target past the vocabulary
+            batches = {**batches, "targets": batches["targets"].at[2, 0, 0].set(10**6)}
+        return real(state, batches)
+
+    trainer.setup = dataclasses.replace(trainer.setup, train_steps=train_steps)
+    if mode == "stop":
+        with pytest.raises(
+            NonFiniteError, match=r"^step 7: loss nan, all gradients finite; last good checkpoint: step 4"
+        ):
+            trainer.run(progress=False)
+        return
+    assert trainer.run(progress=False).final_step == 8
+    records = {r["step"]: r for r in metrics_lib.read(tmp_path / "run")}
+    assert [records[s]["nonfinite_skipped"] for s in (4, 8)] == [0, 1] and np.isfinite(records[8]["loss"])

@@ -1,5 +1,7 @@
 """End to end: the trainer on a small text corpus, exact resume, hooks, samples (kill -9: test_kill_anywhere)."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -8,7 +10,7 @@ from meshlm.experiments.cli import main
 from meshlm.training import config as config_lib
 from meshlm.training import metrics as metrics_lib
 from meshlm.training import recipe
-from meshlm.training.trainer import train
+from meshlm.training.trainer import Trainer, train
 from tests.training.helpers import overrides_of, quiet, small_config, text_corpus
 
 
@@ -28,6 +30,47 @@ def test_exact_resume_is_bitwise_identical(corpus, tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     losses = lambda d: [(m["step"], m["loss"]) for m in metrics_lib.read(d)]
     assert losses(tmp_path / "straight") == losses(tmp_path / "resumed")
+
+
+def test_several_steps_per_call_train_bitwise_as_one_step_per_call_and_resume_exactly(corpus, tmp_path):
+    """Calls of up to 3 steps, cut short wherever a log (every 4), a hook (every 6) or a checkpoint is due: the same
+    records, hook states, checkpoints and final state as one step per call, also across a stop at step 5."""
+    every = {"train.log_every": 4, "train.checkpoint_every": 4, "train.eval_every": 100, "model.dropout": 0.1}
+    runs, stacked = {}, []
+    for name, per_call, stops in (("one", 1, [None]), ("three", 3, [None]), ("resumed", 3, [5, None])):
+        cfg = small_config(corpus, tmp_path, steps=12, **every, **{"train.steps_per_call": per_call})
+        hooked = []
+        for stop in stops:
+            trainer = Trainer(cfg, tmp_path / name, log=quiet)
+            trainer.add_hook(6, lambda step, state, seen=hooked: seen.append((step, int(state.step), _sum(state))))
+            if name == "three":
+                trainer.setup = _counting_calls(trainer.setup, stacked)
+            result = trainer.run(stop_after=stop, progress=False)
+        timing = {"step_time", "tokens_per_s", "mfu"}
+        records = [{k: v for k, v in r.items() if k not in timing} for r in metrics_lib.read(tmp_path / name)]
+        checkpoints = sorted(int(p.name) for p in (tmp_path / name / "checkpoints").iterdir())
+        runs[name] = (jax.tree.leaves(result.state), records, hooked, checkpoints)
+    assert stacked == [3, 2, 2, 3]  # steps 1-3, (4 alone), 5-6, 7-8, 9-11, (12 alone)
+    one = runs["one"]
+    assert [r["step"] for r in one[1]] == [4, 8, 12] and [h[:2] for h in one[2]] == [(6, 6), (12, 12)]
+    assert runs["three"][1:] == one[1:]
+    # The stop logs and saves step 5 as well; every record and hook the resumed run shares with the others agrees.
+    assert [r for r in runs["resumed"][1] if r["step"] != 5] == one[1] and runs["resumed"][2] == one[2]
+    for name in ("three", "resumed"):
+        for a, b in zip(one[0], runs[name][0]):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _sum(state) -> float:
+    return float(state.params["embed"].sum())
+
+
+def _counting_calls(setup, lengths: list):
+    def train_steps(state, batches):
+        lengths.append(batches["inputs"].shape[0])
+        return setup.train_steps(state, batches)
+
+    return dataclasses.replace(setup, train_steps=train_steps)
 
 
 def test_run_directory_layout_and_falling_validation_loss(corpus, tmp_path, capsys):
