@@ -155,7 +155,7 @@ class Trainer:
         lengths_run = set()  # steps per call seen so far: the first call of each length compiles
         step = start
         while step < end:
-            done = step + self._call_length(step, end, total)
+            call_start, done = time.perf_counter(), step + self._call_length(step, end, total)
             local = [self._next_batch(s) for s in range(step, done)]
             if done - step == 1:
                 state, metrics = setup.train_step(state, setup.partitioner.global_batch(local[0], t.batch_size))
@@ -177,21 +177,24 @@ class Trainer:
                 unchecked = None
             else:
                 unchecked = health
+            call_tokens = sum(plan.batch_size_at(s) for s in range(step, done)) * cfg.seq_len
             if done - step not in lengths_run:  # a compiling call: keep it out of the throughput figures
                 lengths_run.add(done - step)
                 jax.block_until_ready(metrics)
                 window_start = time.perf_counter()
+                compiling_call = (window_start - call_start, done - step, call_tokens)
             else:
                 window_steps += done - step
-                window_tokens += sum(plan.batch_size_at(s) for s in range(step, done)) * cfg.seq_len
+                window_tokens += call_tokens
             record = {}
             if done % t.log_every == 0 or done == end:
                 record = {k: float(v) for k, v in metrics.items()}  # blocks until the step is finished
-                elapsed = time.perf_counter() - window_start
-                # With no step timed since the compile, the one logged step stands for itself.
-                tokens_per_s = (window_tokens or plan.batch_size_at(done - 1) * cfg.seq_len) / elapsed
+                elapsed, steps_timed, tokens = time.perf_counter() - window_start, window_steps, window_tokens
+                if not steps_timed:  # only a compiling call since the last record: it stands for itself
+                    elapsed, steps_timed, tokens = compiling_call
+                tokens_per_s = tokens / elapsed
                 record.update(
-                    step_time=elapsed / max(window_steps, 1),
+                    step_time=elapsed / steps_timed,
                     tokens_per_s=tokens_per_s,
                     mfu=model_flops_per_token * tokens_per_s / peak,
                     batch_size=plan.batch_size_at(done - 1),
