@@ -1,6 +1,7 @@
 """End to end: the trainer on a small text corpus, exact resume, hooks, samples (kill -9: test_kill_anywhere)."""
 
 import dataclasses
+import types
 
 import jax
 import numpy as np
@@ -10,6 +11,7 @@ from meshlm.experiments.cli import main
 from meshlm.training import config as config_lib
 from meshlm.training import metrics as metrics_lib
 from meshlm.training import recipe
+from meshlm.training import trainer as trainer_lib
 from meshlm.training.trainer import Trainer, train
 from tests.training.helpers import overrides_of, quiet, small_config, text_corpus
 
@@ -59,6 +61,35 @@ def test_several_steps_per_call_train_bitwise_as_one_step_per_call_and_resume_ex
     for name in ("three", "resumed"):
         for a, b in zip(one[0], runs[name][0]):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_each_record_times_the_steps_since_the_last_one_compiling_calls_standing_for_themselves(
+    corpus, tmp_path, monkeypatch
+):
+    """A clock that moves only inside train calls, 10 s a step: every record reads 10 s a step. The record of step 4
+    follows only compiling calls (the first of 3 steps and of 1 step), so it times its own call."""
+    clock = [0.0]
+    monkeypatch.setattr(trainer_lib, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    every = {"train.log_every": 4, "train.checkpoint_every": 4, "train.steps_per_call": 3}
+    trainer = Trainer(small_config(corpus, tmp_path, steps=12, **every), tmp_path / "run", log=quiet)
+
+    def ticking(call, steps_of):
+        def run(state, batch):
+            clock[0] += 10.0 * steps_of(batch)
+            return call(state, batch)
+
+        return run
+
+    setup = trainer.setup
+    trainer.setup = dataclasses.replace(
+        setup,
+        train_step=ticking(setup.train_step, lambda batch: 1),
+        train_steps=ticking(setup.train_steps, lambda batch: batch["inputs"].shape[0]),
+    )
+    trainer.run(progress=False)
+    records = metrics_lib.read(tmp_path / "run")
+    assert [r["step"] for r in records] == [4, 8, 12]
+    assert all(r["step_time"] == 10.0 and r["tokens_per_s"] == 4 * 32 / 10.0 for r in records)
 
 
 def _sum(state) -> float:
