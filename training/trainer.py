@@ -170,9 +170,8 @@ class Trainer:
             health = (step + 1, metrics.pop("finite"), metrics.pop("grad_finite"), metrics["loss"])
             if done - step > 1:
                 metrics = {k: v[-1] for k, v in metrics.items()}  # the record is the call's last step's
-            due = [h for h in self.hooks if done % h.every == 0 or done == total]
-            save = done % t.checkpoint_every == 0 or done == end
-            if due or save or done % t.log_every == 0 or done == end:  # nothing non-finite is logged unflagged,
+            due, save, log = self._due_after(done, end, total)
+            if due or save or log:  # nothing non-finite is logged unflagged,
                 self._check_finite(*health, params=state.params)  # reaches a hook or is saved
                 unchecked = None
             else:
@@ -187,7 +186,7 @@ class Trainer:
                 window_steps += done - step
                 window_tokens += call_tokens
             record = {}
-            if done % t.log_every == 0 or done == end:
+            if log:
                 record = {k: float(v) for k, v in metrics.items()}  # blocks until the step is finished
                 elapsed, steps_timed, tokens = time.perf_counter() - window_start, window_steps, window_tokens
                 if not steps_timed:  # only a compiling call since the last record: it stands for itself
@@ -226,17 +225,17 @@ class Trainer:
         self.state = state
         return TrainResult(state, end, self.last_val_loss)
 
-    def _call_length(self, step: int, end: int, total: int) -> int:
-        """Steps the next call runs: train.steps_per_call, cut short where a log, hook or checkpoint is due after a
-        step, or the run ends, so those see the state of exactly that step."""
+    def _due_after(self, done: int, end: int, total: int) -> tuple[list[_Scheduled], bool, bool]:
+        """(hooks to run, save?, log?) once step `done` is trained."""
         t = self.cfg.train
+        hooks = [h for h in self.hooks if done % h.every == 0 or done == total]
+        return hooks, done % t.checkpoint_every == 0 or done == end, done % t.log_every == 0 or done == end
 
-        def due_after(done: int) -> bool:
-            every = [t.log_every, t.checkpoint_every] + [h.every for h in self.hooks]
-            return done >= end or done == total or any(done % e == 0 for e in every)
-
+    def _call_length(self, step: int, end: int, total: int) -> int:
+        """Steps the next call runs: train.steps_per_call, cut short after the first step that anything is due
+        after, so it sees the state of exactly that step."""
         n = 1
-        while n < t.steps_per_call and not due_after(step + n):
+        while n < self.cfg.train.steps_per_call and not any(self._due_after(step + n, end, total)):
             n += 1
         return n
 
