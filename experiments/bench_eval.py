@@ -1,6 +1,7 @@
 """`meshlm bench eval`: the few-shot scoring path (experiments/evaluation/requests.py) in scored tokens/s on a
-realistic mix of context lengths, the shapes it compiles, and Hugging Face scoring the same requests in the same
-batches (--against hf-gpt2), the two taking turns."""
+realistic mix of context lengths, and the shapes it compiles: packed (each context once, the default), one request
+per row in lm-evaluation-harness's batches, and Hugging Face scoring those same batches (--against hf-gpt2), all
+taking turns."""
 
 import json
 import statistics
@@ -17,7 +18,7 @@ from meshlm.experiments.evaluation.requests import LanguageModel, bucket, sorted
 from meshlm.experiments.generate_cmd import ByteCodec
 from meshlm.experiments.timing import interleaved
 from meshlm.model.errors import ConfigError
-from meshlm.model.scoring import continuation_logprobs
+from meshlm.model.scoring import continuation_logprobs, packed_logprobs
 from meshlm.model.transformer import Transformer
 from meshlm.training import config as config_lib
 
@@ -59,15 +60,18 @@ def bench_eval(
     requests = build_requests(tokenizer, n_ctx, shots=shots, items=items)
     lengths = [len(c) + len(x) - 1 for c, x in requests]
     batches = sorted_batches(lengths, batch_size)
-    lm = LanguageModel(model, tokenizer, batch_size=batch_size)
+    packed_lm = LanguageModel(model, tokenizer, batch_size=batch_size)
+    rows_lm = LanguageModel(model, tokenizer, batch_size=batch_size, pack=False)
+    packed_calls = packed_lm.packed_batches(requests)
 
-    cached_before = continuation_logprobs._cache_size()
-    start = time.perf_counter()
-    ours = lm.loglikelihood_tokens(requests)  # compiles every shape
-    first_s = time.perf_counter() - start
-    compiled = continuation_logprobs._cache_size() - cached_before
+    ours, packed_compiled, packed_first_s = _first_pass(packed_lm, requests, packed_logprobs)
+    by_row, rows_compiled, rows_first_s = _first_pass(rows_lm, requests, continuation_logprobs)
+    ours_R = np.array([s.logprob for s in ours])
 
-    contestants = {"meshlm": lambda: lm.loglikelihood_tokens(requests)}
+    contestants = {
+        "meshlm": lambda: packed_lm.loglikelihood_tokens(requests),
+        "meshlm-rows": lambda: rows_lm.loglikelihood_tokens(requests),
+    }
     hf_check = {}
     if against:
         from meshlm.experiments import torch_gpt2, torch_inference  # torch itself is imported only when asked for
@@ -75,7 +79,6 @@ def bench_eval(
         hf = torch_gpt2.hf_gpt2(cfg.model, params=bench_decode.model_params(model))
         contestants["hf-gpt2"] = torch_inference.score_fn(hf, requests, batches)
         logprob_R, greedy_R = contestants["hf-gpt2"]()
-        ours_R = np.array([s.logprob for s in ours])
         hf_check = dict(
             max_logprob_diff=float(np.max(np.abs(logprob_R - ours_R))),
             same_greedy=float(np.mean(greedy_R == np.array([s.is_greedy for s in ours]))),
@@ -84,7 +87,6 @@ def bench_eval(
 
     scored = sum(lengths)
     padded_lengths = [bucket(lengths[b[0]], n_ctx) for b in batches]  # each batch is padded to its longest row's bucket
-    padded = batch_size * sum(padded_lengths)
     result = dict(
         preset=cfg.preset,
         n_ctx=n_ctx,
@@ -93,21 +95,33 @@ def bench_eval(
         items=items,
         batch_size=batch_size,
         repeats=repeats,
-        devices=len(lm.partitioner.mesh.devices.flat),
+        devices=len(packed_lm.partitioner.mesh.devices.flat),
         device_kind=jax.devices()[0].device_kind,
         requests=len(requests),
-        batches=len(batches),
+        distinct_contexts=len({tuple(c) for c, _ in requests}),
         distinct_lengths=len(set(lengths)),
         min_length=min(lengths),
         max_length=max(lengths),
         scored_tokens=scored,
-        padded_tokens=padded,
-        compiled_shapes=compiled,
-        length_buckets=len(set(padded_lengths)),
-        first_call_s=first_s,
+        calls=len(packed_calls),
+        positions=sum(batch_size * T for _, T, _ in packed_calls),
+        compiled_shapes=packed_compiled,
+        call_shapes=len({(T, K) for _, T, K in packed_calls}),
+        first_call_s=packed_first_s,
         s=times["meshlm"],
         tokens_per_s=scored / times["meshlm"],
         requests_per_s=len(requests) / times["meshlm"],
+        rows=dict(
+            batches=len(batches),
+            padded_tokens=batch_size * sum(padded_lengths),
+            compiled_shapes=rows_compiled,
+            length_buckets=len(set(padded_lengths)),
+            first_call_s=rows_first_s,
+            s=times["meshlm-rows"],
+            tokens_per_s=scored / times["meshlm-rows"],
+            max_logprob_diff=float(np.max(np.abs(np.array([s.logprob for s in by_row]) - ours_R))),
+            same_greedy=float(np.mean([a.is_greedy == b.is_greedy for a, b in zip(ours, by_row)])),
+        ),
     )
     if against:
         hf_padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
@@ -117,10 +131,19 @@ def bench_eval(
                 tokens_per_s=scored / times["hf-gpt2"],
                 padded_tokens=hf_padded,
                 ratio=times["hf-gpt2"] / times["meshlm"],
+                rows_ratio=times["hf-gpt2"] / times["meshlm-rows"],
             )
             | hf_check
         }
     return result
+
+
+def _first_pass(lm: LanguageModel, requests, jitted) -> tuple[list, int, float]:
+    """(scores, shapes compiled, seconds) of a first pass over the requests, which compiles every shape."""
+    cached_before = jitted._cache_size()
+    start = time.perf_counter()
+    scores = lm.loglikelihood_tokens(requests)
+    return scores, jitted._cache_size() - cached_before, time.perf_counter() - start
 
 
 def run(args) -> None:
@@ -133,21 +156,28 @@ def run(args) -> None:
 
 
 def text(r: dict) -> str:
+    rows = r["rows"]
     lines = [
         f"meshlm bench eval: {r['preset']} (n_ctx {r['n_ctx']}), {r['requests']} requests from {len(r['tasks'])} "
         f"tasks x K={','.join(map(str, r['shots']))} x {r['items']} items, batches of {r['batch_size']}, "
         f"{r['devices']} x {r['device_kind']}, median of {r['repeats']}",
-        f"lengths      {r['min_length']}..{r['max_length']} tokens, {r['distinct_lengths']} distinct; "
-        f"{r['scored_tokens']:,} scored, {r['padded_tokens']:,} with padding",
-        f"compiled     {r['compiled_shapes']} shapes for {r['length_buckets']} length buckets used (first pass "
-        f"{r['first_call_s']:.1f} s, compiling included)",
+        f"requests     {r['min_length']}..{r['max_length']} tokens, {r['distinct_lengths']} distinct lengths, "
+        f"{r['distinct_contexts']} distinct contexts; {r['scored_tokens']:,} scored tokens (context + continuation "
+        "- 1 each)",
         f"meshlm       {r['tokens_per_s']:,.0f} scored tokens/s, {r['requests_per_s']:,.1f} requests/s "
-        f"({r['s']:.2f} s)",
+        f"({r['s']:.2f} s): packed, each context once; {r['calls']} calls run {r['positions']:,} positions; "
+        f"{r['compiled_shapes']} compiled shapes for {r['call_shapes']} (length, slots) buckets used (first pass "
+        f"{r['first_call_s']:.1f} s)",
+        f"meshlm-rows  {rows['tokens_per_s']:,.0f} scored tokens/s ({rows['s']:.2f} s): one request per row, "
+        f"lm-eval's batches, {rows['padded_tokens']:,} positions; {rows['compiled_shapes']} compiled shapes for "
+        f"{rows['length_buckets']} length buckets; packed / rows = {rows['s'] / r['s']:.2f}; largest log-prob "
+        f"difference {rows['max_logprob_diff']:.1e}, same greedy flags {rows['same_greedy']:.0%}",
     ]
     for name, ref in r.get("against", {}).items():
         lines.append(
-            f"{name:12s} {ref['tokens_per_s']:,.0f} scored tokens/s ({ref['s']:.2f} s, {ref['padded_tokens']:,} "
-            f"with padding); meshlm / {name} = {ref['ratio']:.2f}; largest log-prob difference "
-            f"{ref['max_logprob_diff']:.1e}, same greedy flags {ref['same_greedy']:.0%}"
+            f"{name:12s} {ref['tokens_per_s']:,.0f} scored tokens/s ({ref['s']:.2f} s, the rows' batches, each padded "
+            f"to its longest: {ref['padded_tokens']:,} positions); meshlm / {name} = {ref['ratio']:.2f}, meshlm-rows "
+            f"/ {name} = {ref['rows_ratio']:.2f}; largest log-prob difference {ref['max_logprob_diff']:.1e}, same "
+            f"greedy flags {ref['same_greedy']:.0%}"
         )
     return "\n".join(lines)

@@ -15,7 +15,6 @@ import traceback
 import jax
 
 from meshlm.experiments import bench, bench_decode, bench_eval
-from meshlm.experiments.evaluation.requests import bucket
 from meshlm.training import config as config_lib
 
 # GPT-3 XL in bf16 (f32 master weights), cuDNN flash attention, the remat policy usual for 1-10B models.
@@ -115,11 +114,10 @@ def measure_scoring(cfg, quick: bool) -> list[tuple[str, str, str, str]]:
     return [
         (
             f"scoring GPT-3 XL bf16, {e['requests']} requests, K=0..16",
-            f"{e['tokens_per_s']:,.0f} scored tokens/s, {e['compiled_shapes']} compiled shapes for "
-            f"{e['distinct_lengths']} lengths",
-            f"one per length bucket used ({e['length_buckets']} of "
-            f"{len({bucket(n, cfg.model.n_ctx) for n in range(1, cfg.model.n_ctx + 1)})})",
-            "ok" if e["compiled_shapes"] <= e["length_buckets"] else "more",
+            f"{e['tokens_per_s']:,.0f} scored tokens/s packed ({e['rows']['tokens_per_s']:,.0f} one request per "
+            f"row), {e['compiled_shapes']} compiled shapes for {e['distinct_lengths']} lengths",
+            f"one per (length, slots) bucket used ({e['call_shapes']})",
+            "ok" if e["compiled_shapes"] <= e["call_shapes"] else "more",
         )
     ]
 

@@ -84,6 +84,18 @@ def continuation_logprobs(graphdef, state, inputs_BT, index_BK, targets_BK) -> t
     return _target_logprobs(model.head(x_BKD), targets_BK)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def packed_logprobs(
+    graphdef, state, tokens_BT, positions_BT, segments_BT, branches_BT, index_BK, targets_BK
+) -> tuple[jax.Array, jax.Array]:
+    """continuation_logprobs for packed rows: segments of a context and its continuations as branches
+    (`AttentionMask.shared_prefix`), each scored slot read at its own position."""
+    model = nnx.merge(graphdef, state)
+    x_BTD, _ = model(tokens_BT, positions_BT, segments_BT, return_hidden=True, branch_ids_BT=branches_BT)
+    x_BKD = jnp.take_along_axis(x_BTD, index_BK[..., None], axis=1)
+    return _target_logprobs(model.head(x_BKD), targets_BK)
+
+
 def _target_logprobs(logits_BXV: jax.Array, targets_BX: jax.Array) -> tuple[jax.Array, jax.Array]:
     logprobs_BXV = jax.nn.log_softmax(logits_BXV.astype(jnp.float32), axis=-1)
     target_BX = jnp.take_along_axis(logprobs_BXV, targets_BX[..., None], axis=-1)[..., 0]

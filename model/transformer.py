@@ -6,6 +6,7 @@ from flax import nnx
 
 from meshlm.model.attention import AttentionMask, KVCache
 from meshlm.model.config import ModelConfig
+from meshlm.model.errors import ConfigError
 from meshlm.model.layers import Block, Norm, dropout
 from meshlm.model.layout import constrain
 from meshlm.model.param import param
@@ -41,16 +42,24 @@ class Transformer(nnx.Module):
         dropout_key: jax.Array | None = None,
         return_hidden: bool = False,
         layer_params: list[nnx.State] | None = None,
+        branch_ids_BT: jax.Array | None = None,
     ) -> tuple[jax.Array, KVCache | None]:
         """Logits (f32) for every position; with a cache, the tokens continue it from `cache.index`. With
         return_hidden, the normed hidden states [B, T, D] instead, for `head` to read at chosen positions.
-        `layer_params` (from `split_layers`) runs the layers unrolled on parameters already taken apart."""
+        `layer_params` (from `split_layers`) runs the layers unrolled on parameters already taken apart.
+        `branch_ids_BT` (with positions and segment ids) runs continuations that share a context in one row
+        (`AttentionMask.shared_prefix`)."""
         cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
         B, T = tokens_BT.shape
+        if branch_ids_BT is not None and (positions_BT is None or segment_ids_BT is None or cache is not None):
+            raise ConfigError("branch_ids_BT needs explicit positions and segment ids, and no cache")
         if positions_BT is None:
             start = 0 if cache is None else cache.index
             positions_BT = jnp.broadcast_to(start + jnp.arange(T, dtype=jnp.int32), (B, T))
-        mask = self._mask(B, T, segment_ids_BT, cache)
+        if branch_ids_BT is None:
+            mask = self._mask(B, T, segment_ids_BT, cache)
+        else:
+            mask = AttentionMask.shared_prefix(positions_BT, segment_ids_BT, branch_ids_BT)
 
         # The lookups read tables whose embedding dimension FSDP splits, while the rows they return are split by
         # batch over the same mesh axis; gathered whole first (as FSDP gathers every weight before use), the

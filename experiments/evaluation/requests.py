@@ -1,7 +1,9 @@
 """The three request types of few-shot evaluation, batched by length, jitted, with rows sharded over the mesh.
 
-Every request is scored alone: rows are right-padded (scoring) or left-padded with explicit positions
-(generation), so a request's numbers do not depend on its batch, its batch size or its padding.
+Every request is scored alone: the attention mask lets it see its own context and continuation only, whether
+rows hold one request right-padded (pack=False, and rolling windows), several packed with their shared contexts
+run once (experiments/evaluation/packing.py), or one prompt left-padded with explicit positions (generation). A
+request's numbers therefore depend on its batch, batch size or padding only by float rounding.
 """
 
 import dataclasses
@@ -12,9 +14,16 @@ import jax
 import numpy as np
 from flax import nnx
 
+from meshlm.experiments.evaluation import packing
 from meshlm.model.errors import ConfigError
 from meshlm.model.generate import SamplingConfig, generate
-from meshlm.model.scoring import continuation_index, continuation_logprobs, right_padded, token_logprobs
+from meshlm.model.scoring import (
+    continuation_index,
+    continuation_logprobs,
+    packed_logprobs,
+    right_padded,
+    token_logprobs,
+)
 from meshlm.model.transformer import Transformer
 from meshlm.parallel.config import MeshConfig
 from meshlm.parallel.sharding import BATCH_AXES, Partitioner, model_axes
@@ -54,10 +63,14 @@ class LanguageModel:
         batch_size: int = 16,
         partitioner: Partitioner | None = None,
         progress: Callable[[int], None] = lambda n: None,
+        pack: bool = True,
     ):
+        """`pack`: loglikelihood requests go into packed rows, each distinct context run once for all its
+        continuations; False gives one right-padded request per row, in lm-evaluation-harness's batches."""
         if batch_size < 1:
             raise ConfigError(f"--batch-size {batch_size} must be at least 1")
         self.cfg, self.tokenizer, self.batch_size, self.progress = model.cfg, tokenizer, batch_size, progress
+        self.pack = pack
         self.n_ctx, self.eos = model.cfg.n_ctx, tokenizer.eos_id
         self.partitioner = partitioner or Partitioner.build(MeshConfig(shape="data=-1"))
         self.graphdef, params = nnx.split(model)
@@ -66,12 +79,15 @@ class LanguageModel:
         self.params = jax.device_put(params, self.partitioner.param_shardings(params, model_axes(model.cfg)))
         self._logprobs = self.partitioner.under_rules(token_logprobs)
         self._continuation_logprobs = self.partitioner.under_rules(continuation_logprobs)
+        self._packed_logprobs = self.partitioner.under_rules(packed_logprobs)
 
     # --- loglikelihood -------------------------------------------------------------------------------------
     def loglikelihood_tokens(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[Scored]:
         """(context ids, continuation ids) -> Scored. Contexts longer than n_ctx allows are cut from the left
         (and flagged); a continuation must fit by itself."""
         fitted = [self._fit(ctx, cont) for ctx, cont in pairs]
+        if self.pack:
+            return self._loglikelihood_packed(fitted)
         out: list[Scored | None] = [None] * len(pairs)
         lengths = [len(c) + len(x) - 1 for c, x, _ in fitted]
         for batch in sorted_batches(lengths, self.batch_size):
@@ -82,6 +98,42 @@ class LanguageModel:
                 out[i] = Scored(float(logprob_B[b]), bool(greedy_B[b]), len(fitted[i][1]), fitted[i][2])
             self.progress(len(batch))
         return out
+
+    def packed_batches(self, pairs: Sequence[tuple[Sequence[int], Sequence[int]]]) -> list[tuple[list, int, int]]:
+        """(rows, T, K) of each call that scores fitted `pairs` packed: its rows of groups (packing.Group), its
+        padded length and its scored slots per row."""
+        # Rows no longer than the longest request needs: a longer row would only add attention over padding.
+        capacity = bucket(max(len(c) + len(x) - 1 for c, x in pairs), self.n_ctx)
+        rows = packing.fill_rows(packing.by_context(pairs, capacity), capacity)
+        out = []
+        for start in range(0, len(rows), self.batch_size):
+            batch = rows[start : start + self.batch_size]
+            T = bucket(max(map(packing.row_length, batch)), capacity)
+            out.append((batch, T, bucket(max(packing.scored_slots(row, pairs) for row in batch), 1 << 30)))
+        return out
+
+    def _loglikelihood_packed(self, fitted: list[tuple[list[int], list[int], bool]]) -> list[Scored]:
+        pairs = [(c, x) for c, x, _ in fitted]
+        if not pairs:
+            return []
+        logprob, greedy = np.zeros(len(pairs)), np.ones(len(pairs), bool)
+        shard = lambda x: jax.device_put(x, self.partitioner.sharding(x.shape, BATCH_AXES))
+        for batch, T, K in self.packed_batches(pairs):
+            # Padding rows (empty) fill the batch so every batch of a (T, K) has one shape.
+            packed = packing.layout(list(batch) + [[]] * (self.batch_size - len(batch)), pairs, T, K)
+            logprob_BK, greedy_BK = self._packed_logprobs(
+                self.graphdef,
+                self.params,
+                *(shard(x) for x in (packed.tokens_RT, packed.positions_RT, packed.segments_RT, packed.branches_RT)),
+                shard(packed.index_RK),
+                shard(packed.targets_RK),
+            )
+            real = packed.request_RK >= 0
+            request = packed.request_RK[real]
+            np.add.at(logprob, request, np.asarray(logprob_BK, np.float64)[real])
+            np.logical_and.at(greedy, request, np.asarray(greedy_BK)[real])
+            self.progress(sum(len(g.requests) for row in batch for g in row))
+        return [Scored(float(logprob[i]), bool(greedy[i]), len(x), cut) for i, (_, x, cut) in enumerate(fitted)]
 
     def _fit(self, ctx: list[int], cont: list[int]) -> tuple[list[int], list[int], bool]:
         if not cont:

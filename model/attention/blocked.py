@@ -1,6 +1,7 @@
 """Causal attention by query blocks: each block of queries meets only the keys at or before it, so the masked
-upper triangle (3/8 of the square at 4 blocks) is never computed. Causal mask from iota compares, nothing
-materialised per batch row. For CPUs; other masks take the dense path."""
+upper triangle (3/8 of the square at 4 blocks) is never computed. The plain causal mask comes from iota compares,
+nothing materialised per batch row; other aligned masks (packed segments, shared prefixes, windows, ALiBi) are
+sliced per block. For CPUs; masks against a cache take the dense path."""
 
 import jax
 import jax.numpy as jnp
@@ -17,22 +18,26 @@ def attend(q_BHTK: jax.Array, k_BGSK: jax.Array, v_BGSK: jax.Array, mask: Attent
     B, H, T, K = q_BHTK.shape
     G = k_BGSK.shape[1]
     q_BGRTK = q_BHTK.reshape(B, G, H // G, T, K) * K**-0.5
-    if not mask.plain_causal or T % MIN_BLOCK or T < 2 * MIN_BLOCK or k_BGSK.shape[2] != T:
-        bias_BHTS = mask.bias_BHTS(H)
-        bias = None if bias_BHTS is None else bias_BHTS.reshape(B, G, H // G, T, -1)
-        out_BGRTK = _softmax_attend(q_BGRTK, k_BGSK, v_BGSK, mask.dense_BTS()[:, None, None], bias)
-        return out_BGRTK.reshape(B, H, T, -1)
+    bias_BHTS = mask.bias_BHTS(H)
+    bias = None if bias_BHTS is None else bias_BHTS.reshape(B, G, H // G, T, -1)
+    if not mask.aligned or T % MIN_BLOCK or T < 2 * MIN_BLOCK or k_BGSK.shape[2] != T:
+        return _softmax_attend(q_BGRTK, k_BGSK, v_BGSK, mask.dense_BTS()[:, None, None], bias).reshape(B, H, T, -1)
     block = max(MIN_BLOCK, T // MAX_BLOCKS)
     below_bb = jax.lax.broadcasted_iota(jnp.int32, (block, block), 0) >= jax.lax.broadcasted_iota(
         jnp.int32, (block, block), 1
     )
+    visible_B11TS = None if mask.plain_causal else mask.dense_BTS()[:, None, None]
     outs = []
     for start in range(0, T, block):
         end = start + block
-        # Keys before the block are all visible; only the diagonal block needs the causal mask.
-        visible_bS = jnp.concatenate([jnp.ones((block, start), bool), below_bb], axis=1)
+        if visible_B11TS is None:
+            # Keys before the block are all visible; only the diagonal block needs the causal mask.
+            visible = jnp.concatenate([jnp.ones((block, start), bool), below_bb], axis=1)
+        else:
+            visible = visible_B11TS[..., start:end, :end]
         q_block = q_BGRTK[:, :, :, start:end]
-        outs.append(_softmax_attend(q_block, k_BGSK[:, :, :end], v_BGSK[:, :, :end], visible_bS))
+        block_bias = None if bias is None else bias[..., start:end, :end]
+        outs.append(_softmax_attend(q_block, k_BGSK[:, :, :end], v_BGSK[:, :, :end], visible, block_bias))
     return jnp.concatenate(outs, axis=3).reshape(B, H, T, -1)
 
 

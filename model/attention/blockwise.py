@@ -27,27 +27,33 @@ def attend(q_BHTK: jax.Array, k_BGSK: jax.Array, v_BGSK: jax.Array, mask: Attent
     k_BGSK, v_BGSK = _pad(k_BGSK, bk, axis=2), _pad(v_BGSK, bk, axis=2)
     q_index_BT, q_segment_BT = _pad(mask.q_index_BT, bq, 1), _pad(mask.q_segment_BT, bq, 1, _PAD_SEGMENT - 1)
     kv_index_BS, kv_segment_BS = _pad(mask.kv_index_BS, bk, 1), _pad(mask.kv_segment_BS, bk, 1, _PAD_SEGMENT)
+    branched = mask.q_branch_BT is not None  # padded branches are 0: padding's segment already hides it
+    q_branch_BT = _pad(mask.q_branch_BT, bq, 1) if branched else None
+    kv_branch_BS = _pad(mask.kv_branch_BS, bk, 1) if branched else None
     keys = (
         _blocks(k_BGSK, bk, axis=2),
         _blocks(v_BGSK, bk, axis=2),
         _blocks(kv_index_BS, bk, axis=1),
         _blocks(kv_segment_BS, bk, axis=1),
+        None if kv_branch_BS is None else _blocks(kv_branch_BS, bk, axis=1),
     )
 
     @functools.partial(jax.checkpoint, prevent_cse=False)
     def query_block(queries):
-        q_BGRtK, q_index_Bt, q_segment_Bt = queries
+        q_BGRtK, q_index_Bt, q_segment_Bt, q_branch_Bt = queries
         R, t = q_BGRtK.shape[2], q_BGRtK.shape[3]
 
         def key_block(carry, block):
             max_BGRt, norm_BGRt, acc_BGRtK = carry
-            k_BGsK, v_BGsK, kv_index_Bs, kv_segment_Bs = block
+            k_BGsK, v_BGsK, kv_index_Bs, kv_segment_Bs, kv_branch_Bs = block
             sub = dataclasses.replace(
                 mask,
                 q_index_BT=q_index_Bt,
                 kv_index_BS=kv_index_Bs,
                 q_segment_BT=q_segment_Bt,
                 kv_segment_BS=kv_segment_Bs,
+                q_branch_BT=q_branch_Bt,
+                kv_branch_BS=kv_branch_Bs,
             )
             logits_BGRts = jnp.einsum("bgrtk,bgsk->bgrts", q_BGRtK, k_BGsK).astype(jnp.float32)
             bias_BHts = sub.bias_BHTS(H)
@@ -70,7 +76,12 @@ def attend(q_BHTK: jax.Array, k_BGSK: jax.Array, v_BGSK: jax.Array, mask: Attent
         (_, norm_BGRt, acc_BGRtK), _ = jax.lax.scan(key_block, start, keys)
         return (acc_BGRtK / norm_BGRt[..., None]).astype(v_BGSK.dtype)
 
-    queries = (_blocks(q_BGRTK, bq, axis=3), _blocks(q_index_BT, bq, axis=1), _blocks(q_segment_BT, bq, axis=1))
+    queries = (
+        _blocks(q_BGRTK, bq, axis=3),
+        _blocks(q_index_BT, bq, axis=1),
+        _blocks(q_segment_BT, bq, axis=1),
+        None if q_branch_BT is None else _blocks(q_branch_BT, bq, axis=1),
+    )
     out_NBGRtK = jax.lax.map(query_block, queries)
     out_BGRTK = jnp.moveaxis(out_NBGRtK, 0, 3).reshape(B, G, H // G, -1, v_BGSK.shape[-1])
     return out_BGRTK[:, :, :, :T].reshape(B, H, T, -1)

@@ -1,5 +1,5 @@
-"""Which keys each query may see (causal by time index, within its own segment, optionally within a window), and
-ALiBi's per-head distance bias, which also lives here because it is a function of the same indices."""
+"""Which keys each query may see (causal by time index, within its own segment and branch, optionally within a
+window), and ALiBi's per-head distance bias, which also lives here because it is a function of the same indices."""
 
 import dataclasses
 
@@ -18,15 +18,22 @@ class AttentionMask:
     Segment 0 marks padding and empty cache slots: real tokens never see it, and a padding query sees only
     earlier padding, so no row of the mask is empty. `window` (a scalar, possibly traced: a scanned stack of layers
     can give each layer its own) hides keys `window` or more steps older than the query; 0 = no limit.
-    `plain_causal` promises there is nothing but the causal rule (no segments, window or bias), which lets fused
-    kernels skip the mask tensor; `aligned` that queries and keys are the same tokens in order (training, scoring),
-    so that kernels taking segment ids can serve packed rows.
+    Branch ids (optional) let several continuations share one context in a row: within a segment, keys of branch 0
+    are seen by every query, keys of branch b > 0 only by queries of branch b. Time indices are then the tokens'
+    positions, so each branch continues the shared context's positions.
+
+    `plain_causal` promises there is nothing but the causal rule (no segments, branches, window or bias), which lets
+    fused kernels skip the mask tensor; `aligned` that queries and keys are the same tokens in order (training,
+    scoring) and that no token sees a later one, so kernels can skip the blocks above the diagonal, and kernels
+    taking segment ids can serve packed rows.
     """
 
     q_index_BT: jax.Array
     kv_index_BS: jax.Array
     q_segment_BT: jax.Array
     kv_segment_BS: jax.Array
+    q_branch_BT: jax.Array | None = None
+    kv_branch_BS: jax.Array | None = None
     window: jax.Array | None = None
     plain_causal: bool = dataclasses.field(default=False, metadata=dict(static=True))
     alibi: bool = dataclasses.field(default=False, metadata=dict(static=True))
@@ -39,10 +46,17 @@ class AttentionMask:
         segment_BT = jnp.ones((batch, length), jnp.int32) if plain else segment_ids_BT.astype(jnp.int32)
         return cls(index_BT, index_BT, segment_BT, segment_BT, plain_causal=plain, aligned=True)
 
+    @classmethod
+    def shared_prefix(cls, positions_BT: jax.Array, segment_ids_BT: jax.Array, branch_ids_BT: jax.Array):
+        """Packed rows in which continuations (branches 1, 2, ...) follow their shared context (branch 0), each
+        branch's positions continuing the context's, every branch after its context in the row."""
+        index_BT, segment_BT, branch_BT = (x.astype(jnp.int32) for x in (positions_BT, segment_ids_BT, branch_ids_BT))
+        return cls(index_BT, index_BT, segment_BT, segment_BT, branch_BT, branch_BT, aligned=True)
+
     @property
     def segments_only(self) -> bool:
-        """Aligned queries and keys with the causal rule and segment ids, nothing else (no window, no bias)."""
-        return self.aligned and self.window is None and not self.alibi
+        """Aligned queries and keys with the causal rule and segment ids, nothing else (no branches, window, bias)."""
+        return self.aligned and self.q_branch_BT is None and self.window is None and not self.alibi
 
     def with_window(self, window: int | jax.Array) -> "AttentionMask":
         return dataclasses.replace(self, window=jnp.asarray(window, jnp.int32), plain_causal=False)
@@ -53,6 +67,9 @@ class AttentionMask:
     def dense_BTS(self) -> jax.Array:
         distance_BTS = self.q_index_BT[:, :, None] - self.kv_index_BS[:, None, :]
         visible_BTS = (distance_BTS >= 0) & (self.kv_segment_BS[:, None, :] == self.q_segment_BT[:, :, None])
+        if self.q_branch_BT is not None:
+            kv_branch_1BS = self.kv_branch_BS[:, None, :]
+            visible_BTS &= (kv_branch_1BS == 0) | (kv_branch_1BS == self.q_branch_BT[:, :, None])
         if self.window is not None:
             visible_BTS &= (self.window <= 0) | (distance_BTS < self.window)
         return visible_BTS

@@ -78,14 +78,21 @@ def test_eval_fields_are_consistent(capsys):
     r = _json(argv, capsys)
     requests = bench_eval.build_requests(ByteCodec(), 256, shots=(0, 2, 8), items=2)
     lengths = sorted((len(c) + len(x) - 1 for c, x in requests), reverse=True)
-    assert r["requests"] == len(requests) and r["batches"] == -(-len(requests) // 4)
-    assert r["scored_tokens"] == sum(lengths)
-    first_rows = lengths[::4]  # longest first: each batch is padded to its first row's length
-    assert r["padded_tokens"] == sum(4 * _padded_length(n, 256) for n in first_rows)
-    assert r["compiled_shapes"] == len({_padded_length(n, 256) for n in first_rows}) == r["length_buckets"]
-    assert r["compiled_shapes"] <= 9  # 16, 24, 32, 48, 64, 96, 128, 192, 256: however many lengths appear
-    assert r["distinct_lengths"] == len(set(lengths)) > r["compiled_shapes"]
+    assert r["requests"] == len(requests) and r["scored_tokens"] == sum(lengths)
+    assert r["distinct_contexts"] == len({tuple(c) for c, _ in requests}) < len(requests)  # choices share one
     assert r["tokens_per_s"] == pytest.approx(r["scored_tokens"] / r["s"])
+    # Packed: each context once in full rows, so fewer positions run than one request per row, in a few shapes.
+    assert r["positions"] < r["rows"]["padded_tokens"] and r["positions"] % (4 * 16) == 0
+    assert r["compiled_shapes"] == r["call_shapes"] <= r["calls"] < r["rows"]["batches"]
+    # One request per row: longest first, each batch padded to its first row's length bucket.
+    rows = r["rows"]
+    first_rows = lengths[::4]
+    assert rows["batches"] == -(-len(requests) // 4)
+    assert rows["padded_tokens"] == sum(4 * _padded_length(n, 256) for n in first_rows)
+    assert rows["compiled_shapes"] == len({_padded_length(n, 256) for n in first_rows}) == rows["length_buckets"]
+    assert rows["compiled_shapes"] <= 9  # 16, 24, 32, 48, 64, 96, 128, 192, 256: however many lengths appear
+    assert r["distinct_lengths"] == len(set(lengths)) > rows["compiled_shapes"]
+    assert rows["max_logprob_diff"] < 1e-4 and rows["same_greedy"] == 1.0  # packing changes no score
 
 
 @pytest.mark.torch
@@ -110,4 +117,5 @@ def test_eval_against_hf_scores_the_same(capsys):
     batches = [lengths[i : i + 4] for i in range(0, len(lengths), 4)]
     assert hf["padded_tokens"] == sum(len(b) * b[0] for b in batches)  # HF pads each batch to its longest row
     assert hf["ratio"] == pytest.approx(hf["s"] / r["s"])
+    assert hf["rows_ratio"] == pytest.approx(hf["s"] / r["rows"]["s"])
     assert np.isclose(hf["tokens_per_s"], r["scored_tokens"] / hf["s"])

@@ -70,6 +70,22 @@ def _packed(T: int) -> jax.Array:
     return jnp.stack([jnp.where(jnp.arange(T) < T // 3, 1, 2), jnp.where(jnp.arange(T) < T - 2, 1, 0)])
 
 
+def _shared_prefix_ids(T: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(positions, segments, branches) [2, T]. Row 0: a context of T//3 tokens, two continuations of T//4 after
+    it, then a second document. Row 1: four contexts of T//4 tokens, each with two continuations of one token in
+    its last two slots (T//4 - 2 context tokens)."""
+    c, n = T // 3, T // 4
+    row0 = [(p, 1, 0) for p in range(c)] + [(c + p, 1, b) for b in (1, 2) for p in range(n)]
+    row0 += [(p, 2, 0) for p in range(T - len(row0))]
+    row1 = [(p if p < n - 2 else n - 2, g + 1, max(0, p - (n - 3))) for g in range(4) for p in range(n)]
+    row1 += [(p, 9, 0) for p in range(T - len(row1))]
+    return tuple(np.array([[r[i] for r in row0], [r[i] for r in row1]], np.int32) for i in range(3))
+
+
+def _shared_prefix(T: int) -> AttentionMask:
+    return AttentionMask.shared_prefix(*(jnp.asarray(x) for x in _shared_prefix_ids(T)))
+
+
 # (mask, T, S, key/value heads): each reaches a different path of a kernel. Long sequences reach the paths some
 # kernels take only there (blocked's query blocks, the Pallas kernels' 128-token tiles).
 CASES = {
@@ -83,6 +99,10 @@ CASES = {
     "window": (lambda: AttentionMask.causal(2, 9).with_window(4), 9, 9, 2),
     "window_traced": (lambda: AttentionMask.causal(2, 9, _packed(9)).with_window(jnp.int32(3)), 9, 9, 2),
     "alibi": (lambda: AttentionMask.causal(2, 9, _packed(9)).with_alibi(), 9, 9, 4),
+    "shared_prefix_short": (lambda: _shared_prefix(12), 12, 12, 2),
+    "shared_prefix_long": (lambda: _shared_prefix(256), 256, 256, 2),
+    "shared_prefix_alibi": (lambda: _shared_prefix(12).with_alibi(), 12, 12, 4),
+    "shared_prefix_window": (lambda: _shared_prefix(256).with_window(40), 256, 256, 2),
 }
 
 
@@ -96,7 +116,7 @@ def test_kernel_equals_reference(kernel, case):
     np.testing.assert_allclose(_jitted(kernel)(q, k, v, mask), want, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("case", ["causal_long", "packed_short", "decode"])
+@pytest.mark.parametrize("case", ["causal_long", "packed_short", "decode", "shared_prefix_short"])
 @pytest.mark.parametrize("kernel", EXACT)
 def test_kernel_gradients_equal_reference(kernel, case):
     make_mask, T, S, G = CASES[case]
@@ -120,6 +140,19 @@ def test_kernel_keeps_packed_documents_apart(kernel):
     changed = _jitted(kernel)(q, k, v.at[0, :, :3].add(10.0), mask)
     np.testing.assert_allclose(changed[0, :, 3:], out[0, :, 3:], atol=1e-5)
     assert not np.allclose(changed[0, :, :3], out[0, :, :3])
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_kernel_keeps_continuations_of_a_shared_context_apart(kernel):
+    q, k, v = _qkv(T=12, S=12)
+    mask = _shared_prefix(12)  # row 0: context 0..3, continuation 1 at 4..6, continuation 2 at 7..9
+    out = _jitted(kernel)(q, k, v, mask)
+    changed = _jitted(kernel)(q, k, v.at[0, :, 4:7].add(10.0), mask)
+    np.testing.assert_allclose(changed[0, :, :4], out[0, :, :4], atol=1e-5)  # the context sees no continuation
+    np.testing.assert_allclose(changed[0, :, 7:], out[0, :, 7:], atol=1e-5)  # nor the other continuation
+    assert not np.allclose(changed[0, :, 4:7], out[0, :, 4:7])
+    context_changed = _jitted(kernel)(q, k, v.at[0, :, :4].add(10.0), mask)
+    assert not np.allclose(context_changed[0, :, 7:10], out[0, :, 7:10])  # every continuation sees the context
 
 
 # -- kernels and layers in the model ----------------------------------------------------------------------------
@@ -176,6 +209,23 @@ def test_parameter_gradients_are_finite_and_nonzero(variant):
     for path, g in jax.tree_util.tree_leaves_with_path(jax.jit(jax.grad(loss))(params)):
         assert np.all(np.isfinite(g)), path
         assert np.any(g != 0), path
+
+
+@pytest.mark.parametrize("variant, base", VARIANT_BASES)
+def test_a_shared_context_row_equals_each_continuation_in_a_row_of_its_own(variant, base):
+    model = Transformer(variant_cfg(variant, base), nnx.Rngs(0))
+    graphdef, state = nnx.split(model)
+    forward = jax.jit(lambda *ids: nnx.merge(graphdef, state)(*ids[:3], branch_ids_BT=ids[3])[0])
+    plain = jit_forward(model)
+    ctx, cont_a, cont_b = np.arange(1, 8), np.array([20, 21, 22, 23]), np.array([30, 31, 32])
+    tokens = np.concatenate([ctx, cont_a, cont_b])[None]
+    positions = np.concatenate([np.arange(7), 7 + np.arange(4), 7 + np.arange(3)])[None]
+    branches = np.array([[0] * 7 + [1] * 4 + [2] * 3])
+    got_TV = forward(tokens, positions, np.ones_like(tokens), branches)[0]
+    want_a_TV = plain(np.concatenate([ctx, cont_a])[None])[0][0]
+    want_b_TV = plain(np.concatenate([ctx, cont_b])[None])[0][0]
+    np.testing.assert_allclose(got_TV[:11], want_a_TV, atol=2e-5, rtol=2e-5)
+    np.testing.assert_allclose(got_TV[11:], want_b_TV[7:], atol=2e-5, rtol=2e-5)
 
 
 @pytest.mark.parametrize("per_layer", [False, True], ids=["stacked", "per-layer"])

@@ -76,6 +76,25 @@ def test_scores_do_not_depend_on_batch_size_padding_or_order():
 
 
 @pytest.mark.slow
+def test_packed_rows_with_shared_contexts_score_as_one_request_per_row():
+    model, tok = tiny_model(), PieceTokenizer()
+    rng = np.random.default_rng(4)
+    requests = _requests(rng, 11, 97, 32)
+    # Multiple-choice items: one context, several answers (one-token ones too); one with answers enough to need
+    # two rows, and a context cut to fit.
+    for ctx, _ in requests[:4]:
+        requests += [(ctx, rng.integers(1, 97, rng.integers(1, 4)).tolist()) for _ in range(3)]
+    requests += [(requests[0][0][:20], rng.integers(1, 97, 4).tolist()) for _ in range(8)]
+    requests.append((list(range(1, 40)), [5, 6]))
+    packed = LanguageModel(model, tok, batch_size=3).loglikelihood_tokens(requests)
+    rows = LanguageModel(model, tok, batch_size=3, pack=False).loglikelihood_tokens(requests)
+    for a, b in zip(packed, rows):
+        assert abs(a.logprob - b.logprob) < 1e-5
+        assert (a.is_greedy, a.n_tokens, a.truncated) == (b.is_greedy, b.n_tokens, b.truncated)
+    assert packed[-1].truncated
+
+
+@pytest.mark.slow
 def test_scores_equal_a_direct_forward_pass():
     model, tok = tiny_model(seed=3), PieceTokenizer()
     requests = _requests(np.random.default_rng(2), 6, 97, 32)
