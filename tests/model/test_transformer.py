@@ -147,3 +147,10 @@ def test_dropout_is_active_only_with_a_key():
 def test_invalid_configs_fail_with_the_fix(changes, message):
     with pytest.raises(ConfigError, match=message):
         dataclasses.replace(ModelConfig(), **changes).validate()
+
+
+def test_branch_ids_without_positions_and_segments_are_refused():
+    model = Transformer(TINY, nnx.Rngs(0))
+    tokens_BT = jnp.ones((1, 4), jnp.int32)
+    with pytest.raises(ConfigError, match="branch_ids_BT needs explicit positions and segment ids"):
+        model(tokens_BT, segment_ids_BT=tokens_BT, branch_ids_BT=tokens_BT)
