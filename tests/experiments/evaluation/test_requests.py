@@ -7,6 +7,8 @@ from flax import nnx
 from meshlm.experiments.evaluation.requests import LanguageModel, bucket, rolling_windows
 from meshlm.model.config import ModelConfig
 from meshlm.model.transformer import Transformer
+from meshlm.parallel.config import MeshConfig
+from meshlm.parallel.sharding import Partitioner
 from tests.experiments.evaluation.helpers import PieceTokenizer, tiny_model
 from tests.model.helpers import jit_forward
 
@@ -92,6 +94,21 @@ def test_packed_rows_with_shared_contexts_score_as_one_request_per_row():
         assert abs(a.logprob - b.logprob) < 1e-5
         assert (a.is_greedy, a.n_tokens, a.truncated) == (b.is_greedy, b.n_tokens, b.truncated)
     assert packed[-1].truncated
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "mesh", [MeshConfig("data=2,tensor=2,fsdp=2"), MeshConfig("data=2,tensor=4", sequence_parallel=True)], ids=str
+)
+def test_packed_rows_on_a_training_mesh_score_as_unsharded_rows(mesh):
+    model, tok = tiny_model(), PieceTokenizer()
+    rng = np.random.default_rng(5)
+    requests = _requests(rng, 9, 97, 32)
+    requests += [(ctx, rng.integers(1, 97, rng.integers(1, 4)).tolist()) for ctx, _ in requests[:5]]
+    want = LanguageModel(model, tok, batch_size=4, pack=False).loglikelihood_tokens(requests)
+    got = LanguageModel(model, tok, batch_size=4, partitioner=Partitioner.build(mesh)).loglikelihood_tokens(requests)
+    for a, b in zip(got, want):
+        assert abs(a.logprob - b.logprob) < 1e-5 and a.is_greedy == b.is_greedy
 
 
 @pytest.mark.slow
