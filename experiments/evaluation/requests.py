@@ -109,7 +109,8 @@ class LanguageModel:
         for start in range(0, len(rows), self.batch_size):
             batch = rows[start : start + self.batch_size]
             T = bucket(max(map(packing.row_length, batch)), capacity)
-            out.append((batch, T, bucket(max(packing.scored_slots(row, pairs) for row in batch), 1 << 30)))
+            slots = max(packing.scored_slots(row, pairs) for row in batch)  # may exceed T: no limit but the bucket
+            out.append((batch, T, bucket(slots, 1 << 30)))
         return out
 
     def _loglikelihood_packed(self, fitted: list[tuple[list[int], list[int], bool]]) -> list[Scored]:
@@ -117,23 +118,21 @@ class LanguageModel:
         if not pairs:
             return []
         logprob, greedy = np.zeros(len(pairs)), np.ones(len(pairs), bool)
-        shard = lambda x: jax.device_put(x, self.partitioner.sharding(x.shape, BATCH_AXES))
         for batch, T, K in self.packed_batches(pairs):
             # Padding rows (empty) fill the batch so every batch of a (T, K) has one shape.
-            packed = packing.layout(list(batch) + [[]] * (self.batch_size - len(batch)), pairs, T, K)
-            logprob_BK, greedy_BK = self._packed_logprobs(
-                self.graphdef,
-                self.params,
-                *(shard(x) for x in (packed.tokens_RT, packed.positions_RT, packed.segments_RT, packed.branches_RT)),
-                shard(packed.index_RK),
-                shard(packed.targets_RK),
-            )
-            real = packed.request_RK >= 0
-            request = packed.request_RK[real]
+            p = packing.layout(list(batch) + [[]] * (self.batch_size - len(batch)), pairs, T, K)
+            rows = (p.tokens_RT, p.positions_RT, p.segments_RT, p.branches_RT, p.index_RK, p.targets_RK)
+            logprob_BK, greedy_BK = self._packed_logprobs(self.graphdef, self.params, *self._on_rows(*rows))
+            real = p.request_RK >= 0
+            request = p.request_RK[real]
             np.add.at(logprob, request, np.asarray(logprob_BK, np.float64)[real])
             np.logical_and.at(greedy, request, np.asarray(greedy_BK)[real])
             self.progress(sum(len(g.requests) for row in batch for g in row))
         return [Scored(float(logprob[i]), bool(greedy[i]), len(x), cut) for i, (_, x, cut) in enumerate(fitted)]
+
+    def _on_rows(self, *arrays_B: np.ndarray) -> list[jax.Array]:
+        """[B, ...] host arrays placed on the mesh, rows split over the data axes."""
+        return [jax.device_put(x, self.partitioner.sharding(x.shape, BATCH_AXES)) for x in arrays_B]
 
     def _fit(self, ctx: list[int], cont: list[int]) -> tuple[list[int], list[int], bool]:
         if not cont:
@@ -153,9 +152,8 @@ class LanguageModel:
         # Only the continuations' positions go through the head: K of them per row, bucketed like T.
         index_BK, weight_BK = continuation_index(weight_BT, bucket(max(map(len, continuations)), T))
         targets_BK = np.take_along_axis(targets_BT, index_BK, -1)
-        shard = lambda x: jax.device_put(x, self.partitioner.sharding(x.shape, BATCH_AXES))
         logprob_BK, greedy_BK = self._continuation_logprobs(
-            self.graphdef, self.params, shard(inputs_BT), shard(index_BK), shard(targets_BK)
+            self.graphdef, self.params, *self._on_rows(inputs_BT, index_BK, targets_BK)
         )
         logprob_BK, greedy_BK = np.asarray(logprob_BK, np.float64)[:n], np.asarray(greedy_BK)[:n]
         weight_BK = weight_BK[:n]
@@ -170,10 +168,7 @@ class LanguageModel:
             T = bucket(lengths[batch[0]], self.n_ctx)
             padded = [pairs[i] for i in batch] + [([self.eos], [self.eos])] * (self.batch_size - len(batch))
             inputs_BT, targets_BT, _ = right_padded([c for c, _ in padded], [x for _, x in padded], T)
-            sharding = self.partitioner.sharding((self.batch_size, T), BATCH_AXES)
-            logprob_BT, _ = self._logprobs(
-                self.graphdef, self.params, jax.device_put(inputs_BT, sharding), jax.device_put(targets_BT, sharding)
-            )
+            logprob_BT, _ = self._logprobs(self.graphdef, self.params, *self._on_rows(inputs_BT, targets_BT))
             logprob_BT = np.asarray(logprob_BT, np.float64)
             for b, i in enumerate(batch):
                 out[i] = logprob_BT[b, : lengths[i]]
