@@ -48,14 +48,14 @@ WHEELS ?=
 bench-gpu: $(STAMP)
 	$(PY) -m pip install --quiet $(if $(WHEELS),--no-index --find-links $(WHEELS)) \
 		"$(GPU_JAX)==$$($(PY) -c 'import jax; print(jax.__version__)')"
-	JAX_PLATFORMS=cuda $(PY) -m meshlm.experiments.gpu_check
+	JAX_PLATFORMS=cuda $(PY) -m meshlm.experiments.bench.gpu_check
 
 # The same check with a Python that already has a CUDA JAX, flax, optax, orbax, sentencepiece, tokenizers, pyyaml and
 # pytest (a GPU image, no network): meshlm itself is installed without fetching anything.
 GPU_PYTHON ?= python3
 bench-gpu-installed:
 	$(GPU_PYTHON) -m pip install --quiet --no-deps --no-index --no-build-isolation -e .
-	JAX_PLATFORMS=cuda $(GPU_PYTHON) -m meshlm.experiments.gpu_check
+	JAX_PLATFORMS=cuda $(GPU_PYTHON) -m meshlm.experiments.bench.gpu_check
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -16,6 +16,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from meshlm.model.errors import ConfigError
+from meshlm.parallel.devices import set_cpu_devices
 
 T = TypeVar("T")
 
@@ -52,7 +53,7 @@ class DistributedConfig:
 def initialize(cfg: DistributedConfig) -> None:
     """Join the other processes; must run before anything touches a JAX device."""
     if cfg.cpu_devices:
-        jax.config.update("jax_num_cpu_devices", cfg.cpu_devices)
+        set_cpu_devices(cfg.cpu_devices, "--cpu-devices")
     if not cfg.coordinator:
         if cfg.num_processes != 1:
             raise ConfigError(

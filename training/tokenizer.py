@@ -267,3 +267,16 @@ def _token_id(tok: tokenizers.Tokenizer, token) -> int | None:
     if isinstance(token, dict):
         token = token.get("content")
     return tok.token_to_id(token) if isinstance(token, str) else None
+
+
+class ByteCodec:
+    """UTF-8 bytes as token ids, for a randomly initialised preset that has no tokenizer."""
+
+    eos_id = 0
+    vocab_size = 256
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids: list[int]) -> str:
+        return bytes(i for i in ids if 0 < i < 256).decode("utf-8", errors="replace")

@@ -16,6 +16,27 @@ from meshlm.experiments.evaluation.tasks.base import Task
 from meshlm.model.errors import ConfigError
 from meshlm.model.transformer import Transformer
 from meshlm.parallel.sharding import Partitioner
+from meshlm.training import sources
+
+HELDOUT_CHARS = 1_000_000  # validation text read for the probes (they use at most ~65k tokens)
+
+
+def heldout_texts(config) -> list[str]:
+    """The run's validation documents, up to HELDOUT_CHARS characters: text the model was not trained on."""
+    texts, total = [], 0
+    for text in sources.open_splits(config.data)["validation"]:
+        texts.append(text)
+        total += len(text)
+        if total >= HELDOUT_CHARS:
+            break
+    return texts
+
+
+def parse_shots(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(k) for k in text.split(",") if k.strip())
+    except ValueError:
+        raise ConfigError(f"--shots {text!r}: give comma-separated integers, e.g. 0,1,4,16") from None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,13 +2,11 @@
 predicted against actual loss, residuals; tables of the fitted parameters and of the hold-out predictions."""
 
 import io
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 
-from meshlm.experiments.evaluation import report as eval_report
 from meshlm.experiments.sweep.fit import FitResult
 from meshlm.experiments.sweep.observations import Observation
 from meshlm.training.atomic import write_atomic
@@ -184,17 +182,17 @@ def _tables(result: FitResult) -> list[str]:
 
 
 def _icl_section(eval_dir: Path) -> list[str]:
-    """The few-shot evaluation of the swept models (`meshlm eval --sweep DIR` writes DIR/eval), when there is one."""
-    results = eval_dir / "results.json"
+    """The few-shot evaluation of the swept models, when there is one: `meshlm eval --sweep DIR` writes DIR/eval, whose
+    results.md is embedded as it is (the report reads the evaluator's file, not its code)."""
+    results = eval_dir / "results.md"
     if not results.is_file():
         return []
-    data = json.loads(results.read_text())
-    table = eval_report.markdown(data["models"], sorted(set(data["settings"]["shots"])))
+    table = results.read_text()
     pngs = sorted(p.name for p in eval_dir.glob("icl_*.png"))
     return [
         "## In-context learning of the swept models",
         "",
-        f"From `meshlm eval --sweep` ({EVAL}/results.json): accuracy against K per task and the ICL score (Olsson et "
+        f"From `meshlm eval --sweep` ({EVAL}/results.md): accuracy against K per task and the ICL score (Olsson et "
         "al.: loss late in the context minus loss early; more negative = more in-context learning) against size.",
         "",
         table.replace("# meshlm eval\n", "", 1).replace("\n## ", "\n### "),

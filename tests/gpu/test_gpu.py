@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from meshlm.experiments.bench import build_train_step
+from meshlm.experiments.bench.train import build_train_step
 from meshlm.model import attention
 from meshlm.model.attention import AttentionMask
 from meshlm.training import config as config_lib

@@ -12,33 +12,40 @@ from meshlm.experiments.evaluation import harness, report
 from meshlm.experiments.sweep import runner, store
 from meshlm.model.errors import ConfigError
 from meshlm.training import run_dir as run_dir_lib
-from meshlm.training import sources
 from meshlm.training.atomic import write_atomic
 
-HELDOUT_CHARS = 1_000_000  # validation text read for the probes (they use at most ~65k tokens)
+DESCRIPTION = (
+    "Evaluate trained runs on prompt tasks at every K (shots drawn per item by seed, never the item itself) and on "
+    "in-context-learning probes. Writes results.json, results.md and icl_TASK.png (the task's metric against K, one "
+    "line per model). See docs/evaluation.md."
+)
 
 
-def heldout_texts(config) -> list[str]:
-    """The run's validation documents, up to HELDOUT_CHARS characters: text the model was not trained on."""
-    texts, total = [], 0
-    for text in sources.open_splits(config.data)["validation"]:
-        texts.append(text)
-        total += len(text)
-        if total >= HELDOUT_CHARS:
-            break
-    return texts
-
-
-def parse_shots(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(k) for k in text.split(",") if k.strip())
-    except ValueError:
-        raise ConfigError(f"--shots {text!r}: give comma-separated integers, e.g. 0,1,4,16") from None
+def add_arguments(p) -> None:
+    models = p.add_mutually_exclusive_group(required=True)
+    models.add_argument("--run-dir", action="append", metavar="DIR", help="a trained run (repeatable)")
+    models.add_argument("--sweep", metavar="DIR", help="every finished run of a sweep (meshlm sweep run --out DIR)")
+    p.add_argument(
+        "--tasks",
+        action="append",
+        required=True,
+        metavar="LIST",
+        help="comma-separated: built-in names (arithmetic_2da ... arithmetic_1dc, cycle_letters, anagrams1, "
+        "anagrams2, random_insertion, reversed_words, label_mapping, icl_score, induction, perplexity), groups "
+        "(arithmetic, unscramble, icl), jsonl:PATH, lambada:PATH, bigbench:PATH",
+    )
+    p.add_argument("--shots", default="0", metavar="K,K,...", help="numbers of examples in the prompt (default 0)")
+    p.add_argument("--seeds", type=int, default=1, metavar="N", help="shot seeds per K > 0 (default 1)")
+    p.add_argument("--batch-size", type=int, default=16, metavar="N", help="rows per forward pass (default 16)")
+    p.add_argument("--limit", type=int, default=0, metavar="N", help="evaluate the first N items of a task (0 = all)")
+    p.add_argument("--task-seed", type=int, default=0, metavar="S", help="seed of generated tasks (default 0)")
+    p.add_argument("--out", metavar="DIR", help="where results.json, results.md and PNGs go (--sweep: DIR/eval)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args) -> None:
     settings = harness.EvalSettings(
-        shots=parse_shots(args.shots),
+        shots=harness.parse_shots(args.shots),
         seeds=args.seeds,
         batch_size=args.batch_size,
         limit=args.limit,
@@ -68,7 +75,7 @@ def run(args) -> None:
             seeds=settings.seeds,
             batch_size=settings.batch_size,
             limit=settings.limit,
-            heldout=heldout_texts(loaded.config) if needs_text else (),
+            heldout=harness.heldout_texts(loaded.config) if needs_text else (),
             progress=bar.update,
             task_seed=settings.task_seed,
         )

@@ -3,7 +3,6 @@ realistic mix of context lengths, and the shapes it compiles: packed (each conte
 per row in lm-evaluation-harness's batches, and Hugging Face scoring those same batches (--against hf-gpt2), all
 taking turns."""
 
-import json
 import statistics
 import time
 
@@ -11,16 +10,15 @@ import jax
 import numpy as np
 from flax import nnx
 
-from meshlm.experiments import bench_decode
+from meshlm.experiments.bench.timing import interleaved
 from meshlm.experiments.evaluation import tasks as tasks_lib
 from meshlm.experiments.evaluation.prompts import draw_shots, fit
 from meshlm.experiments.evaluation.requests import LanguageModel, bucket, sorted_batches
-from meshlm.experiments.generate_cmd import ByteCodec
-from meshlm.experiments.timing import interleaved
 from meshlm.model.errors import ConfigError
 from meshlm.model.scoring import continuation_logprobs, packed_logprobs
 from meshlm.model.transformer import Transformer
 from meshlm.training import config as config_lib
+from meshlm.training.tokenizer import ByteCodec
 
 # Generation, multiple-choice and scrambling tasks: their prompts differ in length per item and grow with K.
 TASKS = ("arithmetic_2da", "arithmetic_3ds", "arithmetic_1dc", "cycle_letters", "label_mapping")
@@ -74,9 +72,12 @@ def bench_eval(
     }
     hf_check = {}
     if against:
-        from meshlm.experiments import torch_gpt2, torch_inference  # torch itself is imported only when asked for
+        from meshlm.experiments.reference import (  # torch itself is imported only when asked for
+            torch_gpt2,
+            torch_inference,
+        )
 
-        hf = torch_gpt2.hf_gpt2(cfg.model, params=bench_decode.model_params(model))
+        hf = torch_gpt2.hf_gpt2(cfg.model, params=torch_gpt2.numpy_params(model))
         contestants["hf-gpt2"] = torch_inference.score_fn(hf, requests, batches)
         logprob_R, greedy_R = contestants["hf-gpt2"]()
         hf_check = dict(
@@ -144,15 +145,6 @@ def _first_pass(lm: LanguageModel, requests, jitted) -> tuple[list, int, float]:
     start = time.perf_counter()
     scores = lm.loglikelihood_tokens(requests)
     return scores, jitted._cache_size() - cached_before, time.perf_counter() - start
-
-
-def run(args) -> None:
-    cfg = config_lib.from_preset(args.preset, list(args.set)).validate()
-    shots = tuple(sorted({int(k) for k in args.shots.split(",")}))
-    result = bench_eval(
-        cfg, items=args.items, shots=shots, batch_size=args.batch_size, repeats=args.repeats, against=args.against
-    )
-    print(json.dumps(result) if args.json else text(result))
 
 
 def text(r: dict) -> str:

@@ -2,7 +2,6 @@
 against Hugging Face's `generate` (--against hf-gpt2), and the bytes it reads against the in-run memory bandwidth."""
 
 import functools
-import json
 import math
 import statistics
 import time
@@ -12,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from meshlm.experiments import bandwidth
-from meshlm.experiments.timing import interleaved
+from meshlm.experiments.bench import probes
+from meshlm.experiments.bench.timing import interleaved
 from meshlm.model import flops, generate
 from meshlm.model.transformer import KVCache, Transformer
 from meshlm.training import config as config_lib
@@ -85,11 +84,6 @@ def decode_bytes(cfg, batch: int, prompt_len: int, new_tokens: int) -> int:
     return new_tokens * weight_bytes(cfg) + positions * cache_bytes_per_position(cfg, batch)
 
 
-def model_params(model: Transformer) -> dict:
-    """The model's parameters as a nested dict of numpy arrays (what the GPT-2 layout converts)."""
-    return jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
-
-
 def bench_decode(
     cfg: config_lib.Config,
     batches: list[int],
@@ -105,10 +99,13 @@ def bench_decode(
     model = Transformer(cfg.model, nnx.Rngs(cfg.train.seed))
     hf = None
     if against:
-        from meshlm.experiments import torch_gpt2, torch_inference  # torch itself is imported only when asked for
+        from meshlm.experiments.reference import (  # torch itself is imported only when asked for
+            torch_gpt2,
+            torch_inference,
+        )
 
-        hf = torch_gpt2.hf_gpt2(cfg.model, params=model_params(model))
-    probe, probe_bytes = bandwidth.read_probe()
+        hf = torch_gpt2.hf_gpt2(cfg.model, params=torch_gpt2.numpy_params(model))
+    probe, probe_bytes = probes.read_probe()
     rows = []
     for B in batches:
         prompts_BP = np.random.default_rng(B).integers(0, cfg.model.vocab_size, (B, prompt_len), dtype=np.int32)
@@ -163,23 +160,12 @@ def bench_decode(
     )
 
 
-def run(args) -> None:
-    prompt_len, new = args.prompt_len, args.new_tokens
-    cfg = config_lib.from_preset(args.preset, list(args.set))
-    if prompt_len + new > cfg.model.n_ctx:
+def decode_config(preset: str, overrides: list[str], prompt_len: int, new_tokens: int) -> config_lib.Config:
+    cfg = config_lib.from_preset(preset, overrides)
+    if prompt_len + new_tokens > cfg.model.n_ctx:
         # Positions beyond the preset's context need a longer position table; the weights are random anyway.
-        cfg = config_lib.apply_overrides(cfg, [f"model.n_ctx={prompt_len + new}"])
-    cfg = cfg.validate()
-    result = bench_decode(
-        cfg,
-        batches=args.batch or [1, 16],
-        prompt_len=prompt_len,
-        new_tokens=new,
-        uncached_tokens=min(args.uncached_tokens, new),
-        repeats=args.repeats,
-        against=tuple(args.against),
-    )
-    print(json.dumps(result) if args.json else text(result))
+        cfg = config_lib.apply_overrides(cfg, [f"model.n_ctx={prompt_len + new_tokens}"])
+    return cfg.validate()
 
 
 def text(result: dict) -> str:

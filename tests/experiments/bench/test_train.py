@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from meshlm.experiments import bench, bench_decode, torch_gpt2
+from meshlm.experiments.bench import decode as bench_decode
+from meshlm.experiments.bench import train as bench
 from meshlm.experiments.cli import main
+from meshlm.experiments.reference import torch_gpt2
 from meshlm.model import generate
 from meshlm.model.errors import ConfigError
 from meshlm.model.transformer import Transformer

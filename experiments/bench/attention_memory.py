@@ -5,8 +5,6 @@ so the figures do not depend on load from other processes. The claim checked is 
 linear in the sequence length, at most a quarter of `reference`'s at T = 8192 on CPU.
 """
 
-import json
-
 import jax
 import jax.numpy as jnp
 
@@ -35,13 +33,8 @@ def attention_memory(seq_len: int = 8192, kernel: str = "blockwise", against: st
     )
 
 
-def run(args) -> None:
-    """args: seq_len (int), kernel (str), against (str), json (bool)."""
-    r = attention_memory(args.seq_len, args.kernel, args.against)
-    if args.json:
-        print(json.dumps(r))
-        return
-    print(
+def text(r: dict) -> str:
+    return (
         f"meshlm bench attention-memory: T={r['seq_len']}, batch 1, 4 heads of 64, f32 forward+backward, "
         f"{jax.devices()[0].device_kind}\n"
         f"  {r['kernel']:<12} {r['kernel_bytes'] / 2**20:10.1f} MiB\n"

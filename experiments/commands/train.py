@@ -3,13 +3,71 @@
 import jax
 from etils import epath
 
-from meshlm.experiments.evaluation import eval_cmd, harness
+from meshlm.experiments.commands import _flags
+from meshlm.experiments.evaluation import harness
 from meshlm.model.generate import SamplingConfig
 from meshlm.parallel import distributed
 from meshlm.training import config as config_lib
 from meshlm.training.atomic import write_atomic
 from meshlm.training.run_dir import check_directory, load_run, resolve_config
 from meshlm.training.trainer import Trainer
+
+DESCRIPTION = (
+    "Train a preset on text. The run directory receives config.json, tokenizer.model, metrics.jsonl, TensorBoard "
+    "events and orbax checkpoints; running the same command again resumes from the latest complete checkpoint."
+)
+
+
+def add_arguments(p) -> None:
+    _flags.add_config_args(p, preset_required=False)
+    p.add_argument("--run-dir", required=True, metavar="DIR", help="where the run lives (created if missing)")
+    p.add_argument("--data", metavar="SPEC", help="shakespeare (default, embedded) | tfds:NAME[/CONFIG] | text:GLOB")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    p.add_argument(
+        "--sample",
+        action="append",
+        default=[],
+        metavar="PROMPT",
+        help="after training, sample this prompt into RUN_DIR/samples.txt (repeatable)",
+    )
+    p.add_argument(
+        "--eval-tasks",
+        action="append",
+        default=[],
+        metavar="LIST",
+        help="few-shot tasks to evaluate during training (meshlm eval's names), logged as eval/TASK/METRIC@K",
+    )
+    p.add_argument("--eval-every", type=int, metavar="N", help="steps between evaluations (default train.eval_every)")
+    p.add_argument("--eval-shots", default="0,4", metavar="K,K,...", help="shots for --eval-tasks (default 0,4)")
+    p.add_argument(
+        "--eval-limit", type=int, default=64, metavar="N", help="items per task for --eval-tasks (default 64)"
+    )
+    p.add_argument(
+        "--mesh", metavar="SPEC", help="device mesh, e.g. data=2,fsdp=2,tensor=2 (one axis may be -1); sets mesh.shape"
+    )
+    p.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help="multi-process: process 0's address, or auto on a TPU slice/SLURM (env MESHLM_COORDINATOR)",
+    )
+    p.add_argument(
+        "--num-processes",
+        type=_flags.at_least(1),
+        metavar="N",
+        help="multi-process: how many (env MESHLM_NUM_PROCESSES)",
+    )
+    p.add_argument(
+        "--process-id",
+        type=_flags.at_least(0),
+        metavar="I",
+        help="multi-process: this one's index, 0 first (env MESHLM_PROCESS_ID)",
+    )
+    p.add_argument(
+        "--cpu-devices",
+        type=_flags.at_least(1),
+        metavar="N",
+        help="simulated CPU devices in this process (env MESHLM_CPU_DEVICES)",
+    )
 
 
 def run(args) -> None:
@@ -44,8 +102,8 @@ def evaluation_hook(trainer: Trainer, args):
         trainer.setup.graphdef,
         trainer.pipeline.tokenizer,
         tasks,
-        heldout=eval_cmd.heldout_texts(trainer.cfg) if needs_text else (),
-        shots=eval_cmd.parse_shots(args.eval_shots),
+        heldout=harness.heldout_texts(trainer.cfg) if needs_text else (),
+        shots=harness.parse_shots(args.eval_shots),
         limit=args.eval_limit,
         partitioner=trainer.setup.partitioner,
     )

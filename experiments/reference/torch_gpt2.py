@@ -8,7 +8,9 @@ like meshlm. torch is imported only when a reference is asked for.
 import math
 from collections.abc import Callable
 
+import jax
 import numpy as np
+from flax import nnx
 
 from meshlm.experiments.convert import gpt2_layout
 from meshlm.model.config import ModelConfig
@@ -69,6 +71,11 @@ def make_step(
         return loss.item()
 
     return step
+
+
+def numpy_params(model) -> dict:
+    """An nnx Transformer's parameters as a nested dict of numpy arrays (what the GPT-2 layout converts)."""
+    return jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
 
 
 def _hf_model(torch, cfg: ModelConfig):

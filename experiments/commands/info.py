@@ -3,10 +3,23 @@
 import dataclasses
 import json
 
+from meshlm.experiments.commands import _flags
 from meshlm.model import flops, presets
 from meshlm.model.errors import ConfigError
 from meshlm.training import config as config_lib
 from meshlm.training import recipe
+
+DESCRIPTION = (
+    "Print a preset's resolved config, its parameter counts (total and non-embedding, computed from shapes with "
+    "nothing allocated) and its training FLOPs per token with the formula used."
+)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--preset", metavar="NAME", help="model preset, e.g. gpt3-175b, gpt3-small, tiny")
+    _flags.add_set(p)
+    p.add_argument("--list", action="store_true", help="list the presets and their sizes")
+    _flags.add_json(p)
 
 
 def run(args) -> None:

@@ -1,7 +1,7 @@
 """The GPU check (`make bench-gpu`): on one NVIDIA GPU, run the GPU tests, then measure GPT-3 XL bf16 training MFU,
 decode and few-shot scoring throughput, and print one table. Budget: under 8 minutes on one H100.
 
-    python -m meshlm.experiments.gpu_check [--quick]
+    python -m meshlm.experiments.bench.gpu_check [--quick]
 """
 
 import argparse
@@ -14,7 +14,9 @@ import traceback
 
 import jax
 
-from meshlm.experiments import bench, bench_decode, bench_eval
+from meshlm.experiments.bench import decode as bench_decode
+from meshlm.experiments.bench import eval as bench_eval
+from meshlm.experiments.bench import train as bench_train
 from meshlm.training import config as config_lib
 
 # GPT-3 XL in bf16 (f32 master weights), cuDNN flash attention, the remat policy usual for 1-10B models.
@@ -40,7 +42,7 @@ def run_tests() -> tuple[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m meshlm.experiments.gpu_check", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m meshlm.experiments.bench.gpu_check", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer steps and tokens (a smoke run, ~3 minutes)")
     parser.add_argument("--skip-tests", action="store_true", help="measure only")
     args = parser.parse_args(argv)
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def measure_train(cfg, quick: bool) -> list[tuple[str, str, str, str]]:
     steps, warmup = (3, 1) if quick else (10, 2)
-    t = bench.bench_train(cfg, steps=steps, warmup=warmup, against=[])
+    t = bench_train.bench_train(cfg, steps=steps, warmup=warmup, against=[])
     return [
         (
             "train GPT-3 XL bf16, batch 16 x 2048",

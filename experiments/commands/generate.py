@@ -2,24 +2,58 @@
 
 from flax import nnx
 
+from meshlm.experiments.commands import _flags
 from meshlm.model.errors import ConfigError
 from meshlm.model.generate import SamplingConfig, generate
 from meshlm.model.transformer import Transformer
 from meshlm.training import config as config_lib
 from meshlm.training.run_dir import load_run
+from meshlm.training.tokenizer import ByteCodec
+
+DESCRIPTION = (
+    "Sample continuations of one or more prompts with a KV cache. With --run-dir the trained model and its tokenizer "
+    "are loaded; with --preset a randomly initialised model reads and writes UTF-8 bytes."
+)
 
 
-class ByteCodec:
-    """UTF-8 bytes as token ids, for a randomly initialised preset that has no tokenizer."""
-
-    eos_id = 0
-    vocab_size = 256
-
-    def encode(self, text: str) -> list[int]:
-        return list(text.encode("utf-8"))
-
-    def decode(self, ids: list[int]) -> str:
-        return bytes(i for i in ids if 0 < i < 256).decode("utf-8", errors="replace")
+def add_arguments(p) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run-dir", metavar="DIR", help="a directory written by meshlm train")
+    src.add_argument("--preset", metavar="NAME", help="a preset, randomly initialised (for trying the machinery)")
+    _flags.add_set(p, help="override one config field (with --preset)")
+    p.add_argument(
+        "--prompt",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="a prompt (repeat for a batch); default: one empty-context prompt",
+    )
+    p.add_argument(
+        "--max-new-tokens",
+        type=_flags.at_least(1),
+        default=64,
+        metavar="N",
+        help="tokens to generate per prompt (default 64)",
+    )
+    p.add_argument(
+        "--temperature", type=_flags.number(0, None), default=0.8, metavar="T", help="0 = greedy (default 0.8)"
+    )
+    p.add_argument(
+        "--top-k",
+        type=_flags.at_least(0),
+        default=0,
+        metavar="K",
+        help="sample among the K most likely tokens (0 = all)",
+    )
+    p.add_argument(
+        "--top-p",
+        type=_flags.number(0, 1, low_open=True),
+        default=1.0,
+        metavar="P",
+        help="nucleus sampling mass (1 = off)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--no-stop", action="store_true", help="do not stop at the end-of-document token")
 
 
 def run(args) -> None:

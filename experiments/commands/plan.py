@@ -6,9 +6,12 @@ import math
 
 import jax
 
+from meshlm.experiments.commands import _flags
+from meshlm.model.config import REMATS
 from meshlm.model.errors import ConfigError
 from meshlm.parallel import hardware, planner
 from meshlm.parallel.checks import check_mesh
+from meshlm.parallel.devices import set_cpu_devices
 from meshlm.parallel.sharding import Partitioner
 from meshlm.training import config as config_lib
 from meshlm.training import recipe
@@ -16,6 +19,56 @@ from meshlm.training import setup as setup_lib
 
 MAX_SIMULATED = 8  # --xla auto: meshes this small compile for simulated CPU devices in seconds to a minute
 GiB = 2**30
+
+
+DESCRIPTION = (
+    "Per-device memory (parameters, gradients, optimizer state, activations under the remat policy), FLOPs per step "
+    "and step time at a stated MFU, from shapes alone. When --chips is small enough to simulate on CPU, XLA's memory "
+    "analysis of the real train step is printed too (compiled ahead of time from abstract shapes; nothing is "
+    "allocated). See docs/parallelism.md."
+)
+
+
+def add_arguments(p) -> None:
+    _flags.add_config_args(p)
+    p.add_argument("--mesh", required=True, metavar="SPEC", help="e.g. fsdp=-1 or data=2,fsdp=2,tensor=2")
+    p.add_argument(
+        "--device", required=True, metavar="KIND", help="tpu-v4, tpu-v5e, tpu-v5p, tpu-v6e, a100, h100, h200"
+    )
+    p.add_argument(
+        "--chips",
+        type=_flags.at_least(1),
+        metavar="N",
+        help="devices in the mesh (default: the product of the mesh's sizes)",
+    )
+    p.add_argument(
+        "--batch", type=_flags.at_least(1), metavar="B", help="global batch in sequences (default train.batch_size)"
+    )
+    p.add_argument("--seq-len", type=_flags.at_least(1), metavar="T", help="tokens per sequence (default model.n_ctx)")
+    p.add_argument(
+        "--micro-batches",
+        type=_flags.at_least(1),
+        metavar="M",
+        help="gradient accumulation steps (default train.micro_batches)",
+    )
+    p.add_argument(
+        "--remat",
+        metavar="POLICY",
+        help=f"{' | '.join(REMATS)} (sets model.remat)",
+    )
+    p.add_argument(
+        "--mfu",
+        type=_flags.number(0, 1, low_open=True),
+        default=0.4,
+        help="model FLOP utilisation assumed for the step time (default 0.4)",
+    )
+    p.add_argument(
+        "--xla",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="XLA's memory analysis on a simulated CPU mesh (auto: when --chips <= 8)",
+    )
+    _flags.add_json(p)
 
 
 def run(args) -> None:
@@ -71,8 +124,8 @@ def run(args) -> None:
 
 def _cpu_devices(n: int) -> list:
     try:
-        jax.config.update("jax_num_cpu_devices", n)
-    except RuntimeError:  # JAX already started (e.g. in tests): use the CPU devices it has
+        set_cpu_devices(n)
+    except ConfigError:  # JAX already started (e.g. in tests): use the CPU devices it has
         pass
     devices = jax.devices("cpu")
     if len(devices) < n:

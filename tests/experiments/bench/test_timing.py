@@ -3,7 +3,7 @@
 import threading
 import time
 
-from meshlm.experiments import timing
+from meshlm.experiments.bench import timing
 
 
 def test_settle_waits_for_the_process_to_go_idle():

@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from meshlm.experiments import bandwidth, bench_decode, bench_eval
+from meshlm.experiments.bench import decode as bench_decode
+from meshlm.experiments.bench import eval as bench_eval
+from meshlm.experiments.bench import probes
 from meshlm.experiments.cli import main
-from meshlm.experiments.generate_cmd import ByteCodec
 from meshlm.model.transformer import Transformer
 from meshlm.training import config as config_lib
+from meshlm.training.tokenizer import ByteCodec
 
 MODEL = ["model.n_layers=2", "model.d_model=32", "model.n_heads=2", "model.vocab_size=256", "data.vocab_size=256"]
 SMALL = ["--preset", "tiny"] + [a for kv in MODEL for a in ("--set", kv)]
@@ -47,7 +49,7 @@ def test_weight_and_cache_bytes_match_the_arrays():
 
 
 def test_read_probe_reads_the_whole_array():
-    probe, n_bytes = bandwidth.read_probe(n_bytes=4 * 1000)
+    probe, n_bytes = probes.read_probe(n_bytes=4 * 1000)
     assert n_bytes == 4000 and float(probe()) == 1000.0  # sums 1000 ones: every element was read
 
 

@@ -1,8 +1,8 @@
 """The attention study: one small preset trained with each attention variant at an equal token budget on the
 embedded corpus, then one table of validation loss, training tokens/s and KV-cache bytes per token.
 
-    python -m meshlm.experiments.attention_study                    # tiny preset, 300 steps per variant
-    python -m meshlm.experiments.attention_study --steps 20 --out runs/study-smoke
+    python -m meshlm.experiments.studies.attention                    # tiny preset, 300 steps per variant
+    python -m meshlm.experiments.studies.attention --steps 20 --out runs/study-smoke
 
 Each variant trains in its own run directory under --out (a temporary folder if not given); a finished run is
 not trained again, so an interrupted study resumes where it stopped.

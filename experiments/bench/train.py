@@ -5,20 +5,16 @@ other processes falls on all of them alike; medians are reported.
 """
 
 import dataclasses
-import json
-import os
 import statistics
 import time
 from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from meshlm.experiments import bench_attention, bench_decode, bench_eval
-from meshlm.experiments.timing import interleaved
+from meshlm.experiments.bench.probes import matmul_probe
+from meshlm.experiments.bench.timing import interleaved
 from meshlm.model import flops
-from meshlm.model.errors import ConfigError
 from meshlm.parallel.config import MeshConfig
 from meshlm.parallel.sharding import Partitioner
 from meshlm.training import config as config_lib
@@ -29,30 +25,6 @@ BATCH = 12  # sequences per step unless --set train.batch_size=N: the CPU benchm
 FLOP_FORMULA = (
     "6 x (n_layers x (4 d_model d_attn + {m} d_model d_mlp) + d_model vocab) + 6 x 2 x n_layers x seq_len x d_attn"
 )
-
-
-def use_cpu_devices(n: int | None) -> None:
-    """One simulated CPU device per core unless a count was given (here, XLA_FLAGS or jax config): data
-    parallelism over them lets XLA's single-threaded loop fusions run on every core."""
-    if n is None:
-        if (
-            "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
-            or jax.config.jax_num_cpu_devices > 0
-        ):
-            return
-        n = len(os.sched_getaffinity(0))
-    try:
-        jax.config.update("jax_num_cpu_devices", n)
-    except RuntimeError:
-        raise ConfigError(f"--cpu-devices {n}: JAX is already initialised; set it before any JAX call") from None
-
-
-def matmul_probe(n: int = 1024, count: int = 4) -> tuple[Callable[[], object], float]:
-    """(a call of `count` n x n f32 matmuls, its FLOPs): the machine's practical peak, probed between steps."""
-    a_NN = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    matmul = jax.jit(lambda x: x @ x)
-    matmul(a_NN).block_until_ready()
-    return lambda: [matmul(a_NN).block_until_ready() for _ in range(count)], 2.0 * n**3 * count
 
 
 def data_parallel_devices(batch: int) -> list:
@@ -72,9 +44,7 @@ def build_train_step(cfg: config_lib.Config, devices: list):
     state = setup.init_state()
     shape = (N, B, T + 1) if N > 1 else (B, T + 1)
     tokens = np.random.default_rng(cfg.train.seed).integers(0, cfg.model.vocab_size, shape, dtype=np.int32)
-    pairs = (("inputs", tokens[..., :-1]), ("targets", tokens[..., 1:]))
-    sharding = setup.partitioner.stacked_batch_sharding(B, T) if N > 1 else setup.batch_sharding
-    batch = {k: jax.device_put(v, sharding) for k, v in pairs}
+    batch = setup.partitioner.global_batch({"inputs": tokens[..., :-1], "targets": tokens[..., 1:]}, B, stacked=N > 1)
     start = time.perf_counter()
     lowered = setup.lower(state, batch, stacked=N > 1)
     traced = time.perf_counter()
@@ -83,7 +53,7 @@ def build_train_step(cfg: config_lib.Config, devices: list):
 
 
 def bench_train(cfg: config_lib.Config, steps: int, warmup: int, against: list[str]) -> dict:
-    from meshlm.experiments import torch_gpt2  # torch itself is imported only when asked for
+    from meshlm.experiments.reference import torch_gpt2  # torch itself is imported only when asked for
 
     for name in against:
         torch_gpt2.check(name, cfg.model)
@@ -176,24 +146,7 @@ def bench_compile(cfg: config_lib.Config, layers: list[int], repeats: int) -> di
     )
 
 
-def run(args) -> None:
-    use_cpu_devices(args.cpu_devices)
-    if args.bench == "attention-memory":
-        return bench_attention.run(args)
-    if args.bench == "decode":
-        return bench_decode.run(args)
-    if args.bench == "eval":
-        return bench_eval.run(args)
-    cfg = config_lib.from_preset(args.preset, [f"train.batch_size={BATCH}"] + list(args.set)).validate()
-    if args.bench == "compile":
-        result = bench_compile(cfg, sorted(set(args.layers)), args.repeats)
-        print(json.dumps(result) if args.json else _compile_text(result))
-        return
-    result = bench_train(cfg, args.steps, args.warmup, args.against)
-    print(json.dumps(result) if args.json else _train_text(result))
-
-
-def _train_text(r: dict) -> str:
+def train_text(r: dict) -> str:
     lines = [
         f"meshlm bench train: {r['preset']}, {r['n_layers']} layers, d_model {r['d_model']}, batch {r['batch']} x "
         f"{r['seq_len']} tokens, "
@@ -222,7 +175,7 @@ def _train_text(r: dict) -> str:
     return "\n".join(lines)
 
 
-def _compile_text(r: dict) -> str:
+def compile_text(r: dict) -> str:
     parts = [f"{L} layers {s:.1f} s" for L, s in r["compile_s"].items()]
     return (
         f"meshlm bench compile: {r['preset']} (d_model {r['d_model']}), train step, median of {r['repeats']}: "

@@ -81,8 +81,10 @@ CHINCHILLA_CSV = os.environ.get("MESHLM_CHINCHILLA_CSV")
 
 
 @pytest.mark.published_data
+@pytest.mark.skipif(
+    not CHINCHILLA_CSV, reason="set MESHLM_CHINCHILLA_CSV to Epoch AI's svg_extracted_data.csv (docs/scaling.md)"
+)
 def test_reproduces_the_published_refit_of_chinchilla(tmp_path, capsys):
-    assert CHINCHILLA_CSV, "set MESHLM_CHINCHILLA_CSV to Epoch AI's svg_extracted_data.csv (docs/scaling.md)"
     with open(CHINCHILLA_CSV) as f:
         rows = list(csv.DictReader(f))
     losses = sorted(float(r["loss"]) for r in rows)

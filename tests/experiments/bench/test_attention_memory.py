@@ -2,7 +2,7 @@
 
 import pytest
 
-from meshlm.experiments.bench_attention import attention_memory, peak_bytes
+from meshlm.experiments.bench.attention_memory import attention_memory, peak_bytes
 
 
 @pytest.mark.slow

@@ -1,0 +1,165 @@
+"""`meshlm sweep run SPEC --out DIR` runs, resumes or plans a scaling-law sweep; `meshlm sweep fit` fits laws to it."""
+
+import json
+import math
+import pathlib
+from pathlib import Path
+
+from meshlm.experiments.sweep import parametric
+from meshlm.experiments.sweep.fit import DEFAULT_RESAMPLES, FitResult, fit
+from meshlm.model.errors import ConfigError
+from meshlm.training.atomic import write_atomic
+
+DESCRIPTION = "Scaling-law sweeps: run a spec of budgets x shapes x seeds (run), fit scaling laws to it (fit)."
+MAIN = ("E", "A", "B", "alpha", "beta", "a", "b")
+
+
+def add_arguments(p) -> None:
+    actions = p.add_subparsers(dest="sweep", metavar="ACTION", required=True)
+    _run_arguments(
+        actions.add_parser(
+            "run",
+            help="run, resume or --dry-run a sweep spec",
+            description="Run every run of a sweep spec into DIR: an ordinary meshlm train run directory per run "
+            "under DIR/runs/ID, results in DIR/results.sqlite. Re-running skips finished runs and resumes "
+            "interrupted ones; two runners on one DIR never run the same run.",
+        )
+    )
+    _fit_arguments(
+        actions.add_parser(
+            "fit",
+            help="fit scaling laws to a sweep directory or a CSV table",
+            description="Fit L(N, D) = E + A/N^alpha + B/D^beta (Approach 3), IsoFLOP parabolas (Approach 2), the "
+            "loss-curve envelope (Approach 1) and Kaplan-style L(N), L(D), with bootstrap intervals; predict "
+            "hold-out runs; print name=value lines, write fit.json and report.md. See docs/scaling.md.",
+        )
+    )
+
+
+def run(args) -> None:
+    {"run": _run, "fit": _fit}[args.sweep](args)
+
+
+def _run_arguments(p) -> None:
+    p.add_argument("spec", metavar="SPEC", help="a sweep spec (YAML), e.g. experiments/sweeps/demo.yaml")
+    p.add_argument("--out", required=True, metavar="DIR", help="the sweep directory: results.sqlite and runs/ID/")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (FLOPs, epochs, estimated time); run nothing")
+    p.add_argument(
+        "--launcher",
+        choices=("local", "ray"),
+        help="local: one run at a time in this process; ray: one task per run (default: the spec's launcher.kind)",
+    )
+    p.add_argument("--address", metavar="ADDR", help="ray: cluster address ('auto' joins a running one)")
+    p.add_argument("--cpus-per-run", type=float, metavar="N", help="ray: CPUs each run reserves")
+    p.add_argument("--gpus-per-run", type=float, metavar="N", help="ray: GPUs each run reserves")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (one line per finished run)")
+
+
+def _run(args) -> None:
+    # Deferred: the runner pulls in JAX and the trainer, which `meshlm --help` should not wait for.
+    from meshlm.experiments.sweep import launchers, runner
+    from meshlm.experiments.sweep import plan as plan_lib
+    from meshlm.experiments.sweep import spec as spec_lib
+    from meshlm.experiments.sweep.store import FILE, Store
+
+    spec = spec_lib.load(args.spec)
+    out = pathlib.Path(args.out)
+    if args.dry_run:
+        runs = plan_lib.resolve(spec)
+        stats = runner.data_stats(spec, out, runs)
+        store = Store(out) if (out / FILE).exists() else None
+        runner.print_plan(spec, runs, stats, store)
+        runner.check_epochs(spec, runs, stats)
+        return
+    defaults = spec.launcher
+    launcher = launchers.make(
+        args.launcher or defaults.kind,
+        address=args.address if args.address is not None else defaults.address,
+        cpus_per_run=args.cpus_per_run if args.cpus_per_run is not None else defaults.cpus_per_run,
+        gpus_per_run=args.gpus_per_run if args.gpus_per_run is not None else defaults.gpus_per_run,
+    )
+    outcome = runner.run_sweep(spec, out, launcher, progress=not args.no_progress, compile_cache=True)
+    if outcome.failed:
+        raise ConfigError(
+            f"{outcome.failed} runs failed (errors in the failures table of {out / FILE}, logs in "
+            f"{out / runner.RUNS}/ID/sweep.log); re-run the same command to retry them"
+        )
+
+
+def _fit_arguments(p) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("dir", nargs="?", metavar="DIR", help="a sweep directory written by meshlm sweep run")
+    src.add_argument(
+        "--table", metavar="FILE.csv", help="a CSV table with columns N,D,loss (C, budget, holdout optional)"
+    )
+    p.add_argument(
+        "--out", metavar="DIR", help="where fit.json and the report go (default: DIR, or the table's folder)"
+    )
+    p.add_argument(
+        "--resamples", type=int, default=DEFAULT_RESAMPLES, help=f"bootstrap resamples (default {DEFAULT_RESAMPLES})"
+    )
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument(
+        "--starts",
+        type=int,
+        default=parametric.DEFAULT_STARTS,
+        help=f"L-BFGS starts: the best-scoring points of the 4500-point grid (default {parametric.DEFAULT_STARTS}; "
+        "0 = all 4500)",
+    )
+    p.add_argument("--no-report", action="store_true", help="write fit.json only, no report.md and plots")
+
+
+def _lines(result: FitResult) -> list[str]:
+    names = list(MAIN) + [k for k in result.values if k not in MAIN]
+    out = []
+    for name in names:
+        value = result.values[name]
+        if math.isnan(value):
+            continue
+        out.append(f"{name}={value:.6g}")
+        ci = result.intervals[name]
+        if not math.isnan(ci["lo80"]):
+            out.append(f"{name}.lo80={ci['lo80']:.6g}")
+            out.append(f"{name}.hi80={ci['hi80']:.6g}")
+    for h in result.holdout:
+        key = f"holdout.{h.run_id}"
+        out += [
+            f"{key}.actual={h.actual:.6g}",
+            f"{key}.predicted={h.predicted:.6g}",
+            f"{key}.lo80={h.interval80[0]:.6g}",
+            f"{key}.hi80={h.interval80[1]:.6g}",
+            f"{key}.relative_error={h.relative_error:.4g}",
+        ]
+    return out
+
+
+def _fit(args) -> None:
+    if args.resamples < 0:
+        raise ConfigError(f"--resamples {args.resamples} must be 0 or more (200 or more for usable intervals)")
+    if args.starts < 0:
+        raise ConfigError(f"--starts {args.starts} must be 0 (all 4500) or more")
+    if args.table:
+        from meshlm.experiments.sweep.table import read_table
+
+        observations = read_table(args.table)
+        out_dir = Path(args.out) if args.out else Path(args.table).resolve().parent
+    else:
+        if not Path(args.dir).is_dir():
+            raise ConfigError(f"sweep directory {args.dir} does not exist; pass the --out DIR of meshlm sweep run")
+        from meshlm.experiments.sweep import (
+            store,  # deferred: it loads JAX (run configs), which a --table fit never needs
+        )
+
+        observations = store.observations(args.dir)
+        out_dir = Path(args.out) if args.out else Path(args.dir)
+    result = fit(observations, resamples=args.resamples, seed=args.seed, starts=args.starts or None)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(out_dir / "fit.json", json.dumps(result.to_json(), indent=1, allow_nan=False) + "\n")
+    print("\n".join(_lines(result)))
+    if not result.fits.parametric.converged:
+        print("warning: no L-BFGS start converged; the best result is shown (try --starts 0)")
+    print(f"wrote {out_dir / 'fit.json'}")
+    if not args.no_report:
+        from meshlm.experiments.sweep.report import write_report
+
+        print(f"wrote {write_report(out_dir, observations, result)}")
