@@ -101,6 +101,14 @@ class Partitioner:
         # `axes` has tuples where params has arrays: tree.map hands each array its whole tuple.
         return jax.tree.map(lambda x, names: self.sharding(x.shape, names), params, axes)
 
+    def place_params(self, params, axes: dict):
+        """Host or single-device parameters placed on the mesh by the rules."""
+        return jax.device_put(params, self.param_shardings(params, axes))
+
+    def place_rows(self, *arrays_B: np.ndarray) -> list[jax.Array]:
+        """Whole [B, ...] host arrays (the same on every process) placed on the mesh, rows split over the batch axes."""
+        return [jax.device_put(x, self.sharding(x.shape, BATCH_AXES[:1] + (None,) * (x.ndim - 1))) for x in arrays_B]
+
     def state_shardings(self, state, axes: dict):
         """Parameters and every parameter-shaped tree in the state (AdamW's mu and nu) by the rules; the rest
         (step, counts, rng) replicated."""

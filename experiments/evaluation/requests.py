@@ -26,7 +26,7 @@ from meshlm.model.scoring import (
 )
 from meshlm.model.transformer import Transformer
 from meshlm.parallel.config import MeshConfig
-from meshlm.parallel.sharding import BATCH_AXES, Partitioner, model_axes
+from meshlm.parallel.sharding import Partitioner, model_axes
 
 MIN_BUCKET = 16  # the shortest padded length: shorter rows share one shape
 
@@ -76,7 +76,7 @@ class LanguageModel:
         self.graphdef, params = nnx.split(model)
         params = nnx.to_pure_dict(params)
         # Parameters placed by the partitioner's rules (replicated on a data-only mesh), rows split over `data`.
-        self.params = jax.device_put(params, self.partitioner.param_shardings(params, model_axes(model.cfg)))
+        self.params = self.partitioner.place_params(params, model_axes(model.cfg))
         self._logprobs = self.partitioner.under_rules(token_logprobs)
         self._continuation_logprobs = self.partitioner.under_rules(continuation_logprobs)
         self._packed_logprobs = self.partitioner.under_rules(packed_logprobs)
@@ -132,7 +132,7 @@ class LanguageModel:
 
     def _on_rows(self, *arrays_B: np.ndarray) -> list[jax.Array]:
         """[B, ...] host arrays placed on the mesh, rows split over the data axes."""
-        return [jax.device_put(x, self.partitioner.sharding(x.shape, BATCH_AXES)) for x in arrays_B]
+        return self.partitioner.place_rows(*arrays_B)
 
     def _fit(self, ctx: list[int], cont: list[int]) -> tuple[list[int], list[int], bool]:
         if not cont:
