@@ -1,16 +1,22 @@
 """The model's typed configuration: every architectural option lives here."""
 
 import dataclasses
-from typing import Literal
+from typing import Literal, get_args
 
-from meshlm.model import attention
 from meshlm.model.errors import ConfigError
 
-NORMS = ("layernorm", "rmsnorm")
-POSITIONS = ("learned", "rotary", "alibi")
-MLPS = ("gelu", "swiglu")
-DTYPES = ("float32", "bfloat16")
-REMATS = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")
+# Each option list once: the field types (which --set and saved configs are checked against) and the tuples that
+# validate, the model code and the CLI help read.
+NormName = Literal["layernorm", "rmsnorm"]
+PositionName = Literal["learned", "rotary", "alibi"]
+MlpName = Literal["gelu", "swiglu"]
+DtypeName = Literal["float32", "bfloat16"]
+RematName = Literal["none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable"]
+NORMS: tuple[str, ...] = get_args(NormName)
+POSITIONS: tuple[str, ...] = get_args(PositionName)
+MLPS: tuple[str, ...] = get_args(MlpName)
+DTYPES: tuple[str, ...] = get_args(DtypeName)
+REMATS: tuple[str, ...] = get_args(RematName)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,9 +28,9 @@ class ModelConfig:
     n_heads: int = 12
     d_head: int = 0  # 0 = d_model // n_heads
     d_mlp: int = 0  # 0 = 4 * d_model
-    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
-    position: Literal["learned", "rotary", "alibi"] = "learned"
-    mlp: Literal["gelu", "swiglu"] = "gelu"
+    norm: NormName = "layernorm"
+    position: PositionName = "learned"
+    mlp: MlpName = "gelu"
     bias: bool = True
     tie_embeddings: bool = True
     qk_norm: bool = False
@@ -36,9 +42,9 @@ class ModelConfig:
     attention_pattern: str = "dense,local"  # gpt3_sparse: the kinds of consecutive layers, repeated over the stack
     mla_latent_dim: int = 0  # mla's shared key/value latent; 0 = 4 x head_dim (DeepSeek-V2's 512 = 4 x 128)
     mla_rope_dim: int = 0  # mla's decoupled rotary key width; 0 = head_dim / 2 with rotary positions
-    dtype: Literal["float32", "bfloat16"] = "float32"  # compute dtype
-    param_dtype: Literal["float32", "bfloat16"] = "float32"
-    remat: Literal["none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable"] = "none"
+    dtype: DtypeName = "float32"  # compute dtype
+    param_dtype: DtypeName = "float32"
+    remat: RematName = "none"
     # False: one traced copy of the block per layer instead of a scan. Compile time grows with depth, but XLA keeps
     # each layer's saved activations apart instead of zero-filling and writing stacked [n_layers, ...] buffers.
     scan_layers: bool = True
@@ -69,6 +75,7 @@ class ModelConfig:
         return self.d_mlp or 4 * self.d_model
 
     def validate(self) -> "ModelConfig":
+        """The checks that need no registry; `attention.check` then checks the attention variants."""
         for name, value, allowed in (
             ("norm", self.norm, NORMS),
             ("position", self.position, POSITIONS),
@@ -81,13 +88,6 @@ class ModelConfig:
                 raise ConfigError(
                     f"model.{name}={value!r} is not one of {', '.join(allowed)}; set --set model.{name}=<one of them>"
                 )
-        attention.kernel(self.attention)
-        attention.layer(self.attention_layer)
-        if self.position == "alibi" and not attention.takes_bias(self.attention):
-            raise ConfigError(
-                f"model.attention={self.attention} has no logits to add ALiBi's bias to; "
-                "choose another model.position or model.attention"
-            )
         for name in ("vocab_size", "n_ctx", "n_layers", "d_model", "n_heads"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"model.{name}={getattr(self, name)} must be positive")
@@ -100,7 +100,6 @@ class ModelConfig:
             raise ConfigError(
                 f"rotary positions need an even head dim, got {self.head_dim}; change model.d_head or model.n_heads"
             )
-        attention.layer(self.attention_layer).validate(self)
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout={self.dropout} must be in [0, 1)")
         return self

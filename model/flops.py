@@ -6,6 +6,7 @@ import math
 import jax
 from flax import nnx
 
+from meshlm.model import attention
 from meshlm.model.config import ModelConfig
 from meshlm.model.transformer import Transformer
 
@@ -44,6 +45,8 @@ class FlopsPerToken:
 def flops_per_token(cfg: ModelConfig, seq_len: int | None = None) -> FlopsPerToken:
     T = seq_len or cfg.n_ctx
     D, L, F, A = cfg.d_model, cfg.n_layers, cfg.mlp_dim, cfg.n_heads * cfg.head_dim
-    per_layer = 3 * D * A + A * D + (3 if cfg.mlp == "swiglu" else 2) * D * F
+    per_layer = attention.layer(cfg.attention_layer).matmul_weights(cfg) + (3 if cfg.mlp == "swiglu" else 2) * D * F
     matmul_weights = L * per_layer + D * cfg.vocab_size
+    # A, not the key/value width: every query head scores and mixes all T keys and values, however few key/value
+    # heads (gqa) or however narrow a latent (mla) they are built from.
     return FlopsPerToken(matmul=6.0 * matmul_weights, attention=6.0 * 2 * L * T * A)

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from meshlm.model import attention
 from meshlm.model.attention import AttentionMask, KVCache
 from meshlm.model.config import ModelConfig
 from meshlm.model.errors import ConfigError
@@ -23,7 +24,7 @@ REMAT_POLICIES = {
 
 class Transformer(nnx.Module):
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
-        cfg.validate()
+        attention.check(cfg.validate())
         self.cfg = cfg
         self.embed = param(rngs, (cfg.vocab_size, cfg.d_model), ("vocab", "embed"), cfg, cfg.init_std)
         if cfg.position == "learned":

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from etils import epath
 
-from meshlm.model import presets
+from meshlm.model import attention, presets
 from meshlm.model.config import ModelConfig
 from meshlm.model.errors import ConfigError
 from meshlm.parallel.config import MeshConfig
@@ -32,7 +32,7 @@ class Config:
         return self.train.seq_len or self.model.n_ctx
 
     def validate(self) -> "Config":
-        self.model.validate()
+        attention.check(self.model.validate())
         t = self.train
         if self.seq_len > self.model.n_ctx:
             raise ConfigError(

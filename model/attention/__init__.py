@@ -18,6 +18,7 @@ from meshlm.model.attention.mask import AttentionMask
 from meshlm.model.attention.registry import (
     AUTO,
     KernelFn,
+    check,
     is_exact,
     kernel,
     kernel_names,
@@ -34,6 +35,7 @@ __all__ = [
     "KVCache",
     "KernelFn",
     "LayerCache",
+    "check",
     "is_exact",
     "kernel",
     "kernel_names",

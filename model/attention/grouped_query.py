@@ -34,6 +34,11 @@ class GroupedQuery(AttentionLayer):
     def cache_shapes(cls, cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
         return {"k": (cfg.kv_heads, cfg.head_dim), "v": (cfg.kv_heads, cfg.head_dim)}
 
+    @classmethod
+    def matmul_weights(cls, cfg: ModelConfig) -> int:
+        # Queries and output at every head; keys and values at the key/value heads only.
+        return 2 * cfg.d_model * cfg.head_dim * (cfg.n_heads + cfg.kv_heads)
+
     @staticmethod
     def mha_params(params: dict) -> dict:
         # Axes counted from the end, so stacked parameters (a leading layers axis) map alike.

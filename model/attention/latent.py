@@ -41,6 +41,13 @@ class LatentAttention(AttentionLayer):
             shapes["k_rope"] = (1, cfg.latent_rope_dim)
         return shapes
 
+    @classmethod
+    def matmul_weights(cls, cfg: ModelConfig) -> int:
+        H, K, D, C, R = cfg.n_heads, cfg.head_dim, cfg.d_model, cfg.latent_dim, cfg.latent_rope_dim
+        # Queries and output at full rank, the latent and the rotary key from x; in training every token's keys
+        # and values are rebuilt from its latent once, so the up-projections count once per token too.
+        return 2 * D * H * K + D * (C + R) + C * H * (K - R) + C * H * K
+
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
         H, K, D, C, R = cfg.n_heads, cfg.head_dim, cfg.d_model, cfg.latent_dim, cfg.latent_rope_dim
         self.w_q = param(rngs, (D, H, K), ("embed", "heads", "kv"), cfg, cfg.init_std)

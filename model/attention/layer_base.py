@@ -2,7 +2,8 @@
 
 A layer subclasses `AttentionLayer`, creates its projections in __init__ (and `init_output`), and in __call__ turns
 x_BTD into heads-major queries, keys and values, passes what it caches `through_cache`, then calls `self.attend` and
-`self.project_out`. Class attributes say what its cache holds and how the shared suite checks it.
+`self.project_out`. Class attributes say what its cache holds and how the shared suite checks it; `matmul_weights`,
+how many weights a token multiplies (for FLOPs).
 """
 
 import math
@@ -49,6 +50,12 @@ class AttentionLayer(nnx.Module):
     @classmethod
     def cache_slots(cls, cfg: ModelConfig, length: int) -> int:
         return length
+
+    @classmethod
+    def matmul_weights(cls, cfg: ModelConfig) -> int:
+        """Weights each token multiplies in one layer, the output projection's included (model/flops.py counts
+        6 training FLOPs per weight)."""
+        raise NotImplementedError(f"{cls.__name__} must define matmul_weights(cfg) for FLOPs and MFU to be counted")
 
     @staticmethod
     def mha_params(params: dict) -> dict:

@@ -28,6 +28,10 @@ class MultiHead(AttentionLayer):
     def cache_shapes(cls, cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
         return {"k": (cfg.n_heads, cfg.head_dim), "v": (cfg.n_heads, cfg.head_dim)}
 
+    @classmethod
+    def matmul_weights(cls, cfg: ModelConfig) -> int:
+        return 4 * cfg.d_model * cfg.n_heads * cfg.head_dim  # queries, keys, values, output
+
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
         H, K, D = cfg.n_heads, cfg.head_dim, cfg.d_model
         self.w_qkv = param(rngs, (D, 3, H, K), ("embed", "qkv", "heads", "kv"), cfg, cfg.init_std)

@@ -1,4 +1,5 @@
-"""The two registries (kernels and layers), lookup by name or import path, and discovery of this folder."""
+"""The two registries (kernels and layers), lookup by name or import path, discovery of this folder, and `check`,
+the config checks that need them."""
 
 import importlib
 import pkgutil
@@ -8,6 +9,7 @@ from typing import Protocol
 import jax
 
 from meshlm.model.attention.mask import AttentionMask
+from meshlm.model.config import ModelConfig
 from meshlm.model.errors import ConfigError
 
 
@@ -107,6 +109,20 @@ def takes_bias(name: str) -> bool:
 
 def layer(name: str) -> type:
     return _LAYERS.get(name)
+
+
+def check(cfg: ModelConfig) -> ModelConfig:
+    """Raise ConfigError unless the config's kernel and layer are registered and take its other options. Run it on a
+    config that passed `validate()`: the layers' own checks assume positive sizes."""
+    kernel(cfg.attention)
+    layer_cls = layer(cfg.attention_layer)
+    if cfg.position == "alibi" and not takes_bias(cfg.attention):
+        raise ConfigError(
+            f"model.attention={cfg.attention} has no logits to add ALiBi's bias to; "
+            "choose another model.position or model.attention"
+        )
+    layer_cls.validate(cfg)
+    return cfg
 
 
 def kernel_names() -> list[str]:

@@ -2,15 +2,18 @@
 
 import dataclasses
 import pathlib
+import re
 import sys
 
 import jax
 import numpy as np
 import pytest
+from flax import nnx
 
 from meshlm.model import attention
 from meshlm.model.attention import AttentionMask
 from meshlm.model.errors import ConfigError
+from meshlm.model.transformer import Transformer
 from tests.model.helpers import TINY
 
 
@@ -33,7 +36,7 @@ def test_a_kernel_in_a_users_package_is_named_by_its_import_path():
     q, k, v = (jax.random.normal(jax.random.key(i), (1, 2, 5, 4)) for i in range(3))
     mask = AttentionMask.causal(1, 5)
     np.testing.assert_allclose(fn(q, k, v, mask), 2 * attention.kernel("reference")(q, k, v, mask), rtol=1e-6)
-    dataclasses.replace(TINY, attention="tests.model.user_attention.doubled_values").validate()
+    attention.check(dataclasses.replace(TINY, attention="tests.model.user_attention.doubled_values"))
 
 
 def test_auto_picks_the_platforms_kernel():
@@ -58,4 +61,16 @@ def test_auto_picks_the_platforms_kernel():
 )
 def test_invalid_attention_configs_fail_with_the_fix(changes, message):
     with pytest.raises(ConfigError, match=message):
-        dataclasses.replace(TINY, **changes).validate()
+        attention.check(dataclasses.replace(TINY, **changes).validate())
+
+
+def test_the_model_checks_the_attention_names_in_full():
+    names = ", ".join(attention.kernel_names())
+    message = (
+        f"unknown attention variant 'nope'; set model.attention to one of: {names} "
+        "(or to the import path of a module that registers an attention kernel)"
+    )
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        attention.check(dataclasses.replace(TINY, attention="nope"))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Transformer(dataclasses.replace(TINY, attention="nope"), nnx.Rngs(0))

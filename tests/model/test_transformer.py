@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from meshlm.model.config import ModelConfig
+from meshlm.model import attention
+from meshlm.model.config import REMATS, ModelConfig
 from meshlm.model.errors import ConfigError
-from meshlm.model.transformer import Transformer, logical_axes
+from meshlm.model.transformer import REMAT_POLICIES, Transformer, logical_axes
 from tests.model.helpers import MODERN, TINY, jit_forward
 
 KNOWN_AXES = {"layers", "vocab", "embed", "ctx", "qkv", "heads", "kv", "mlp"}
@@ -80,6 +81,10 @@ def test_remat_and_unrolled_layers_give_identical_loss_and_gradients(change):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
+def test_every_remat_option_has_a_policy():
+    assert set(REMAT_POLICIES) == set(REMATS) - {"none"}  # "none" runs the block as it is
+
+
 def _matmul_dtypes(fn, *args) -> set:
     """The operand dtypes of every dot_general in fn's jaxpr, nested scans and jits included."""
 
@@ -146,7 +151,7 @@ def test_dropout_is_active_only_with_a_key():
 )
 def test_invalid_configs_fail_with_the_fix(changes, message):
     with pytest.raises(ConfigError, match=message):
-        dataclasses.replace(ModelConfig(), **changes).validate()
+        attention.check(dataclasses.replace(ModelConfig(), **changes).validate())
 
 
 def test_branch_ids_without_positions_and_segments_are_refused():
