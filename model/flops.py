@@ -42,6 +42,19 @@ class FlopsPerToken:
         return self.matmul + self.attention
 
 
+ATTENTION_FORMULA = "6 x 2 x n_layers x seq_len x d_attn"
+
+
+def matmul_formula(cfg: ModelConfig) -> str:
+    """flops_per_token's matmul term as text, with the attention layer's own projection count."""
+    projections = attention.layer(cfg.attention_layer).matmul_formula
+    return f"6 x (n_layers x ({projections} + {3 if cfg.mlp == 'swiglu' else 2} d_model d_mlp) + d_model vocab)"
+
+
+def formula(cfg: ModelConfig) -> str:
+    return f"{matmul_formula(cfg)} + {ATTENTION_FORMULA}"
+
+
 def flops_per_token(cfg: ModelConfig, seq_len: int | None = None) -> FlopsPerToken:
     T = seq_len or cfg.n_ctx
     D, L, F, A = cfg.d_model, cfg.n_layers, cfg.mlp_dim, cfg.n_heads * cfg.head_dim

@@ -22,9 +22,6 @@ from meshlm.training import mfu
 from meshlm.training import setup as setup_lib
 
 BATCH = 12  # sequences per step unless --set train.batch_size=N: the CPU benchmark shape (cpu-small)
-FLOP_FORMULA = (
-    "6 x (n_layers x (4 d_model d_attn + {m} d_model d_mlp) + d_model vocab) + 6 x 2 x n_layers x seq_len x d_attn"
-)
 
 
 def data_parallel_devices(batch: int) -> list:
@@ -110,7 +107,7 @@ def bench_train(cfg: config_lib.Config, steps: int, warmup: int, against: list[s
         step_s=times["meshlm"],
         tokens_per_s=B * T / times["meshlm"],
         flops_per_token=per_token.total,
-        flop_formula=FLOP_FORMULA.format(m=3 if cfg.model.mlp == "swiglu" else 2),
+        flop_formula=flops.formula(cfg.model),
         flops_per_step=step_flops,
         flops_per_s=achieved,
         peak_flops_per_s=peak,

@@ -71,15 +71,8 @@ def run(args) -> None:
     print(f"  embedding      {count.embedding:>18,d}  (token table{positions}; the tied head reuses the table)")
     print(f"  non-embedding  {count.non_embedding:>18,d}")
     print(f"training FLOPs per token at seq_len {cfg.seq_len}: {per_token.total:.4g}")
-    mlp_mats = 3 if m.mlp == "swiglu" else 2
-    print(
-        f"  matmuls        {per_token.matmul:.4g}  "
-        f"= 6 x (n_layers x (4 d_model d_attn + {mlp_mats} d_model d_mlp) + d_model vocab)"
-    )
-    print(
-        f"  attention      {per_token.attention:.4g}  "
-        "= 6 x 2 x n_layers x seq_len x d_attn  (QK^T and AV, unmasked square)"
-    )
+    print(f"  matmuls        {per_token.matmul:.4g}  = {flops.matmul_formula(m)}")
+    print(f"  attention      {per_token.attention:.4g}  = {flops.ATTENTION_FORMULA}  (QK^T and AV, unmasked square)")
     print("\n".join(_recipe_lines(cfg, plan, row) + _compute_lines(compute, row)))
 
 

@@ -34,6 +34,8 @@ class GroupedQuery(AttentionLayer):
     def cache_shapes(cls, cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
         return {"k": (cfg.kv_heads, cfg.head_dim), "v": (cfg.kv_heads, cfg.head_dim)}
 
+    matmul_formula = "2 d_model d_head (n_heads + n_kv_heads)"
+
     @classmethod
     def matmul_weights(cls, cfg: ModelConfig) -> int:
         # Queries and output at every head; keys and values at the key/value heads only.

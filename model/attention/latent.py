@@ -41,6 +41,8 @@ class LatentAttention(AttentionLayer):
             shapes["k_rope"] = (1, cfg.latent_rope_dim)
         return shapes
 
+    matmul_formula = "2 d_model d_attn + d_model (latent + rope) + latent n_heads (2 d_head - rope)"
+
     @classmethod
     def matmul_weights(cls, cfg: ModelConfig) -> int:
         H, K, D, C, R = cfg.n_heads, cfg.head_dim, cfg.d_model, cfg.latent_dim, cfg.latent_rope_dim

@@ -51,6 +51,8 @@ class AttentionLayer(nnx.Module):
     def cache_slots(cls, cfg: ModelConfig, length: int) -> int:
         return length
 
+    matmul_formula = "its matmul_weights"  # matmul_weights as text, for the FLOP formula that info and bench print
+
     @classmethod
     def matmul_weights(cls, cfg: ModelConfig) -> int:
         """Weights each token multiplies in one layer, the output projection's included (model/flops.py counts

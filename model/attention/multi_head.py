@@ -28,6 +28,8 @@ class MultiHead(AttentionLayer):
     def cache_shapes(cls, cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
         return {"k": (cfg.n_heads, cfg.head_dim), "v": (cfg.n_heads, cfg.head_dim)}
 
+    matmul_formula = "4 d_model d_attn"
+
     @classmethod
     def matmul_weights(cls, cfg: ModelConfig) -> int:
         return 4 * cfg.d_model * cfg.n_heads * cfg.head_dim  # queries, keys, values, output
