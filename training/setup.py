@@ -3,17 +3,17 @@ initial or restored sharded state, jitted train and eval steps. The trainer, `me
 benchmarks and the sweep runner all build it here, so there is one way to set training up."""
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
-from jax.sharding import NamedSharding
 
 from meshlm.model.transformer import Transformer
-from meshlm.parallel.sharding import Partitioner, abstract, model_axes
-from meshlm.training import recipe
+from meshlm.parallel.sharding import NamedSharding, Partitioner, abstract, model_axes
+from meshlm.training import batch_ramp, recipe
 from meshlm.training.checkpoint import Checkpointer
 from meshlm.training.config import Config
 from meshlm.training.optimizer import make_optimizer
@@ -27,7 +27,7 @@ class TrainSetup:
     cfg: Config
     partitioner: Partitioner
     graphdef: nnx.GraphDef
-    plan: recipe.StepPlan  # the run's length in steps and, under a batch ramp, each step's batch
+    ramp: batch_ramp.BatchRamp  # each step's batch: how the loader feeds it and the step accumulates it
     optimizer: optax.GradientTransformation
     schedule: optax.Schedule
     param_axes: dict  # each parameter's logical axis names
@@ -36,6 +36,11 @@ class TrainSetup:
     train_step: Callable  # (state, batch) -> (state, metrics), state donated, traced under the mesh's rules
     train_steps: Callable  # the same over batches stacked on a leading axis: one call, a step per batch
     eval_step: Callable  # (params, batch) -> (summed loss, token count)
+
+    @property
+    def plan(self) -> recipe.StepPlan:
+        """The run's length in steps and, under a batch ramp, each step's batch."""
+        return self.ramp.plan
 
     def _init(self) -> TrainState:
         return _initial_state(self.cfg, self.optimizer)
@@ -64,9 +69,19 @@ class TrainSetup:
         """The train step lowered for `state` and `batch` (default: abstract ones, nothing allocated); `fresh` traces
         a new jit, so nothing cached is reused (compile-time benchmarks); `stacked`: train_steps, for stacked
         batches."""
-        step = (
-            _jit_train_step(self, stacked) if fresh else (self.train_steps if stacked else self.train_step).__wrapped__
-        )
+        if fresh:
+            step = _jit_train_step(
+                self.cfg,
+                self.partitioner,
+                self.graphdef,
+                self.optimizer,
+                self.schedule,
+                self.ramp,
+                self.state_sharding,
+                stacked,
+            )
+        else:
+            step = (self.train_steps if stacked else self.train_step).__wrapped__
         with self.partitioner.activate():
             return step.lower(self.abstract_state() if state is None else state, batch or self.abstract_batch())
 
@@ -88,55 +103,52 @@ def build(cfg: Config, partitioner: Partitioner | None = None) -> TrainSetup:
     t = cfg.train
     partitioner = partitioner or Partitioner.build(cfg.mesh)
     graphdef = nnx.graphdef(nnx.eval_shape(lambda: Transformer(cfg.model, nnx.Rngs(t.seed))))
-    plan = recipe.step_plan(t, cfg.seq_len)
+    ramp = batch_ramp.of(t, cfg.seq_len)
     schedule = recipe.learning_rate_schedule(t, cfg.seq_len)
-    optimizer = make_optimizer(t.optimizer, plan.total_steps, schedule)
+    optimizer = make_optimizer(t.optimizer, ramp.plan.total_steps, schedule)
     param_axes = model_axes(cfg.model)
     state_sharding = partitioner.state_shardings(jax.eval_shape(lambda: _initial_state(cfg, optimizer)), param_axes)
-    setup = TrainSetup(
+    step_of = functools.partial(_jit_train_step, cfg, partitioner, graphdef, optimizer, schedule, ramp, state_sharding)
+    return TrainSetup(
         cfg=cfg,
         partitioner=partitioner,
         graphdef=graphdef,
-        plan=plan,
+        ramp=ramp,
         optimizer=optimizer,
         schedule=schedule,
         param_axes=param_axes,
         state_sharding=state_sharding,
         batch_sharding=partitioner.batch_sharding(t.batch_size, cfg.seq_len),
-        train_step=None,
-        train_steps=None,
+        train_step=partitioner.under_rules(step_of(stacked=False)),
+        train_steps=partitioner.under_rules(step_of(stacked=True)),
         eval_step=partitioner.under_rules(make_eval_step(graphdef)),
     )
-    # The step closes over the setup's own shardings and optimizer, so it is made from the setup.
-    return dataclasses.replace(
-        setup,
-        train_step=partitioner.under_rules(_jit_train_step(setup)),
-        train_steps=partitioner.under_rules(_jit_train_step(setup, stacked=True)),
-    )
-
-
-def _micro_batches_at(setup: TrainSetup) -> Callable:
-    pieces_per_chunk = setup.cfg.train.micro_batches
-    return lambda step: setup.plan.chunks_at_traced(step) * pieces_per_chunk
 
 
 def _initial_state(cfg: Config, optimizer: optax.GradientTransformation) -> TrainState:
     return init_state(Transformer(cfg.model, nnx.Rngs(cfg.train.seed)), optimizer, cfg.train.seed)
 
 
-def _jit_train_step(setup: TrainSetup, stacked: bool = False) -> Callable:
-    t = setup.cfg.train
+def _jit_train_step(
+    cfg: Config,
+    partitioner: Partitioner,
+    graphdef: nnx.GraphDef,
+    optimizer: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    ramp: batch_ramp.BatchRamp,
+    state_sharding: TrainState,
+    stacked: bool,
+) -> Callable:
+    batch_sharding = partitioner.stacked_batch_sharding if stacked else partitioner.batch_sharding
     return make_train_step(
-        setup.graphdef,
-        setup.optimizer,
-        setup.schedule,
-        recipe.as_accumulation(setup.cfg.train),  # a ramp's chunks are accumulated micro-batches
-        dropout=setup.cfg.model.dropout > 0,
-        state_sharding=setup.state_sharding,
-        batch_sharding=setup.partitioner.stacked_batch_sharding(t.batch_size, setup.cfg.seq_len)
-        if stacked
-        else setup.batch_sharding,
-        micro_batches_at=_micro_batches_at(setup) if setup.plan.ramps else None,
-        compiler_options=setup.partitioner.compiler_options(),
+        graphdef,
+        optimizer,
+        schedule,
+        ramp.accumulation,  # a ramp's chunks are accumulated micro-batches
+        dropout=cfg.model.dropout > 0,
+        state_sharding=state_sharding,
+        batch_sharding=batch_sharding(cfg.train.batch_size, cfg.seq_len),
+        micro_batches_at=ramp.micro_batches_at,
+        compiler_options=partitioner.compiler_options(),
         stacked=stacked,
     )

@@ -100,7 +100,7 @@ def make_train_step(
 ) -> Callable:
     """(state, batch) -> (state, metrics), the state donated. Shardings (from meshlm.parallel) place the state
     and batch on a mesh; None leaves placement to JAX. Under a batch ramp, `micro_batches_at(step)` says how many
-    of the batch's micro-batches hold data at that step (training/recipe.py). `compiler_options` go to XLA
+    of the batch's micro-batches hold data at that step (training/batch_ramp.py). `compiler_options` go to XLA
     (Partitioner.compiler_options). `stacked`: batches come stacked on a leading axis and one call runs a step per
     batch (a scan), its metrics stacked likewise (train.steps_per_call)."""
     accumulate = make_gradient_fn(graphdef, cfg)

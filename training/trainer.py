@@ -19,7 +19,7 @@ from meshlm.model.flops import flops_per_token
 from meshlm.parallel import distributed
 from meshlm.parallel.checks import check_mesh
 from meshlm.parallel.sharding import Partitioner
-from meshlm.training import faults, recipe
+from meshlm.training import faults
 from meshlm.training import run_dir as run_dir_lib
 from meshlm.training import setup as setup_lib
 from meshlm.training.checkpoint import Checkpointer
@@ -28,6 +28,7 @@ from meshlm.training.data import build_pipeline
 from meshlm.training.errors import NonFiniteError
 from meshlm.training.metrics import MetricsWriter
 from meshlm.training.mfu import device_peak
+from meshlm.training.recipe import StepPlan
 from meshlm.training.train_step import TrainState, leaf_name
 
 Hook = Callable[[int, TrainState], dict[str, float] | None]
@@ -37,6 +38,7 @@ _SKIPPED = "nonfinite_skipped"  # saved with the data-iterator state: a resumed 
 @dataclasses.dataclass
 class TrainResult:
     state: TrainState
+    start_step: int  # where this run started: 0, or the step of the checkpoint it resumed from
     final_step: int
     last_val_loss: float | None
 
@@ -45,6 +47,78 @@ class TrainResult:
 class _Scheduled:
     every: int
     fn: Hook
+
+
+@dataclasses.dataclass(frozen=True)
+class _Due:
+    """What is due once a step is trained. Each reads that step's state, so a call of several steps ends there."""
+
+    hooks: list[_Scheduled]
+    save: bool
+    log: bool
+
+    @property
+    def anything(self) -> bool:
+        return bool(self.hooks) or self.save or self.log
+
+
+@dataclasses.dataclass(frozen=True)
+class _FiniteFlags:
+    """One call's health, still on the device: of step `first_step`, or stacked for the steps from it on."""
+
+    first_step: int
+    finite: jax.Array
+    grad_finite: jax.Array  # one flag per parameter (and step), for the diagnosis
+    loss: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class _Timed:
+    seconds: float
+    steps: int
+    tokens: int
+
+
+@dataclasses.dataclass
+class _Throughput:
+    """The calls since the last record, timed. The first call of each length compiles: it is kept out, and stands
+    for itself in a record that follows only such calls."""
+
+    plan: StepPlan
+    flops_per_token: float
+    peak: float  # the devices' FLOP/s
+    start: float
+    steps: int = 0
+    tokens: int = 0
+    lengths_run: set[int] = dataclasses.field(default_factory=set)
+    compiling_call: _Timed | None = None
+
+    def add(self, call_start: float, step: int, done: int, metrics: dict) -> None:
+        """The call that trained steps step + 1 .. done, started at `call_start`; `metrics` are its outputs."""
+        steps, tokens = done - step, self.plan.tokens_at(done) - self.plan.tokens_at(step)
+        if steps in self.lengths_run:
+            self.steps, self.tokens = self.steps + steps, self.tokens + tokens
+            return
+        self.lengths_run.add(steps)
+        jax.block_until_ready(metrics)
+        self.start = time.perf_counter()
+        self.compiling_call = _Timed(self.start - call_start, steps, tokens)
+
+    def take(self) -> dict[str, float]:
+        """Step time, tokens/s and MFU since the last record (call once the step is finished), and a new window."""
+        timed = _Timed(time.perf_counter() - self.start, self.steps, self.tokens)
+        if not timed.steps:
+            timed = self.compiling_call
+        tokens_per_s = timed.tokens / timed.seconds
+        self.start, self.steps, self.tokens = time.perf_counter(), 0, 0
+        return dict(
+            step_time=timed.seconds / timed.steps,
+            tokens_per_s=tokens_per_s,
+            mfu=self.flops_per_token * tokens_per_s / self.peak,
+        )
+
+    def skip_until_now(self) -> None:
+        self.start = time.perf_counter()
 
 
 class Trainer:
@@ -68,16 +142,14 @@ class Trainer:
         self.cfg = cfg = run_dir_lib.resolve_config(self.run_dir, cfg).validate()
         t = cfg.train
         self.log = log if jax.process_index() == 0 else (lambda *_: None)
-        # Under a batch ramp the loader yields single micro-batches and a step takes as many as it needs.
-        self.accumulation = recipe.as_accumulation(t)
-        self.loader_rows = t.batch_size // self.accumulation.micro_batches if recipe.ramps(t) else t.batch_size
-        partitioner = Partitioner.build(cfg.mesh)
+        self.setup = setup_lib.build(cfg, Partitioner.build(cfg.mesh))
+        partitioner, ramp = self.setup.partitioner, self.setup.ramp
         check_mesh(
             partitioner.sizes,
             sequence_parallel=cfg.mesh.sequence_parallel,
             model=cfg.model,
             batch_size=t.batch_size,
-            micro_batches=self.accumulation.micro_batches,
+            micro_batches=ramp.accumulation.micro_batches,
             seq_len=cfg.seq_len,
             process_count=jax.process_count(),
         )
@@ -87,7 +159,7 @@ class Trainer:
                 cfg.data,
                 run_dir=self.run_dir,
                 seq_len=cfg.seq_len,
-                batch_size=self.loader_rows // jax.process_count(),
+                batch_size=ramp.loader_rows // jax.process_count(),
                 seed=t.seed,
                 process_index=jax.process_index(),
                 process_count=jax.process_count(),
@@ -100,7 +172,6 @@ class Trainer:
             )
         run_dir_lib.save_config(self.run_dir, cfg)
 
-        self.setup = setup_lib.build(cfg, partitioner)
         self.checkpointer = Checkpointer(self.run_dir / run_dir_lib.CHECKPOINTS, keep=t.keep_checkpoints)
         self.state, data_state = self.setup.restore_or_init(self.checkpointer, log=self.log)
         self.train_iter = self.pipeline.train_iterator()
@@ -125,7 +196,8 @@ class Trainer:
         t = self.cfg.train
         if self._val_batches is None:
             local = self.pipeline.val_batches(t.eval_batches)
-            self._val_batches = [self.setup.partitioner.global_batch(b, self.loader_rows) for b in local]
+            rows = self.setup.ramp.loader_rows
+            self._val_batches = [self.setup.partitioner.global_batch(b, rows) for b in local]
         total, count = 0.0, 0.0
         for batch in self._val_batches:
             loss_sum, tokens = self.setup.eval_step(state.params, batch)
@@ -135,87 +207,32 @@ class Trainer:
 
     def run(self, stop_after: int | None = None, progress: bool = True) -> TrainResult:
         """Train to the run's last step (train.steps, or the steps train.tokens takes), or `stop_after` more."""
-        cfg, t, setup, plan = self.cfg, self.cfg.train, self.setup, self.setup.plan
-        start, total = int(self.state.step), plan.total_steps
+        start, total = int(self.state.step), self.setup.plan.total_steps
         writer = MetricsWriter(self.run_dir, start)
-        model_flops_per_token = flops_per_token(cfg.model, cfg.seq_len).total
-        peak, peak_source = device_peak(setup.partitioner.mesh.devices.flat)
-        n_params = sum(x.size for x in jax.tree.leaves(self.state.params))
-        self.log(
-            f"{cfg.preset or 'model'}: {n_params:,} params, {t.batch_size} x {cfg.seq_len} tokens per step"
-            + (f" after a ramp from {plan.batch_size_at(0)} over {t.ramp_tokens:,} tokens" if plan.ramps else "")
-            + f", {total:,} steps, "
-            f"peak {peak:.3g} FLOP/s ({peak_source}), mesh {setup.partitioner.sizes} on "
-            f"{setup.partitioner.mesh.size} of {jax.device_count()} devices, {jax.process_count()} process(es)"
-        )
+        peak = self._announce()
         end = total if stop_after is None else min(total, start + stop_after)
         bar = _progress_bar(start, total, progress)
-        state, window_start, window_steps, window_tokens = self.state, time.perf_counter(), 0, 0
-        unchecked = None  # the previous call's health, checked after the next call is dispatched
-        lengths_run = set()  # steps per call seen so far: the first call of each length compiles
-        step = start
+        per_token = flops_per_token(self.cfg.model, self.cfg.seq_len).total
+        clock = _Throughput(self.setup.plan, per_token, peak, time.perf_counter())
+        state, step, pending = self.state, start, None
         while step < end:
             call_start, done = time.perf_counter(), step + self._call_length(step, end, total)
-            local = [self._next_batch(s) for s in range(step, done)]
-            if done - step == 1:
-                state, metrics = setup.train_step(state, setup.partitioner.global_batch(local[0], t.batch_size))
-            else:
-                stacked = {k: np.stack([b[k] for b in local]) for k in local[0]}
-                batches = setup.partitioner.global_batch(stacked, t.batch_size, stacked=True)
-                state, metrics = setup.train_steps(state, batches)
+            state, metrics, flags = self._train_call(state, step, done)
             for d in range(step + 1, done + 1):
                 faults.kill_point("step", d)
-            if unchecked is not None:
-                self._check_finite(*unchecked, params=state.params)
-            health = (step + 1, metrics.pop("finite"), metrics.pop("grad_finite"), metrics["loss"])
-            if done - step > 1:
-                metrics = {k: v[-1] for k, v in metrics.items()}  # the record is the call's last step's
-            due, save, log = self._due_after(done, end, total)
-            if due or save or log:  # nothing non-finite is logged unflagged,
-                self._check_finite(*health, params=state.params)  # reaches a hook or is saved
-                unchecked = None
-            else:
-                unchecked = health
-            call_tokens = sum(plan.batch_size_at(s) for s in range(step, done)) * cfg.seq_len
-            if done - step not in lengths_run:  # a compiling call: keep it out of the throughput figures
-                lengths_run.add(done - step)
-                jax.block_until_ready(metrics)
-                window_start = time.perf_counter()
-                compiling_call = (window_start - call_start, done - step, call_tokens)
-            else:
-                window_steps += done - step
-                window_tokens += call_tokens
-            record = {}
-            if log:
-                record = {k: float(v) for k, v in metrics.items()}  # blocks until the step is finished
-                elapsed, steps_timed, tokens = time.perf_counter() - window_start, window_steps, window_tokens
-                if not steps_timed:  # only a compiling call since the last record: it stands for itself
-                    elapsed, steps_timed, tokens = compiling_call
-                tokens_per_s = tokens / elapsed
-                record.update(
-                    step_time=elapsed / steps_timed,
-                    tokens_per_s=tokens_per_s,
-                    mfu=model_flops_per_token * tokens_per_s / peak,
-                    batch_size=plan.batch_size_at(done - 1),
-                    tokens_seen=plan.tokens_at(done),
-                )
-                if t.nonfinite == "skip":
-                    record["nonfinite_skipped"] = self.nonfinite_skipped
-                window_start, window_steps, window_tokens = time.perf_counter(), 0, 0
-            for hook in due:
-                record.update(hook.fn(done, state) or {})
-            if due:
-                window_start = time.perf_counter()  # hook time is not training time
+            due = self._due_after(done, end, total)
+            pending = self._check_flags(pending, flags, due, state.params)
+            clock.add(call_start, step, done, metrics)
+            record = self._record(done, metrics, clock) if due.log else {}
+            record.update(self._run_hooks(due.hooks, done, state, clock))
             if record:
                 writer.write(done, record)
                 self._report(done, record, bar)
                 faults.kill_point("metrics", done)
             if bar is not None:
                 bar.update(done - step)
-            if save:
-                data_state = {**self.train_iter.get_state(), _SKIPPED: self.nonfinite_skipped}
-                self.checkpointer.save(state, data_state, done)
-                faults.kill_point("checkpoint", done)
+            if due.save:
+                self._save(state, done)
             step = done
         self.checkpointer.wait()
         self.checkpointer.close()
@@ -223,48 +240,97 @@ class Trainer:
         if bar is not None:
             bar.close()
         self.state = state
-        return TrainResult(state, end, self.last_val_loss)
+        return TrainResult(state, start, end, self.last_val_loss)
 
-    def _due_after(self, done: int, end: int, total: int) -> tuple[list[_Scheduled], bool, bool]:
-        """(hooks to run, save?, log?) once step `done` is trained."""
+    def _announce(self) -> float:
+        """Log what the run trains on what; the devices' peak FLOP/s."""
+        cfg, t, plan, partitioner = self.cfg, self.cfg.train, self.setup.plan, self.setup.partitioner
+        peak, peak_source = device_peak(partitioner.mesh.devices.flat)
+        n_params = sum(x.size for x in jax.tree.leaves(self.state.params))
+        self.log(
+            f"{cfg.preset or 'model'}: {n_params:,} params, {t.batch_size} x {cfg.seq_len} tokens per step"
+            + (f" after a ramp from {plan.batch_size_at(0)} over {t.ramp_tokens:,} tokens" if plan.ramps else "")
+            + f", {plan.total_steps:,} steps, "
+            f"peak {peak:.3g} FLOP/s ({peak_source}), mesh {partitioner.sizes} on "
+            f"{partitioner.mesh.size} of {jax.device_count()} devices, {jax.process_count()} process(es)"
+        )
+        return peak
+
+    def _due_after(self, done: int, end: int, total: int) -> _Due:
         t = self.cfg.train
-        hooks = [h for h in self.hooks if done % h.every == 0 or done == total]
-        return hooks, done % t.checkpoint_every == 0 or done == end, done % t.log_every == 0 or done == end
+        return _Due(
+            hooks=[h for h in self.hooks if done % h.every == 0 or done == total],
+            save=done % t.checkpoint_every == 0 or done == end,
+            log=done % t.log_every == 0 or done == end,
+        )
 
     def _call_length(self, step: int, end: int, total: int) -> int:
         """Steps the next call runs: train.steps_per_call, cut short after the first step that anything is due
         after, so it sees the state of exactly that step."""
         n = 1
-        while n < self.cfg.train.steps_per_call and not any(self._due_after(step + n, end, total)):
+        while n < self.cfg.train.steps_per_call and not self._due_after(step + n, end, total).anything:
             n += 1
         return n
 
-    def _next_batch(self, step: int) -> dict:
-        """This process's rows of step `step`'s batch. Under a ramp: the step's micro-batches, the unused ones zero
-        (never read: the step loops over the first n only), interleaved so micro-batch m is rows m, m + M, ...
-        as the train step's gradient accumulation takes them."""
-        if not self.setup.plan.ramps:
-            return next(self.train_iter)
-        M = self.accumulation.micro_batches
-        n = self.setup.plan.chunks_at(step) * self.cfg.train.micro_batches
-        micros = [next(self.train_iter) for _ in range(n)]
-        micros += [jax.tree.map(np.zeros_like, micros[0])] * (M - n)
-        return {k: np.stack([m[k] for m in micros], axis=1).reshape((-1,) + micros[0][k].shape[1:]) for k in micros[0]}
+    def _train_call(self, state: TrainState, step: int, done: int) -> tuple[TrainState, dict, _FiniteFlags]:
+        """Steps step + 1 .. done in one call: the state, the last step's metrics and every step's finite flags."""
+        setup, rows = self.setup, self.cfg.train.batch_size
+        local = [setup.ramp.step_batch(s, self.train_iter) for s in range(step, done)]
+        if done - step == 1:
+            state, metrics = setup.train_step(state, setup.partitioner.global_batch(local[0], rows))
+        else:
+            stacked = {k: np.stack([b[k] for b in local]) for k in local[0]}
+            state, metrics = setup.train_steps(state, setup.partitioner.global_batch(stacked, rows, stacked=True))
+        flags = _FiniteFlags(step + 1, metrics.pop("finite"), metrics.pop("grad_finite"), metrics["loss"])
+        if done - step > 1:
+            metrics = {k: v[-1] for k, v in metrics.items()}
+        return state, metrics, flags
 
-    def _check_finite(self, first: int, finite, grad_finite, loss, params) -> None:
-        """Count skipped batches, or stop with the step, the parameters at fault and the last good checkpoint. The
-        flags are one call's: of step `first`, or stacked for the steps from `first` on."""
-        finite = np.atleast_1d(jax.device_get(finite))
+    def _check_flags(self, pending: _FiniteFlags | None, flags: _FiniteFlags, due: _Due, params) -> _FiniteFlags | None:
+        """Check the previous call's flags now that this call is dispatched, so the host never waits for them, and
+        this call's too if anything is due: nothing non-finite is logged unflagged, reaches a hook or is saved.
+        Returns the flags left pending."""
+        if pending is not None:
+            self._check_finite(pending, params)
+        if not due.anything:
+            return flags
+        self._check_finite(flags, params)
+        return None
+
+    def _record(self, done: int, metrics: dict, clock: _Throughput) -> dict[str, float]:
+        record = {k: float(v) for k, v in metrics.items()}  # blocks until the step is finished
+        plan = self.setup.plan
+        record.update(clock.take(), batch_size=plan.batch_size_at(done - 1), tokens_seen=plan.tokens_at(done))
+        if self.cfg.train.nonfinite == "skip":
+            record["nonfinite_skipped"] = self.nonfinite_skipped
+        return record
+
+    def _run_hooks(self, hooks: list[_Scheduled], done: int, state: TrainState, clock: _Throughput) -> dict:
+        record = {}
+        for hook in hooks:
+            record.update(hook.fn(done, state) or {})
+        if hooks:
+            clock.skip_until_now()  # hook time is not training time
+        return record
+
+    def _save(self, state: TrainState, done: int) -> None:
+        data_state = {**self.train_iter.get_state(), _SKIPPED: self.nonfinite_skipped}
+        self.checkpointer.save(state, data_state, done)
+        faults.kill_point("checkpoint", done)
+
+    def _check_finite(self, flags: _FiniteFlags, params) -> None:
+        """Count skipped batches, or stop with the step, the parameters at fault and the last good checkpoint."""
+        finite = np.atleast_1d(jax.device_get(flags.finite))
         if finite.all():
             return
         if self.cfg.train.nonfinite == "skip":
             self.nonfinite_skipped += int((~finite).sum())
             return
         row = int(np.argmin(finite))
-        step, loss = first + row, np.atleast_1d(jax.device_get(loss))[row]
+        step, loss = flags.first_step + row, np.atleast_1d(jax.device_get(flags.loss))[row]
         names = [leaf_name(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
-        flags = np.asarray(jax.device_get(grad_finite)).reshape(len(finite), -1)[row]
-        bad = [n for n, ok in zip(names, flags) if not ok]
+        grad_finite = np.asarray(jax.device_get(flags.grad_finite)).reshape(len(finite), -1)[row]
+        bad = [n for n, ok in zip(names, grad_finite) if not ok]
         self.checkpointer.wait()
         last = self.checkpointer.latest_step()
         self.checkpointer.close()

@@ -2,7 +2,6 @@
 
 import contextlib
 import pathlib
-import re
 import shutil
 import socket
 import statistics
@@ -29,20 +28,16 @@ def execute(config: dict, run_dir: str, tokenizer: str, compile_cache: str = "")
         # The sweep's tokenizer, trained once by the driver: the trainer loads a run's own copy when it finds one.
         shutil.copyfile(tokenizer, path / "tokenizer.model.tmp")
         (path / "tokenizer.model.tmp").replace(path / "tokenizer.model")
-    lines: list[str] = []
     with (path / LOG).open("a") as log_file:
 
         def log(*parts) -> None:
-            line = " ".join(map(str, parts))
-            lines.append(line)
-            print(line, file=log_file, flush=True)
+            print(*parts, file=log_file, flush=True)
 
         start = time.perf_counter()
         with persistent_compile_cache(compile_cache):
-            train(cfg, path, progress=False, log=log)
+            result = train(cfg, path, progress=False, log=log)
         wall = time.perf_counter() - start
-    resumed = next((int(m[1]) for m in map(re.compile(r"resumed from step (\d+)").match, lines) if m), 0)
-    return summarise(cfg, metrics_lib.read(path), wall_time_s=wall, resumed_from_step=resumed)
+    return summarise(cfg, metrics_lib.read(path), wall_time_s=wall, resumed_from_step=result.start_step)
 
 
 @contextlib.contextmanager
