@@ -8,7 +8,7 @@ from flax import nnx
 
 from meshlm.model import attention
 from meshlm.model.config import ModelConfig
-from meshlm.model.transformer import Transformer
+from meshlm.model.transformer import abstract_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,7 +22,7 @@ class ParamCount:
 
 
 def count_params(cfg: ModelConfig) -> ParamCount:
-    abstract = nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0)))
+    abstract = abstract_model(cfg)
     params = nnx.state(abstract, nnx.Param)
     total = sum(math.prod(x.shape) for x in jax.tree.leaves(params))
     embedding = cfg.vocab_size * cfg.d_model + (cfg.n_ctx * cfg.d_model if cfg.position == "learned" else 0)

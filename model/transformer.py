@@ -131,6 +131,12 @@ class Transformer(nnx.Module):
         return x_BTD, cache
 
 
+def abstract_model(cfg: ModelConfig, seed: int = 0) -> Transformer:
+    """The model with shapes and dtypes in place of arrays: nothing is allocated. The one way to get a graphdef or
+    parameter shapes without building the parameters."""
+    return nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(seed)))
+
+
 def _stacked_blocks(cfg: ModelConfig, rngs: nnx.Rngs) -> Block:
     """n_layers blocks as one Block whose parameters carry a leading `layers` axis."""
     graphdef = nnx.graphdef(nnx.eval_shape(lambda: Block(cfg, nnx.Rngs(0))))

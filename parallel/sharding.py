@@ -12,7 +12,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from meshlm.model.config import ModelConfig
 from meshlm.model.errors import ConfigError
-from meshlm.model.transformer import Transformer, logical_axes
+from meshlm.model.transformer import abstract_model, logical_axes
 from meshlm.parallel.config import AXES, MeshConfig
 from meshlm.parallel.constrain import named_sharding, rules_active, spec_entry
 from meshlm.parallel.rules import Rules, partition, rules_for
@@ -30,12 +30,12 @@ def make_mesh(sizes: dict[str, int], devices=None) -> Mesh:
 
 def model_axes(cfg: ModelConfig) -> dict:
     """Each parameter's tuple of logical axis names, as a nested dict like the parameters (nothing allocated)."""
-    return nnx.to_pure_dict(logical_axes(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0)))))
+    return nnx.to_pure_dict(logical_axes(abstract_model(cfg)))
 
 
 def flat_params(cfg: ModelConfig) -> dict[str, tuple[jax.ShapeDtypeStruct, tuple[str, ...]]]:
     """{"blocks/attn/w_qkv": (shape and dtype, logical axes)} for every parameter, nothing allocated."""
-    model = nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0)))
+    model = abstract_model(cfg)
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     pairs = jax.tree.map(lambda x, names: (x, names), params, model_axes(cfg))
     leaves = jax.tree_util.tree_flatten_with_path(

@@ -20,7 +20,7 @@ from flax import nnx
 
 from meshlm.model.errors import ConfigError
 from meshlm.model.generate import SamplingConfig, generate
-from meshlm.model.transformer import Transformer
+from meshlm.model.transformer import Transformer, abstract_model
 from meshlm.parallel.config import MeshConfig
 from meshlm.parallel.sharding import Partitioner, abstract, model_axes
 from meshlm.training import config as config_lib
@@ -121,7 +121,7 @@ def load_run(path: epath.PathLike, mesh: MeshConfig | None = None, step: int | N
     if checkpointer.latest_step() is None:
         checkpointer.close()
         raise no_checkpoint
-    graphdef, abstract_params = nnx.split(nnx.eval_shape(lambda: Transformer(cfg.model, nnx.Rngs(0))))
+    graphdef, abstract_params = nnx.split(abstract_model(cfg.model))
     abstract_params = nnx.to_pure_dict(abstract_params)
     partitioner = Partitioner.build(mesh or MeshConfig())
     shardings = partitioner.param_shardings(abstract_params, model_axes(cfg.model))

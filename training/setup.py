@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from meshlm.model.transformer import Transformer
+from meshlm.model.transformer import Transformer, abstract_model
 from meshlm.parallel.sharding import NamedSharding, Partitioner, abstract, model_axes
 from meshlm.training import batch_ramp, recipe
 from meshlm.training.checkpoint import Checkpointer
@@ -44,6 +44,13 @@ class TrainSetup:
 
     def _init(self) -> TrainState:
         return _initial_state(self.cfg, self.optimizer)
+
+    def state_with_params(self, params: dict) -> TrainState:
+        """The initial state around given parameters (a pure dict, e.g. converted weights): the optimizer state
+        this setup's optimizer creates for them, as a fresh run's would be."""
+        dtype = jnp.dtype(self.cfg.model.param_dtype)
+        model = nnx.merge(self.graphdef, jax.tree.map(lambda x: jnp.asarray(x, dtype), params))
+        return init_state(model, self.optimizer, self.cfg.train.seed)
 
     def init_state(self) -> TrainState:
         """The initial state created directly in its shards: never whole on one device."""
@@ -102,7 +109,7 @@ def build(cfg: Config, partitioner: Partitioner | None = None) -> TrainSetup:
     """The setup of `cfg` on `partitioner`'s mesh (default: the mesh that cfg.mesh describes on all devices)."""
     t = cfg.train
     partitioner = partitioner or Partitioner.build(cfg.mesh)
-    graphdef = nnx.graphdef(nnx.eval_shape(lambda: Transformer(cfg.model, nnx.Rngs(t.seed))))
+    graphdef = nnx.graphdef(abstract_model(cfg.model, t.seed))
     ramp = batch_ramp.of(t, cfg.seq_len)
     schedule = recipe.learning_rate_schedule(t, cfg.seq_len)
     optimizer = make_optimizer(t.optimizer, ramp.plan.total_steps, schedule)

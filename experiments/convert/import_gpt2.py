@@ -7,21 +7,21 @@ fine-tunes it, starting the data iterator fresh, under the train/data sections c
 """
 
 import jax
-import jax.numpy as jnp
 from etils import epath
 from flax import nnx
 
 from meshlm.experiments.convert import gpt2_layout, hf_files
 from meshlm.model.errors import ConfigError
-from meshlm.model.transformer import Transformer
+from meshlm.model.transformer import abstract_model
+from meshlm.parallel.config import MeshConfig
+from meshlm.parallel.sharding import Partitioner
 from meshlm.training import config as config_lib
 from meshlm.training import run_dir as run_dir_lib
+from meshlm.training import setup as setup_lib
 from meshlm.training.atomic import write_atomic
 from meshlm.training.checkpoint import Checkpointer
 from meshlm.training.data_config import DataConfig
-from meshlm.training.optimizer import make_optimizer
 from meshlm.training.tokenizer import FILE_NAMES, HF_CONFIG_FILE, Tokenizer, find_in
-from meshlm.training.train_step import init_state
 
 
 def convert(src: epath.PathLike, out: epath.PathLike, overrides: list[str] = ()) -> config_lib.Config:
@@ -54,19 +54,21 @@ def convert(src: epath.PathLike, out: epath.PathLike, overrides: list[str] = ())
 
 def _check_shapes(params: dict, cfg: config_lib.Config) -> None:
     """--set may change how the model computes (dtype, attention, remat), never its parameters' shapes."""
-    expected = nnx.to_pure_dict(nnx.state(nnx.eval_shape(lambda: Transformer(cfg.model, nnx.Rngs(0))), nnx.Param))
+    expected = nnx.to_pure_dict(nnx.state(abstract_model(cfg.model), nnx.Param))
     got, want = jax.tree.map(lambda x: x.shape, params), jax.tree.map(lambda x: x.shape, expected)
     if got != want:
         raise ConfigError("the --set overrides change the model's parameter shapes; override train.* and data.* only")
 
 
+def step_zero_state(cfg: config_lib.Config, params: dict):
+    """The converted parameters in the state training's one setup builds (its optimizer and schedule), on one
+    device: a fine-tuning run restores it onto its own mesh."""
+    setup = setup_lib.build(cfg, Partitioner.build(MeshConfig(shape="data=1"), jax.devices()[:1]))
+    return setup.state_with_params(params)
+
+
 def _save_step_zero(out: epath.Path, cfg: config_lib.Config, params: dict) -> None:
-    t = cfg.train
-    dtype = jnp.dtype(cfg.model.param_dtype)
-    graphdef = nnx.graphdef(nnx.eval_shape(lambda: Transformer(cfg.model, nnx.Rngs(t.seed))))
-    model = nnx.merge(graphdef, jax.tree.map(lambda x: jnp.asarray(x, dtype), params))
-    state = init_state(model, make_optimizer(t.optimizer, t.steps), t.seed)
-    checkpointer = Checkpointer(out / run_dir_lib.CHECKPOINTS, keep=t.keep_checkpoints, async_save=False)
+    checkpointer = Checkpointer(out / run_dir_lib.CHECKPOINTS, keep=cfg.train.keep_checkpoints, async_save=False)
     # No data-iterator state: fine-tuning reads its data from the start.
-    checkpointer.save(state, None, 0)
+    checkpointer.save(step_zero_state(cfg, params), None, 0)
     checkpointer.close()

@@ -1,8 +1,10 @@
 """meshlm convert without torch: HF GPT-2 tensors land where the layout says (checked by hand against GPT-2's
 q|k|v column split), the run directory loads, fine-tunes from step 0, and exports back bit for bit."""
 
+import dataclasses
 import json
 
+import jax
 import numpy as np
 import pytest
 import safetensors.numpy
@@ -11,7 +13,11 @@ from meshlm.experiments.cli import main
 from meshlm.experiments.convert import export_hf, gpt2_layout, import_gpt2
 from meshlm.model.config import ModelConfig
 from meshlm.model.errors import ConfigError
-from meshlm.training.run_dir import load_run
+from meshlm.parallel.config import MeshConfig
+from meshlm.parallel.sharding import Partitioner
+from meshlm.training import setup as setup_lib
+from meshlm.training.checkpoint import Checkpointer
+from meshlm.training.run_dir import CHECKPOINTS, load_run
 from meshlm.training.tokenizer import HFTokenizer
 from meshlm.training.trainer import train
 from tests.experiments.convert import hf_dirs
@@ -77,6 +83,23 @@ def test_untied_head_round_trips(tmp_path):
     export_hf.convert(tmp_path / "run", tmp_path / "back")
     back = safetensors.numpy.load((tmp_path / "back" / "model.safetensors").read_bytes())
     np.testing.assert_array_equal(back["lm_head.weight"], tensors["lm_head.weight"])
+
+
+def test_step_zero_is_the_state_training_creates(converted):
+    """The checkpoint a fine-tuning run resumes from holds what training's own setup creates for these weights: the
+    same step, optimizer state (tree and values) and rng, so the run continues as one that had trained to here."""
+    root, _ = converted
+    run = load_run(root / "run")
+    setup = setup_lib.build(run.config, Partitioner.build(MeshConfig(shape="data=1"), jax.devices()[:1]))
+    checkpointer = Checkpointer(root / "run" / CHECKPOINTS, keep=1)
+    saved, data_state = setup.restore_or_init(checkpointer)
+    checkpointer.close()
+    fresh = setup.init_state()
+    expected = dataclasses.replace(fresh, params=jax.tree.map(np.asarray, run.params))
+    assert data_state is None
+    assert jax.tree.structure(saved) == jax.tree.structure(expected)
+    for (path, got), want in zip(jax.tree_util.tree_leaves_with_path(saved), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=jax.tree_util.keystr(path))
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """Against transformers: a random GPT2LMHeadModel saved to disk and converted gives transformers' logits (f32,
-<= 1e-5, where f32 differences measure ~2e-6) and greedy tokens in meshlm, tokenizes as transformers does, and comes back to HF exactly."""
+<= 1e-5, where f32 differences measure ~2e-6) and greedy tokens in meshlm, tokenizes as transformers does, and comes
+back to HF exactly."""
 
 import os
 
