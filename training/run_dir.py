@@ -32,10 +32,23 @@ TOKENIZER = "tokenizer.model"
 CHECKPOINTS = "checkpoints"
 
 
+# The install that brings the filesystem of a URL scheme (etils.epath reaches URLs through fsspec).
+EXTRAS = {"gs": "pip install 'meshlm[gcs]'", "gcs": "pip install 'meshlm[gcs]'"}
+
+
 def check_directory(run_dir: epath.Path) -> None:
-    """A ConfigError when run_dir, or a folder above it, is a file rather than a directory."""
+    """A ConfigError when run_dir, or a folder above it, is a file rather than a directory, or when its URL scheme's
+    filesystem is not installed."""
     for path in [run_dir, *run_dir.parents]:
-        if not path.exists():
+        try:
+            exists = path.exists()
+        except ImportError:  # fsspec knows the scheme but its package is missing
+            scheme = str(run_dir).split("://", 1)[0]
+            fix = EXTRAS.get(scheme, f"install the fsspec filesystem package for {scheme}://")
+            raise ConfigError(
+                f"--run-dir {run_dir} needs the {scheme}:// filesystem, which is not installed; {fix}"
+            ) from None
+        if not exists:
             continue
         if path.is_dir():
             return

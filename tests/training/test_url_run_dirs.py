@@ -6,6 +6,8 @@ array writes go through tensorstore's own GCS driver and TensorBoard's through g
 test checks that the URL reaches them intact (docs/architecture.md says what was and was not exercised)."""
 
 import os
+import subprocess
+import sys
 
 import fsspec
 import pytest
@@ -91,3 +93,16 @@ def test_checkpointer_hands_orbax_the_url(fake_gcs, monkeypatch):
     assert str(checkpointer.manager.directory) == f"{RUN}/checkpoints"
     assert checkpointer.latest_step() is None
     checkpointer.close()
+
+
+def test_a_gs_run_dir_without_the_gcs_extra_is_one_line_naming_the_install(tmp_path):
+    # A fresh process: fsspec and epath cache the filesystems the other tests registered for gs://.
+    probe = (
+        "import sys; sys.modules['gcsfs'] = None  # as on an install without the gcs extra\n"
+        "from meshlm.experiments.cli import main\n"
+        "sys.exit(main(['train', '--preset', 'tiny', '--run-dir', 'gs://bucket/run', '--set', 'train.steps=1']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "pip install 'meshlm[gcs]'" in proc.stderr
+    assert not (tmp_path / "gs:").exists()
