@@ -117,8 +117,9 @@ class _Throughput:
             mfu=self.flops_per_token * tokens_per_s / self.peak,
         )
 
-    def skip_until_now(self) -> None:
-        self.start = time.perf_counter()
+    def leave_out(self, seconds: float) -> None:
+        """Time spent inside the window on something other than training."""
+        self.start += seconds
 
 
 class Trainer:
@@ -306,11 +307,13 @@ class Trainer:
         return record
 
     def _run_hooks(self, hooks: list[_Scheduled], done: int, state: TrainState, clock: _Throughput) -> dict:
-        record = {}
+        if not hooks:
+            return {}
+        jax.block_until_ready(state)  # the steps before the hooks keep their time in the window
+        started, record = time.perf_counter(), {}
         for hook in hooks:
             record.update(hook.fn(done, state) or {})
-        if hooks:
-            clock.skip_until_now()  # hook time is not training time
+        clock.leave_out(time.perf_counter() - started)  # hook time is not training time
         return record
 
     def _save(self, state: TrainState, done: int) -> None:

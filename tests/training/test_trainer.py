@@ -92,6 +92,38 @@ def test_each_record_times_the_steps_since_the_last_one_compiling_calls_standing
     assert all(r["step_time"] == 10.0 and r["tokens_per_s"] == 4 * 32 / 10.0 for r in records)
 
 
+def test_hook_time_is_left_out_of_the_records_but_the_steps_around_it_are_not(corpus, tmp_path, monkeypatch):
+    """Hooks every 6 steps, records every 4: each hook takes 100 s on the clock, every step 10 s. Every record reads
+    10 s a step, the record of step 8 included, whose window holds steps 5 and 6 before the hook and 7, 8 after."""
+    clock = [0.0]
+    monkeypatch.setattr(trainer_lib, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    every = {"train.log_every": 4, "train.checkpoint_every": 12, "train.eval_every": 12}
+    trainer = Trainer(small_config(corpus, tmp_path, steps=12, **every), tmp_path / "run", log=quiet)
+
+    def slow_hook(step, state):
+        clock[0] += 100.0
+        return {}
+
+    def ticking(call, steps_of):
+        def run(state, batch):
+            clock[0] += 10.0 * steps_of(batch)
+            return call(state, batch)
+
+        return run
+
+    setup = trainer.setup
+    trainer.setup = dataclasses.replace(
+        setup,
+        train_step=ticking(setup.train_step, lambda batch: 1),
+        train_steps=ticking(setup.train_steps, lambda batch: batch["inputs"].shape[0]),
+    )
+    trainer.add_hook(6, slow_hook)
+    trainer.run(progress=False)
+    records = metrics_lib.read(tmp_path / "run")
+    assert [r["step"] for r in records] == [4, 8, 12]
+    assert [r["step_time"] for r in records] == [10.0, 10.0, 10.0]
+
+
 def _sum(state) -> float:
     return float(state.params["embed"].sum())
 
