@@ -155,6 +155,53 @@ def test_kernel_keeps_continuations_of_a_shared_context_apart(kernel):
     assert not np.allclose(context_changed[0, :, 7:10], out[0, :, 7:10])  # every continuation sees the context
 
 
+# -- the kernels that are not softmax attention, against their definitions written out here -------------------
+
+
+def _by_query_head(x_BGSK: jax.Array, H: int) -> jax.Array:
+    """Each key/value head repeated for the H / G query heads that share it: query head h reads group h // (H/G)."""
+    return jnp.repeat(x_BGSK, H // x_BGSK.shape[1], axis=1)
+
+
+@pytest.mark.parametrize("segments", [False, True], ids=["causal", "packed"])
+def test_linear_equals_its_quadratic_form_across_chunks(segments):
+    """Katharopoulos et al. (2020), eq. 6 with phi = elu + 1: out_t = sum_{s visible} phi(q_t).phi(k_s) v_s over the
+    same sum without v_s. T = 200 spans three 64-token chunks and part of a fourth, so the plain causal mask reaches
+    the running sum carried across chunks."""
+    B, H, G, T = 2, 4, 2, 200
+    q, k, v = _qkv(B=B, T=T, S=T, H=H, G=G)
+    segment_BT = jnp.stack([jnp.where(jnp.arange(T) < 130, 1, 2), jnp.ones(T, jnp.int32)])
+    mask = AttentionMask.causal(B, T, segment_BT if segments else None)
+    assert mask.plain_causal != segments  # the chunked path, or the masked one
+    phi = lambda x: jnp.where(x > 0, x + 1.0, jnp.exp(x))  # noqa: E731  elu(x) + 1
+    same_segment_BTS = segment_BT[:, :, None] == segment_BT[:, None, :] if segments else True
+    visible_BTS = jnp.tril(jnp.ones((T, T), bool))[None] & same_segment_BTS
+    weights_BHTS = jnp.einsum("bhtk,bhsk->bhts", phi(q), phi(_by_query_head(k, H))) * visible_BTS[:, None]
+    want = jnp.einsum("bhts,bhsk->bhtk", weights_BHTS, _by_query_head(v, H)) / weights_BHTS.sum(-1, keepdims=True)
+    np.testing.assert_allclose(_jitted("linear")(q, k, v, mask), want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("segments", [False, True], ids=["causal", "packed"])
+def test_softcap_caps_logits_past_the_cap(segments):
+    """Gemma 2's soft cap, 50 tanh(logits / 50), applied to the scaled logits before the mask and the softmax.
+    Queries and keys 30 times larger than unit scale put most logits far past the cap."""
+    B, H, G, T, K, cap = 2, 4, 2, 20, 8, 50.0
+    q, k, v = _qkv(B=B, T=T, S=T, H=H, G=G, K=K)
+    q, k = 30.0 * q, 30.0 * k
+    segment_BT = jnp.stack([jnp.where(jnp.arange(T) < 8, 1, 2), jnp.ones(T, jnp.int32)])
+    mask = AttentionMask.causal(B, T, segment_BT if segments else None)
+    logits_BHTS = jnp.einsum("bhtk,bhsk->bhts", q, _by_query_head(k, H)) / np.sqrt(K)
+    assert float(jnp.mean(jnp.abs(logits_BHTS) > 2 * cap)) > 0.5  # far into tanh's flat part
+    same_segment_BTS = segment_BT[:, :, None] == segment_BT[:, None, :] if segments else True
+    visible_BHTS = (jnp.tril(jnp.ones((T, T), bool))[None] & same_segment_BTS)[:, None]
+    capped_BHTS = jnp.where(visible_BHTS, cap * jnp.tanh(logits_BHTS / cap), -jnp.inf)
+    want = jnp.einsum("bhts,bhsk->bhtk", jax.nn.softmax(capped_BHTS, axis=-1), _by_query_head(v, H))
+    got = _jitted("softcap")(q, k, v, mask)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+    # Uncapped, the largest logit takes all the weight: a different output, so the cap is what was checked.
+    assert float(jnp.max(jnp.abs(got - _jitted("reference")(q, k, v, mask)))) > 0.1
+
+
 # -- kernels and layers in the model ----------------------------------------------------------------------------
 
 VARIANTS = [("kernel", name) for name in KERNELS] + [("layer", name) for name in LAYERS]

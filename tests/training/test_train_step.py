@@ -1,11 +1,15 @@
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 
 from meshlm.model.transformer import Transformer
+from meshlm.training import config as config_lib
+from meshlm.training import setup as setup_lib
 from meshlm.training.config import OptimizerConfig, TrainConfig
 from meshlm.training.optimizer import learning_rate_schedule, make_optimizer
 from meshlm.training.train_step import init_state, make_gradient_fn, make_train_step, token_losses
@@ -111,6 +115,98 @@ def test_train_step_lowers_the_loss_on_a_repeated_batch():
         state, metrics = step(state, batch)
         losses.append(float(metrics["loss"]))
     assert losses[-1] < losses[0] - 0.5 and int(state.step) == 15
+
+
+def test_train_steps_equal_a_hand_written_loss_under_optax_adamw():
+    """The setup's jitted step, held against a definition written out here: cross-entropy plus z-loss by hand on the
+    model's logits, padding left out, gradients by jax.grad, then optax's own global-norm clipping and AdamW, with
+    the weight-decay mask (matrices and embeddings, never biases or norm scales) and the warmup-cosine LR written
+    out too. The clip is small enough to act on every step; b1, b2 and eps are not the defaults, so a swapped or
+    dropped one shows. Step 0 has LR 0 (warmup), step 1 half the peak, 2 the peak, 3 the cosine's first step down."""
+    peak, warmup, total, floor_ratio, clip, z_loss, decay = 1e-2, 2, 10, 0.1, 0.05, 1e-2, 0.5
+    b1, b2, eps = 0.8, 0.9, 1e-6
+    cfg = config_lib.from_preset(
+        "tiny",
+        [
+            f"model.vocab_size={TINY.vocab_size}",
+            f"data.vocab_size={TINY.vocab_size}",
+            "model.n_ctx=16",
+            "model.n_layers=2",
+            "model.d_model=32",
+            "model.n_heads=4",
+            f"train.steps={total}",
+            "train.batch_size=4",
+            "train.seq_len=16",
+            f"train.optimizer.peak_lr={peak}",
+            "train.optimizer.schedule=cosine",
+            f"train.optimizer.warmup_steps={warmup}",
+            f"train.optimizer.min_lr_ratio={floor_ratio}",
+            f"train.optimizer.grad_clip={clip}",
+            f"train.optimizer.z_loss={z_loss}",
+            f"train.optimizer.weight_decay={decay}",
+            f"train.optimizer.b1={b1}",
+            f"train.optimizer.b2={b2}",
+            f"train.optimizer.eps={eps}",
+        ],
+    ).validate()
+    setup = setup_lib.build(cfg)
+    state = setup.init_state()
+    params = jax.tree.map(np.array, state.params)  # copied: the step donates the state
+
+    def hand_loss(params, batch):
+        logits_BTV, _ = nnx.merge(setup.graphdef, params)(batch["inputs"], batch["positions"], batch["segment_ids"])
+        top_BT1 = jnp.max(logits_BTV, axis=-1, keepdims=True)
+        log_z_BT = jnp.log(jnp.sum(jnp.exp(logits_BTV - top_BT1), axis=-1)) + top_BT1[..., 0]
+        target_BT = jnp.take_along_axis(logits_BTV, batch["targets"][..., None], axis=-1)[..., 0]
+        per_token_BT = log_z_BT - target_BT + z_loss * log_z_BT**2
+        real_BT = (batch["segment_ids"] > 0).astype(jnp.float32)
+        return jnp.sum(per_token_BT * real_BT) / jnp.sum(real_BT)
+
+    floor = floor_ratio * peak
+
+    def hand_lr(count):
+        cosine = floor + (peak - floor) * 0.5 * (1 + jnp.cos(jnp.pi * (count - warmup) / (total - warmup)))
+        return jnp.where(count < warmup, peak * count / warmup, cosine)
+
+    def decays(path, _) -> bool:
+        name = path[-1].key
+        assert name.startswith(("w_", "b_")) or name in ("embed", "pos_embed", "bias", "scale"), name
+        return name.startswith("w_") or name in ("embed", "pos_embed")
+
+    mask = jax.tree_util.tree_map_with_path(decays, params)
+    reference = optax.chain(
+        optax.clip_by_global_norm(clip),
+        optax.adamw(hand_lr, b1=b1, b2=b2, eps=eps, weight_decay=decay, mask=mask),
+    )
+
+    @jax.jit
+    def hand_step(params, opt_state, batch):
+        loss, grads = jax.value_and_grad(hand_loss)(params, batch)
+        grad_norm = jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree.leaves(grads)))
+        updates, opt_state = reference.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss, grad_norm
+
+    opt_state = jax.jit(reference.init)(params)
+    lr_at = [0.0, peak / 2, peak, floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi / (total - warmup)))]
+    # Two documents in each row, split unevenly, then 3 columns of padding.
+    split_B1 = np.array([[5], [9], [3], [13]])
+    segment_BT = (np.where(np.arange(16) < split_B1, 1, 2) * (np.arange(16) < 13)).astype(np.int32)
+    positions_BT = ((np.arange(16) - np.where(segment_BT == 2, split_B1, 0)) * (segment_BT > 0)).astype(np.int32)
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        inputs_BT, targets_BT = rng.integers(0, TINY.vocab_size, (2, 4, 16), dtype=np.int32)
+        batch = dict(inputs=inputs_BT, targets=targets_BT, segment_ids=segment_BT, positions=positions_BT)
+        params, opt_state, loss, grad_norm = hand_step(params, opt_state, batch)
+        assert float(grad_norm) > 2 * clip  # the clip acts
+        state, metrics = setup.train_step(state, batch)
+        np.testing.assert_allclose(float(metrics["loss"]), float(loss), rtol=1e-6)
+        np.testing.assert_allclose(float(metrics["grad_norm"]), float(grad_norm), rtol=1e-5)
+        np.testing.assert_allclose(float(metrics["lr"]), lr_at[i], rtol=1e-6)
+        assert jax.tree.structure(state.params) == jax.tree.structure(params)
+        for (path, got), want in zip(jax.tree_util.tree_leaves_with_path(state.params), jax.tree.leaves(params)):
+            where = f"step {i}: {jax.tree_util.keystr(path)}"
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6, err_msg=where)
+    assert int(state.step) == 4
 
 
 def test_a_ramped_step_uses_only_its_first_micro_batches():

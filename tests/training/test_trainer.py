@@ -13,7 +13,7 @@ from meshlm.training import metrics as metrics_lib
 from meshlm.training import recipe
 from meshlm.training import trainer as trainer_lib
 from meshlm.training.trainer import Trainer, train
-from tests.training.helpers import overrides_of, quiet, small_config, text_corpus
+from tests.training.helpers import overrides_of, quiet, small_config, text_corpus, tick_train_calls
 
 
 @pytest.fixture(scope="module")
@@ -73,19 +73,7 @@ def test_each_record_times_the_steps_since_the_last_one_compiling_calls_standing
     every = {"train.log_every": 4, "train.checkpoint_every": 4, "train.steps_per_call": 3}
     trainer = Trainer(small_config(corpus, tmp_path, steps=12, **every), tmp_path / "run", log=quiet)
 
-    def ticking(call, steps_of):
-        def run(state, batch):
-            clock[0] += 10.0 * steps_of(batch)
-            return call(state, batch)
-
-        return run
-
-    setup = trainer.setup
-    trainer.setup = dataclasses.replace(
-        setup,
-        train_step=ticking(setup.train_step, lambda batch: 1),
-        train_steps=ticking(setup.train_steps, lambda batch: batch["inputs"].shape[0]),
-    )
+    tick_train_calls(trainer, clock)
     trainer.run(progress=False)
     records = metrics_lib.read(tmp_path / "run")
     assert [r["step"] for r in records] == [4, 8, 12]
@@ -104,19 +92,7 @@ def test_hook_time_is_left_out_of_the_records_but_the_steps_around_it_are_not(co
         clock[0] += 100.0
         return {}
 
-    def ticking(call, steps_of):
-        def run(state, batch):
-            clock[0] += 10.0 * steps_of(batch)
-            return call(state, batch)
-
-        return run
-
-    setup = trainer.setup
-    trainer.setup = dataclasses.replace(
-        setup,
-        train_step=ticking(setup.train_step, lambda batch: 1),
-        train_steps=ticking(setup.train_steps, lambda batch: batch["inputs"].shape[0]),
-    )
+    tick_train_calls(trainer, clock)
     trainer.add_hook(6, slow_hook)
     trainer.run(progress=False)
     records = metrics_lib.read(tmp_path / "run")

@@ -1,6 +1,7 @@
 """`meshlm bench`: the fields it reports and the arithmetic between them (never how fast anything is)."""
 
 import json
+import re
 import sys
 
 import jax
@@ -13,9 +14,11 @@ from meshlm.experiments.bench import train as bench
 from meshlm.experiments.cli import main
 from meshlm.experiments.reference import torch_gpt2
 from meshlm.model import generate
+from meshlm.model.config import ModelConfig
 from meshlm.model.errors import ConfigError
 from meshlm.model.transformer import Transformer
 from meshlm.training import config as config_lib
+from meshlm.training import setup as setup_lib
 
 SMALL = [
     "--preset",
@@ -131,6 +134,23 @@ def test_compile_reports_each_depth_and_the_ratio(capsys):
     r = _json(["bench", "compile"] + SMALL + ["--layers", "1", "2", "--repeats", "1"], capsys)
     assert set(r["compile_s"]) == {"1", "2"}
     assert r["ratio"] == pytest.approx(r["compile_s"]["2"] / r["compile_s"]["1"])
+
+
+def _lowered_step_text(overrides: list[str]) -> str:
+    """The train step as bench_compile hands it to XLA (a fresh jit from abstract shapes), as StableHLO text."""
+    setup = setup_lib.build(config_lib.from_preset("tiny", SMALL[1::2][1:] + overrides))
+    return setup.lower(batch=setup.abstract_batch(keys=("inputs", "targets")), fresh=True).as_text()
+
+
+def test_compile_work_is_flat_in_depth_with_scanned_layers():
+    """With scan_layers (the default) XLA compiles one block whatever the depth: the program it is given has the
+    same operations for 1 and 8 layers, only the stacked dimension changes. Unrolled, it grows with depth."""
+    assert ModelConfig().scan_layers
+    ops = lambda text: len(re.findall(r"\bstablehlo\.\w+", text))  # noqa: E731
+    one, eight = _lowered_step_text(["model.n_layers=1"]), _lowered_step_text(["model.n_layers=8"])
+    assert ops(one) == ops(eight) and len(one) == len(eight)
+    unrolled = [_lowered_step_text([f"model.n_layers={L}", "model.scan_layers=false"]) for L in (1, 8)]
+    assert ops(unrolled[1]) > 2 * ops(unrolled[0])  # the measure sees depth when the program has it
 
 
 def test_uncached_generation_equals_kv_cache_generation():

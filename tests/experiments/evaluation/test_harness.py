@@ -7,7 +7,7 @@ from flax import nnx
 
 from meshlm.experiments.cli import main
 from meshlm.experiments.evaluation import harness
-from meshlm.experiments.evaluation.prompts import Item
+from meshlm.experiments.evaluation.prompts import Item, draw_shots, fit
 from meshlm.experiments.evaluation.tasks.base import Task
 from meshlm.training import config as config_lib
 from meshlm.training.trainer import train
@@ -25,12 +25,32 @@ def _toy_task(kind="multiple_choice"):
 
 
 @pytest.mark.slow
-def test_results_are_deterministic_and_seeds_change_the_shots():
+def test_results_are_deterministic_and_seeds_change_the_shots(monkeypatch):
     model, tok = tiny_model(n_ctx=64), PieceTokenizer()
     tasks = [_toy_task(), _toy_task("generate")]
-    run = lambda: harness.evaluate(model, tok, tasks, shots=(0, 2), seeds=2, batch_size=8)  # noqa: E731
-    first, again = run(), run()
+    prompted = []  # (query item, shot ids) of every prompt the harness fits, in order
+
+    def spy_fit(tokenizer, fmt, shots, query, *args, **kwargs):
+        prompted.append((query, tuple(s.id for s in shots)))
+        return fit(tokenizer, fmt, shots, query, *args, **kwargs)
+
+    monkeypatch.setattr(harness, "fit", spy_fit)
+
+    def run():
+        prompted.clear()
+        result = harness.evaluate(model, tok, tasks, shots=(0, 2), seeds=2, batch_size=8)
+        return result, [(query, shots) for query, shots in prompted if shots]
+
+    (first, shots_first), (again, shots_again) = run(), run()
+    assert shots_first == shots_again  # the same seed draws the same shots
     assert first == again
+    for task in tasks:
+        for item in task.items:
+            used = {shots for query, shots in shots_first if query == item}
+            assert item.id not in {s for shots in used for s in shots}  # never its own shot
+            # Seeds 0 and 1 give each item two different pairs of shots, the ones draw_shots gives for them.
+            assert used == {tuple(s.id for s in draw_shots(task.pool, item, 2, seed, task.name)) for seed in (0, 1)}
+            assert len(used) == 2
     mc = first["toy_multiple_choice"]["shots"]
     assert mc["0"]["seeds"] == 1 and mc["2"]["seeds"] == 2  # K=0 has no shots to vary
     assert set(mc["2"]["metrics"]) == {"acc", "acc_norm", "acc_per_token", "acc_uncond"}
