@@ -13,7 +13,7 @@ from meshlm.model import attention, presets
 from meshlm.model.config import ModelConfig
 from meshlm.model.errors import ConfigError
 from meshlm.parallel.config import MeshConfig
-from meshlm.training import recipe
+from meshlm.training import profile, recipe
 from meshlm.training.atomic import write_atomic
 from meshlm.training.data_config import DataConfig
 from meshlm.training.train_config import OptimizerConfig, TrainConfig
@@ -63,6 +63,7 @@ class Config:
                 raise ConfigError(f"train.{name}={getattr(t, name)} must be positive")
         if t.seq_len < 0:
             raise ConfigError(f"train.seq_len={t.seq_len} must be positive, or 0 for model.n_ctx")
+        profile.parse_window(t.profile)
         _validate_optimizer(t.optimizer)
         _validate_data(self.data)
         return self

@@ -47,5 +47,7 @@ class TrainConfig:
     eval_batches: int = 8
     checkpoint_every: int = 200
     keep_checkpoints: int = 3
+    # "A:B": a jax.profiler trace of the steps after step A up to step B, in RUN_DIR/profile (TensorBoard, xprof)
+    profile: str = ""
     nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss or gradient: stop with a diagnosis, or skip the batch
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)

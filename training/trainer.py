@@ -19,7 +19,7 @@ from meshlm.model.flops import flops_per_token
 from meshlm.parallel import distributed
 from meshlm.parallel.checks import check_mesh
 from meshlm.parallel.sharding import Partitioner
-from meshlm.training import faults
+from meshlm.training import faults, profile
 from meshlm.training import run_dir as run_dir_lib
 from meshlm.training import setup as setup_lib
 from meshlm.training.checkpoint import Checkpointer
@@ -45,8 +45,12 @@ class TrainResult:
 
 @dataclasses.dataclass(frozen=True)
 class _Scheduled:
-    every: int
+    every: int  # after every `every`-th step and the last; 0: only at the steps in `at`
     fn: Hook
+    at: frozenset[int] = frozenset()
+
+    def due(self, done: int, total: int) -> bool:
+        return done in self.at or (self.every > 0 and (done % self.every == 0 or done == total))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,6 +190,8 @@ class Trainer:
         self.last_val_loss: float | None = None
         self._val_batches: list | None = None  # built on first use: a run that never validates never reads them
         self.add_hook(t.eval_every, self._validate)
+        self.profiler = profile.StepProfiler(profile.parse_window(t.profile), self.run_dir)
+        self.hooks.append(_Scheduled(0, self.profiler.after_step, at=self.profiler.steps))
 
     def add_hook(self, every: int, fn: Hook) -> None:
         """Call fn(step, state) after every `every`-th step and after the last; log what it returns."""
@@ -216,6 +222,7 @@ class Trainer:
         per_token = flops_per_token(self.cfg.model, self.cfg.seq_len).total
         clock = _Throughput(self.setup.plan, per_token, peak, time.perf_counter())
         state, step, pending = self.state, start, None
+        self.profiler.begin(start)
         while step < end:
             call_start, done = time.perf_counter(), step + self._call_length(step, end, total)
             state, metrics, flags = self._train_call(state, step, done)
@@ -235,6 +242,7 @@ class Trainer:
             if due.save:
                 self._save(state, done)
             step = done
+        self.profiler.close()
         self.checkpointer.wait()
         self.checkpointer.close()
         writer.close()
@@ -260,7 +268,7 @@ class Trainer:
     def _due_after(self, done: int, end: int, total: int) -> _Due:
         t = self.cfg.train
         return _Due(
-            hooks=[h for h in self.hooks if done % h.every == 0 or done == total],
+            hooks=[h for h in self.hooks if h.due(done, total)],
             save=done % t.checkpoint_every == 0 or done == end,
             log=done % t.log_every == 0 or done == end,
         )

@@ -4,6 +4,7 @@ Every figure that is compared is measured in the same run with the contestants t
 other processes falls on all of them alike; medians are reported.
 """
 
+import contextlib
 import dataclasses
 import statistics
 import time
@@ -49,7 +50,10 @@ def build_train_step(cfg: config_lib.Config, devices: list):
     return compiled, state, batch, traced - start, time.perf_counter() - traced
 
 
-def bench_train(cfg: config_lib.Config, steps: int, warmup: int, against: list[str]) -> dict:
+def bench_train(
+    cfg: config_lib.Config, steps: int, warmup: int, against: list[str], profile_dir: str | None = None
+) -> dict:
+    """Train-step figures; `profile_dir`: a jax.profiler trace of the timed turns there (TensorBoard, xprof)."""
     from meshlm.experiments.reference import torch_gpt2  # torch itself is imported only when asked for
 
     for name in against:
@@ -78,7 +82,8 @@ def bench_train(cfg: config_lib.Config, steps: int, warmup: int, against: list[s
     if on_cpu:
         contestants["matmul"], probe_flops = matmul_probe()
     interleaved(contestants, warmup)
-    times = {k: statistics.median(v) for k, v in interleaved(contestants, steps).items()}
+    with jax.profiler.trace(profile_dir) if profile_dir else contextlib.nullcontext():
+        times = {k: statistics.median(v) for k, v in interleaved(contestants, steps).items()}
     times["meshlm"] /= N  # one meshlm turn is a call of N steps
 
     per_token = flops.flops_per_token(cfg.model, T)

@@ -30,6 +30,7 @@ def add_arguments(p) -> None:
         choices=("hf-gpt2", "torch-gpt2"),
         help="also time a PyTorch GPT-2 of the same shape (repeatable; needs pip install 'meshlm[torch]')",
     )
+    k.add_argument("--profile", metavar="DIR", help="a jax.profiler trace of the timed steps into DIR (TensorBoard)")
     k = kinds.add_parser("decode", help="KV-cache generation against recomputing, bytes/s; --against HF generate")
     _flags.add_config_args(k)
     k.add_argument(
@@ -99,7 +100,7 @@ def _use_cpu_devices(n: int | None) -> None:
 
 def _train(args):
     cfg = config_lib.from_preset(args.preset, [f"train.batch_size={train.BATCH}"] + list(args.set)).validate()
-    return train.bench_train(cfg, args.steps, args.warmup, args.against), train.train_text
+    return train.bench_train(cfg, args.steps, args.warmup, args.against, args.profile), train.train_text
 
 
 def _compile(args):

@@ -43,6 +43,11 @@ def add_arguments(p) -> None:
         "--eval-limit", type=int, default=64, metavar="N", help="items per task for --eval-tasks (default 64)"
     )
     p.add_argument(
+        "--profile",
+        metavar="START:STOP",
+        help="a jax.profiler trace of the steps after START up to STOP into RUN_DIR/profile (sets train.profile)",
+    )
+    p.add_argument(
         "--mesh", metavar="SPEC", help="device mesh, e.g. data=2,fsdp=2,tensor=2 (one axis may be -1); sets mesh.shape"
     )
     p.add_argument(
@@ -79,6 +84,7 @@ def run(args) -> None:
         list(args.set)
         + ([f"data.source={args.data}"] if args.data else [])
         + ([f"mesh.shape={args.mesh}"] if args.mesh else [])
+        + ([f"train.profile={args.profile}"] if args.profile else [])
     )
     cfg = config_lib.from_preset(args.preset, overrides).validate() if args.preset else None
     if cfg is None and overrides:

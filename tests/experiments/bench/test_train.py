@@ -19,6 +19,7 @@ from meshlm.model.errors import ConfigError
 from meshlm.model.transformer import Transformer
 from meshlm.training import config as config_lib
 from meshlm.training import setup as setup_lib
+from tests.training.test_profile import TRAIN_STEP_MODULE
 
 SMALL = [
     "--preset",
@@ -85,11 +86,13 @@ def test_a_timed_call_of_several_steps_trains_that_many_full_batches(capsys):
     assert r["steps_per_call"] == 3 and r["tokens_per_s"] == pytest.approx(4 * 16 / r["step_s"])
 
 
-def test_train_text_names_every_figure(capsys):
-    assert main(["bench", "train"] + SMALL + ["--steps", "1", "--warmup", "0"]) == 0
+def test_train_text_names_every_figure_and_profile_traces_the_timed_steps(capsys, tmp_path):
+    assert main(["bench", "train"] + SMALL + ["--steps", "1", "--warmup", "0", "--profile", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     for label in ("compile", "step time", "tokens/s", "FLOPs/token", "FLOP/s", "peak", "MFU", "in-run matmul rate"):
         assert label in out
+    (trace,) = (tmp_path / "plugins" / "profile").glob("*/*.xplane.pb")  # where TensorBoard's profile plugin looks
+    assert TRAIN_STEP_MODULE in trace.read_bytes()
 
 
 @pytest.mark.torch
