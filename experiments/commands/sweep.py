@@ -2,7 +2,6 @@
 
 import json
 import math
-import pathlib
 from pathlib import Path
 
 from meshlm.experiments.sweep import parametric
@@ -56,14 +55,14 @@ def _run_arguments(p) -> None:
 
 
 def _run(args) -> None:
-    # Deferred: the runner pulls in JAX and the trainer, which `meshlm --help` should not wait for.
+    # Deferred: the runner pulls in JAX and the trainer, which `meshlm sweep fit --table` never needs.
     from meshlm.experiments.sweep import launchers, runner
     from meshlm.experiments.sweep import plan as plan_lib
     from meshlm.experiments.sweep import spec as spec_lib
     from meshlm.experiments.sweep.store import FILE, Store
 
     spec = spec_lib.load(args.spec)
-    out = pathlib.Path(args.out)
+    out = Path(args.out)
     if args.dry_run:
         runs = plan_lib.resolve(spec)
         stats = runner.data_stats(spec, out, runs)
