@@ -12,6 +12,7 @@ import importlib
 import sys
 
 from meshlm.model.errors import ConfigError
+from meshlm.training.errors import PREEMPTED_EXIT_CODE, Preempted
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # a disk or path problem the config could not foresee: full, read-only, missing
         print(f"meshlm: error: {os_error_message(e)}", file=sys.stderr)
         return 2
+    except Preempted as e:  # the step is saved: a launcher retries the same command, which resumes there
+        print(f"meshlm: {e}", file=sys.stderr)
+        return PREEMPTED_EXIT_CODE
     except KeyboardInterrupt:
         print("meshlm: interrupted", file=sys.stderr)
         return 130

@@ -6,12 +6,16 @@ import math
 from meshlm.model.errors import ConfigError
 
 AXES = ("data", "fsdp", "tensor")  # outermost first: data-parallel axes span hosts, tensor stays within one
+# Axes over slices (joined by the data-centre network, DCN), in MaxText's names: dcn_AXIS is the outer part of AXIS.
+# Only data is offered: one gradient all-reduce per step is traffic DCN can carry, FSDP's gathers are not.
+DCN_AXES = ("dcn_data",)
 
 
 @dataclasses.dataclass(frozen=True)
 class MeshConfig:
     # "data=2,fsdp=2,tensor=2": absent axes are 1 and one axis may be -1 (the remaining devices). A mesh smaller
     # than the device count uses the first devices; "" is one device, the behaviour before meshes existed.
+    # "dcn_data=2,fsdp=-1": data parallel over 2 slices, fsdp inside each (the mesh's data axis is then 2).
     shape: str = ""
     sequence_parallel: bool = False  # shard activations between blocks along the sequence over `tensor`
 
@@ -20,8 +24,15 @@ class MeshConfig:
         """The product of the sizes given (not -1): the device count when no axis is -1."""
         return math.prod(s for s in _parse(self.shape).values() if s != -1)
 
+    @property
+    def dcn_sizes(self) -> dict[str, int]:
+        """{axis: its part over slices} for every axis in AXES; their product is the number of slices."""
+        parsed = _parse(self.shape)
+        return {a: parsed.get(f"dcn_{a}", 1) for a in AXES}
+
     def axis_sizes(self, n_devices: int) -> dict[str, int]:
-        """{axis: size} for every axis in AXES, the -1 axis resolved; the product divides n_devices."""
+        """{axis: size} for every axis in AXES, the -1 axis resolved and the dcn_ parts multiplied in; the product
+        divides n_devices."""
         sizes, known = _parse(self.shape), self.fixed_devices
         if n_devices % known:
             raise ConfigError(
@@ -30,6 +41,7 @@ class MeshConfig:
             )
         if -1 in sizes.values():
             sizes = {a: n_devices // known if s == -1 else s for a, s in sizes.items()}
+        sizes = {a: sizes[a] * sizes.get(f"dcn_{a}", 1) for a in AXES}
         if self.sequence_parallel and sizes["tensor"] == 1:
             raise ConfigError(
                 f"mesh.sequence_parallel shards the sequence over the tensor axis, but mesh {self.shape!r} has "
@@ -39,14 +51,14 @@ class MeshConfig:
 
 
 def _parse(shape: str) -> dict[str, int]:
-    sizes = dict.fromkeys(AXES, 1)
+    sizes = dict.fromkeys(AXES + DCN_AXES, 1)
     seen = []
     for item in filter(None, (x.strip() for x in shape.split(","))):
         name, _, value = item.partition("=")
         name = name.strip()
-        if name not in AXES:
+        if name not in sizes:
             raise ConfigError(
-                f"mesh {shape!r}: unknown axis {name!r}; the axes are {', '.join(AXES)} (e.g. data=2,fsdp=2,tensor=2)"
+                f"mesh {shape!r}: unknown axis {name!r}; the axes are {', '.join(sizes)} (e.g. data=2,fsdp=2,tensor=2)"
             )
         if name in seen:
             raise ConfigError(f"mesh {shape!r} names axis {name!r} twice")
@@ -56,6 +68,8 @@ def _parse(shape: str) -> dict[str, int]:
             raise ConfigError(f"mesh {shape!r}: {item!r} is not AXIS=SIZE with an integer size") from None
         if size == 0 or size < -1:
             raise ConfigError(f"mesh {shape!r}: {name}={size}; sizes are positive, or -1 for the remaining devices")
+        if size == -1 and name in DCN_AXES:
+            raise ConfigError(f"mesh {shape!r}: {name}=-1; give the number of slices")
         seen.append(name)
         sizes[name] = size
     if list(sizes.values()).count(-1) > 1:

@@ -6,6 +6,7 @@ environment (MESHLM_COORDINATOR, MESHLM_NUM_PROCESSES, MESHLM_PROCESS_ID, MESHLM
 """
 
 import dataclasses
+import itertools
 import json
 import os
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from meshlm.model.errors import ConfigError
 from meshlm.parallel.devices import set_cpu_devices
 
 T = TypeVar("T")
+_SYNC_CALLS = itertools.count(1)  # the preemption service's call count: never reset, whatever runs this process makes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,3 +94,15 @@ def first_process_first(fn: Callable[[], T]) -> T:
     if jax.process_index() != 0:
         result = fn()
     return result
+
+
+def preemption_service() -> bool:
+    """Whether JAX's preemption service runs in this process (jax.distributed started it): it then owns SIGTERM."""
+    return jax.distributed.is_initialized() and jax.config.jax_enable_preemption_service
+
+
+def reached_preemption_sync_point() -> bool:
+    """Whether every process stops after this train call, once the service heard of a SIGTERM on any of them. Every
+    process calls it once per train call, so the nth call is the same step everywhere: the service agrees on the
+    fastest process's count + 1."""
+    return multihost_utils.reached_preemption_sync_point(next(_SYNC_CALLS))

@@ -1,4 +1,5 @@
-"""Per-device memory, FLOPs and step time of a model on a mesh, from shapes alone (nothing is allocated).
+"""Per-device memory, FLOPs, communication and step time of a model on a mesh, from shapes alone (nothing is
+allocated).
 
 XLA's own memory analysis of the real train step, the check on these figures, is `TrainSetup.memory_analysis()`
 in training/setup.py: it needs the train step, which lives a layer above this one."""
@@ -34,6 +35,11 @@ class Plan:
     flops_per_step: float  # model FLOPs (6N + attention, PaLM), not counting rematerialisation
     peak_flops: float | None  # per chip
     mfu: float
+    slices: int
+    ici_bytes: float  # sent by each chip per step to others of its slice
+    dcn_bytes: float  # sent by each slice per step to the other slices
+    ici: float | None  # bytes/s per chip, both directions
+    dcn: float | None  # bytes/s per chip, one direction
 
     @property
     def chips(self) -> int:
@@ -47,6 +53,16 @@ class Plan:
     def step_time(self) -> float | None:
         return None if self.peak_flops is None else self.flops_per_step / (self.chips * self.peak_flops * self.mfu)
 
+    @property
+    def ici_time(self) -> float | None:
+        """A lower bound: every link of the chip sending at once, in one direction (half the two-way figure)."""
+        return None if self.ici is None else self.ici_bytes / (self.ici / 2)
+
+    @property
+    def dcn_time(self) -> float | None:
+        """The gradient all-reduce between slices over all of a slice's chips' links, nothing else on the network."""
+        return None if self.dcn is None else self.dcn_bytes / (self.dcn * self.chips / self.slices)
+
 
 class BatchShape(Protocol):
     """What the planner reads of a training config (training/config.py's TrainConfig has these fields)."""
@@ -59,13 +75,16 @@ class BatchShape(Protocol):
 def plan(model: ModelConfig, train: BatchShape, mesh: MeshConfig, chips: int, device: str, mfu: float) -> Plan:
     sizes = mesh.axis_sizes(chips)
     rules = rules_for(mesh)
-    params, layer_params = 0.0, 0.0
+    params, layer_params, whole = 0.0, 0.0, 0.0
     for x, names in flat_params(model).values():
         dims = partition(x.shape, names, sizes, rules)
         params += math.prod(n // math.prod(sizes[a] for a in d) for n, d in zip(x.shape, dims)) * x.dtype.itemsize
         layer_params += math.prod(x.shape) / model.n_layers if names[0] == "layers" else 0
+        whole += math.prod(x.shape) * x.dtype.itemsize
     T = train.seq_len or model.n_ctx
     chip = hardware.lookup(device)
+    slices = math.prod(mesh.dcn_sizes.values())
+    rows = train.batch_size // train.micro_batches
     return Plan(
         mesh=sizes,
         device=hardware.device_name(device),
@@ -76,12 +95,17 @@ def plan(model: ModelConfig, train: BatchShape, mesh: MeshConfig, chips: int, de
         params=params,
         grads=params,  # in the parameters' dtype and sharding
         optimizer=2 * params,  # AdamW: mu and nu, each shaped and sharded like the parameters
-        activations=activation_bytes(model, sizes, mesh.sequence_parallel, train.batch_size // train.micro_batches, T),
+        activations=activation_bytes(model, sizes, mesh.sequence_parallel, rows, T),
         gathered=gathered_bytes(model, sizes, layer_params),
         hbm=None if chip is None else chip.memory_bytes,
         flops_per_step=flops_per_token(model, T).total * train.batch_size * T,
         peak_flops=None if chip is None else chip.peak("bfloat16"),
         mfu=mfu,
+        slices=slices,
+        ici_bytes=ici_bytes(model, sizes, slices, params, rows, T, train.micro_batches),
+        dcn_bytes=dcn_bytes(slices, whole),
+        ici=None if chip is None else chip.ici,
+        dcn=None if chip is None else chip.dcn,
     )
 
 
@@ -121,3 +145,32 @@ def activation_bytes(model: ModelConfig, sizes: dict[str, int], sequence_paralle
 def gathered_bytes(model: ModelConfig, sizes: dict[str, int], layer_params: float) -> float:
     """FSDP all-gathers one layer's weights at a time (forward and backward): two layers' worth, still split t ways."""
     return 0.0 if sizes["fsdp"] == 1 else 2 * layer_params * jnp.dtype(model.param_dtype).itemsize / sizes["tensor"]
+
+
+def ici_bytes(
+    model: ModelConfig, sizes: dict[str, int], slices: int, params: float, rows: int, T: int, M: int
+) -> float:
+    """Bytes each chip sends per step inside its slice, by ring collectives (a gather or reduce-scatter over k
+    devices sends k - 1 shards, an all-reduce 2 (k - 1)/k of the whole). P = the device's parameter bytes, f, t
+    the fsdp and tensor sizes, d = data / slices its part inside a slice, M micro-batches:
+      fsdp    (2 M + 1)(f - 1) P       each weight gathered forward and backward per micro-batch, its gradient
+                                       reduce-scattered once
+      data    2 (d - 1)/d P            the gradient all-reduce's part inside the slice (reduce-scatter before
+                                       the DCN step, all-gather after)
+      tensor  4 L M 2 (t - 1)/t x rows/(data fsdp) x T x D x c    Megatron's two all-reduces per block forward
+                                       and two backward, of the residual stream (c bytes each in the compute dtype)
+    Gradients count once per step, as when XLA moves the accumulated reduction out of the micro-batch loop (else
+    M times); remat recomputation and the vocabulary-split head's small reductions are not counted."""
+    f, t, d = sizes["fsdp"], sizes["tensor"], sizes["data"] // slices
+    c = jnp.dtype(model.dtype).itemsize
+    tokens = rows // (sizes["data"] * f) * T
+    fsdp = (2 * M + 1) * (f - 1) * params
+    data = 2 * (d - 1) / d * params
+    tensor = 4 * model.n_layers * M * 2 * (t - 1) / t * tokens * model.d_model * c
+    return fsdp + data + tensor
+
+
+def dcn_bytes(slices: int, grad_bytes: float) -> float:
+    """Bytes each slice sends per step to the others: a ring all-reduce of the whole gradient between n slices,
+    2 (n - 1)/n x its bytes (each slice holds it all, spread over its chips; nothing else crosses slices)."""
+    return 2 * (slices - 1) / slices * grad_bytes

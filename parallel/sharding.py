@@ -16,6 +16,7 @@ from meshlm.model.transformer import abstract_model, logical_axes
 from meshlm.parallel.config import AXES, MeshConfig
 from meshlm.parallel.constrain import named_sharding, rules_active, spec_entry
 from meshlm.parallel.rules import Rules, partition, rules_for
+from meshlm.parallel.slices import device_grid, slice_index
 
 BATCH_AXES = ("act_batch", None)  # [B, T] token arrays: rows split like activations, each row whole
 # XLA:CPU's default scheduler orders the step for concurrency between its thunks; the memory-optimised one took the
@@ -23,9 +24,12 @@ BATCH_AXES = ("act_batch", None)  # [B, T] token arrays: rows split like activat
 CPU_COMPILER_OPTIONS = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
 
 
+# Auto axes: XLA propagates shardings from parameters, batches and the block-boundary constraints.
+AUTO = (AxisType.Auto,) * len(AXES)
+
+
 def make_mesh(sizes: dict[str, int], devices=None) -> Mesh:
-    # Auto axes: XLA propagates shardings from parameters, batches and the block-boundary constraints.
-    return jax.make_mesh(tuple(sizes[a] for a in AXES), AXES, axis_types=(AxisType.Auto,) * len(AXES), devices=devices)
+    return jax.make_mesh(tuple(sizes[a] for a in AXES), AXES, axis_types=AUTO, devices=devices)
 
 
 def model_axes(cfg: ModelConfig) -> dict:
@@ -59,9 +63,13 @@ class Partitioner:
     rules: Rules
 
     @classmethod
-    def build(cls, cfg: MeshConfig, devices=None) -> "Partitioner":
+    def build(cls, cfg: MeshConfig, devices=None, slice_of: Callable = slice_index) -> "Partitioner":
+        """The mesh of `cfg` on `devices` (all of them by default); `slice_of(device)` places each device in a slice
+        when the mesh has a dcn_ axis (tests pass a made-up assignment for CPU devices)."""
         devices = jax.devices() if devices is None else devices
         sizes = cfg.axis_sizes(len(devices))
+        if math.prod(cfg.dcn_sizes.values()) > 1:
+            return cls(Mesh(device_grid(cfg, sizes, devices, slice_of), AXES, axis_types=AUTO), rules_for(cfg))
         if jax.process_count() > 1 and math.prod(sizes.values()) != len(devices):
             raise ConfigError(
                 f"mesh {cfg.shape!r} leaves devices out, but every one of the {jax.process_count()} processes needs a "

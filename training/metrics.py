@@ -1,4 +1,5 @@
-"""Metrics to metrics.jsonl (one JSON object per line) and TensorBoard events; only process 0 writes.
+"""Metrics to metrics.jsonl (one JSON object per line) and TensorBoard events (the default tracker; the other one,
+W&B, is trackers.py's); only process 0 writes.
 
 metrics.jsonl is the one file a run appends to rather than replaces (rewriting it whole at every log step would
 cost O(steps^2) writes): a kill can at worst cut its last line short, and both the reader and a resumed run drop
@@ -11,9 +12,13 @@ from etils import epath
 
 from meshlm.training.atomic import write_atomic
 
+# Fields that depend on the start of a run, not on its steps: wall-clock figures, and the memory check each start
+# makes at its first record. A resumed run's records equal an uninterrupted run's in every other field.
+PER_START = ("step_time", "tokens_per_s", "mfu", "memory_peak_bytes", "memory_planned_bytes")
+
 
 class MetricsWriter:
-    def __init__(self, run_dir: epath.PathLike, resume_step: int):
+    def __init__(self, run_dir: epath.PathLike, resume_step: int, tensorboard: bool = True):
         self.enabled = jax.process_index() == 0
         if not self.enabled:
             return
@@ -24,9 +29,11 @@ class MetricsWriter:
         self.appendable = _is_local(self.path)
         self._rewrite()
         self.file = self.path.open("a") if self.appendable else None
-        from tensorboardX import SummaryWriter  # deferred: imports TensorFlow's protobufs
+        self.tb = None
+        if tensorboard:
+            from tensorboardX import SummaryWriter  # deferred: imports TensorFlow's protobufs
 
-        self.tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
 
     def _kept_until(self, step: int) -> list[str]:
         """A resumed run repeats the steps after its checkpoint: forget what the killed run logged for them."""
@@ -48,14 +55,16 @@ class MetricsWriter:
             self.file.flush()
         else:
             self._rewrite()
-        for name, value in metrics.items():
-            self.tb.add_scalar(name, float(value), step)
+        if self.tb is not None:
+            for name, value in metrics.items():
+                self.tb.add_scalar(name, float(value), step)
 
     def close(self) -> None:
         if self.enabled:
             if self.file is not None:
                 self.file.close()
-            self.tb.close()
+            if self.tb is not None:
+                self.tb.close()
 
 
 def _is_local(path: epath.Path) -> bool:

@@ -4,7 +4,10 @@
     RUN_DIR/tokenizer.model   sentencepiece model trained on the training split (or copied in), or
     RUN_DIR/tokenizer.json    a Hugging Face tokenizer (a converted GPT-2)
     RUN_DIR/metrics.jsonl     one JSON object per logged step
-    RUN_DIR/tensorboard/      TensorBoard event files
+    RUN_DIR/goodput.json      wall time split into productive steps and badput by cause (training/goodput.py)
+    RUN_DIR/tensorboard/      TensorBoard event files (train.tracker.kind=tensorboard, the default)
+    RUN_DIR/wandb-run-id      the W&B run this run logs to, so a resumed run continues it (train.tracker.kind=wandb)
+    RUN_DIR/wandb/            W&B's local files (a local RUN_DIR; else $WANDB_DIR or ./wandb)
     RUN_DIR/checkpoints/N/    orbax checkpoints: train state and data-iterator state at step N
 
 RUN_DIR may be any path orbax and etils.epath can write, `gs://bucket/run` included: paths travel as epath.Path,
@@ -59,7 +62,7 @@ def check_directory(run_dir: epath.Path) -> None:
 
 def resolve_config(run_dir: epath.PathLike, requested: config_lib.Config | None) -> config_lib.Config:
     """The config of this run: the saved one when resuming (a changed train.steps or train.tokens extends the run,
-    a changed mesh reshards the checkpoint onto the new one)."""
+    a changed mesh reshards the checkpoint onto the new one, a changed train.tracker logs the rest elsewhere)."""
     saved_path = epath.Path(run_dir) / CONFIG
     if not saved_path.exists():
         if requested is None:
@@ -73,7 +76,9 @@ def resolve_config(run_dir: epath.PathLike, requested: config_lib.Config | None)
         return saved
     same_run = dataclasses.replace(
         requested,
-        train=dataclasses.replace(requested.train, steps=saved.train.steps, tokens=saved.train.tokens),
+        train=dataclasses.replace(
+            requested.train, steps=saved.train.steps, tokens=saved.train.tokens, tracker=saved.train.tracker
+        ),
         mesh=saved.mesh,
     )
     if same_run != saved:

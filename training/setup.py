@@ -4,6 +4,7 @@ benchmarks and the sweep runner all build it here, so there is one way to set tr
 
 import dataclasses
 import functools
+import inspect
 from collections.abc import Callable
 
 import jax
@@ -88,7 +89,8 @@ class TrainSetup:
                 stacked,
             )
         else:
-            step = (self.train_steps if stacked else self.train_step).__wrapped__
+            # Through any wrappers (the rules', a test's) to the jitted function.
+            step = inspect.unwrap(self.train_steps if stacked else self.train_step, stop=lambda f: hasattr(f, "lower"))
         with self.partitioner.activate():
             return step.lower(self.abstract_state() if state is None else state, batch or self.abstract_batch())
 

@@ -27,6 +27,18 @@ class OptimizerConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class TrackerConfig:
+    """Where the metrics go besides metrics.jsonl: TensorBoard event files, or a Weights & Biases run (training/
+    trackers.py; extra `wandb`). Not part of the run's identity: a resumed run may change it."""
+
+    kind: Literal["tensorboard", "wandb"] = "tensorboard"
+    project: str = ""  # wandb: "" = $WANDB_PROJECT, else meshlm
+    entity: str = ""  # wandb: "" = $WANDB_ENTITY, else the account's default
+    group: str = ""  # wandb: runs shown together; a sweep's runs get the sweep's name
+    name: str = ""  # wandb: the run's display name; "" = the run directory's name
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     steps: int = 1000  # the run's length in optimizer steps; 0 = derived from `tokens`
     tokens: int = 0  # > 0 (with steps 0): the run's length in tokens, so a changed batch keeps the token budget
@@ -51,3 +63,4 @@ class TrainConfig:
     profile: str = ""
     nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss or gradient: stop with a diagnosis, or skip the batch
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+    tracker: TrackerConfig = dataclasses.field(default_factory=TrackerConfig)

@@ -19,7 +19,7 @@ from meshlm.model.flops import flops_per_token
 from meshlm.parallel import distributed
 from meshlm.parallel.checks import check_mesh
 from meshlm.parallel.sharding import Partitioner
-from meshlm.training import faults, profile
+from meshlm.training import faults, goodput, memory_check, preemption, profile
 from meshlm.training import run_dir as run_dir_lib
 from meshlm.training import setup as setup_lib
 from meshlm.training.checkpoint import Checkpointer
@@ -29,6 +29,7 @@ from meshlm.training.errors import NonFiniteError
 from meshlm.training.metrics import MetricsWriter
 from meshlm.training.mfu import device_peak
 from meshlm.training.recipe import StepPlan
+from meshlm.training.trackers import open_tracker
 from meshlm.training.train_step import TrainState, leaf_name
 
 Hook = Callable[[int, TrainState], dict[str, float] | None]
@@ -97,16 +98,18 @@ class _Throughput:
     lengths_run: set[int] = dataclasses.field(default_factory=set)
     compiling_call: _Timed | None = None
 
-    def add(self, call_start: float, step: int, done: int, metrics: dict) -> None:
-        """The call that trained steps step + 1 .. done, started at `call_start`; `metrics` are its outputs."""
+    def add(self, call_start: float, step: int, done: int, metrics: dict) -> float:
+        """The call that trained steps step + 1 .. done, started at `call_start`; `metrics` are its outputs.
+        Returns the call's seconds if it compiled, else 0."""
         steps, tokens = done - step, self.plan.tokens_at(done) - self.plan.tokens_at(step)
         if steps in self.lengths_run:
             self.steps, self.tokens = self.steps + steps, self.tokens + tokens
-            return
+            return 0.0
         self.lengths_run.add(steps)
         jax.block_until_ready(metrics)
         self.start = time.perf_counter()
         self.compiling_call = _Timed(self.start - call_start, steps, tokens)
+        return self.compiling_call.seconds
 
     def take(self) -> dict[str, float]:
         """Step time, tokens/s and MFU since the last record (call once the step is finished), and a new window."""
@@ -144,6 +147,7 @@ class Trainer:
 
     def _setup(self, cfg: Config | None, log: Callable[[str], None]) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.goodput = goodput.Goodput.open(self.run_dir, writes=jax.process_index() == 0)
         self.cfg = cfg = run_dir_lib.resolve_config(self.run_dir, cfg).validate()
         t = cfg.train
         self.log = log if jax.process_index() == 0 else (lambda *_: None)
@@ -178,7 +182,11 @@ class Trainer:
         run_dir_lib.save_config(self.run_dir, cfg)
 
         self.checkpointer = Checkpointer(self.run_dir / run_dir_lib.CHECKPOINTS, keep=t.keep_checkpoints)
+        restore_began = time.perf_counter()
         self.state, data_state = self.setup.restore_or_init(self.checkpointer, log=self.log)
+        if data_state is not None:
+            self.goodput.add("checkpoint_restore", time.perf_counter() - restore_began)
+        self.goodput.resumed_at(int(self.state.step))
         self.train_iter = self.pipeline.train_iterator()
         self.nonfinite_skipped = 0  # batches skipped for a non-finite loss or gradient (train.nonfinite=skip)
         if data_state is not None:
@@ -200,6 +208,7 @@ class Trainer:
         self.hooks.append(_Scheduled(every, fn))
 
     def _validate(self, step: int, state: TrainState) -> dict[str, float]:
+        faults.kill_point("eval", step)
         t = self.cfg.train
         if self._val_batches is None:
             local = self.pipeline.val_batches(t.eval_batches)
@@ -213,9 +222,19 @@ class Trainer:
         return {"val_loss": self.last_val_loss}
 
     def run(self, stop_after: int | None = None, progress: bool = True) -> TrainResult:
-        """Train to the run's last step (train.steps, or the steps train.tokens takes), or `stop_after` more."""
+        """Train to the run's last step (train.steps, or the steps train.tokens takes), or `stop_after` more. After a
+        SIGTERM or SIGINT every process saves one agreed step and stops there: Preempted (training/preemption.py)."""
+        with preemption.StopSignals() as self._stop:
+            result = self._loop(stop_after, progress)
+        if self._stop.stopped_at is not None:
+            raise self._stop.preempted(self.checkpointer.directory)
+        return result
+
+    def _loop(self, stop_after: int | None, progress: bool) -> TrainResult:
         start, total = int(self.state.step), self.setup.plan.total_steps
-        writer = MetricsWriter(self.run_dir, start)
+        tracked = self.cfg.train.tracker
+        tracker = open_tracker(tracked, self.run_dir, dataclasses.asdict(self.cfg), self.log)
+        writer = MetricsWriter(self.run_dir, start, tensorboard=tracked.kind == "tensorboard")
         peak = self._announce()
         end = total if stop_after is None else min(total, start + stop_after)
         bar = _progress_bar(start, total, progress)
@@ -223,29 +242,47 @@ class Trainer:
         clock = _Throughput(self.setup.plan, per_token, peak, time.perf_counter())
         state, step, pending = self.state, start, None
         self.profiler.begin(start)
-        while step < end:
+        self.goodput.loop_started(start)
+        memory = None
+        while step < end and self._stop.stopped_at is None:
             call_start, done = time.perf_counter(), step + self._call_length(step, end, total)
+            waited = self.goodput.session["data_wait"]
             state, metrics, flags = self._train_call(state, step, done)
             for d in range(step + 1, done + 1):
                 faults.kill_point("step", d)
             due = self._due_after(done, end, total)
+            if done < end and self._stop.agreed(done):  # every process: save this step and stop after it
+                due = dataclasses.replace(due, save=True)
             pending = self._check_flags(pending, flags, due, state.params)
-            clock.add(call_start, step, done, metrics)
+            compiled = clock.add(call_start, step, done, metrics)
+            if compiled:
+                self.goodput.add("compile", compiled - (self.goodput.session["data_wait"] - waited))
+            if step == start:
+                self.goodput.loader_started()
             record = self._record(done, metrics, clock) if due.log else {}
+            if record and memory is None:
+                memory = self._check_memory(clock)
+                record.update(memory.record())
             record.update(self._run_hooks(due.hooks, done, state, clock))
             if record:
                 writer.write(done, record)
+                tracker.log(done, record)
                 self._report(done, record, bar)
                 faults.kill_point("metrics", done)
             if bar is not None:
                 bar.update(done - step)
             if due.save:
-                self._save(state, done)
+                self._save(state, done, clock)
+            if record or due.save:
+                self._record_goodput(done, due.save)
             step = done
         self.profiler.close()
-        self.checkpointer.wait()
+        with self.goodput.timed("checkpoint_save"):
+            self.checkpointer.wait()
+        self.goodput.record(step, checkpoint=False)
         self.checkpointer.close()
         writer.close()
+        tracker.close()
         if bar is not None:
             bar.close()
         self.state = state
@@ -284,7 +321,9 @@ class Trainer:
     def _train_call(self, state: TrainState, step: int, done: int) -> tuple[TrainState, dict, _FiniteFlags]:
         """Steps step + 1 .. done in one call: the state, the last step's metrics and every step's finite flags."""
         setup, rows = self.setup, self.cfg.train.batch_size
-        local = [setup.ramp.step_batch(s, self.train_iter) for s in range(step, done)]
+        with self.goodput.timed("data_wait"):
+            local = [setup.ramp.step_batch(s, self.train_iter) for s in range(step, done)]
+        faults.kill_point("compile", done)
         if done - step == 1:
             state, metrics = setup.train_step(state, setup.partitioner.global_batch(local[0], rows))
         else:
@@ -321,12 +360,35 @@ class Trainer:
         started, record = time.perf_counter(), {}
         for hook in hooks:
             record.update(hook.fn(done, state) or {})
-        clock.leave_out(time.perf_counter() - started)  # hook time is not training time
+        seconds = time.perf_counter() - started
+        clock.leave_out(seconds)  # hook time is not training time
+        self.goodput.add("evaluation", seconds)
         return record
 
-    def _save(self, state: TrainState, done: int) -> None:
+    def _check_memory(self, clock: _Throughput) -> memory_check.MemoryCheck:
+        """Peak device memory against the plan, once the first step has run; a warning past 20 %."""
+        started = time.perf_counter()
+        memory = memory_check.check(self.setup)  # re-traces the step (the compiled program is cached)
+        seconds = time.perf_counter() - started
+        clock.leave_out(seconds)
+        self.goodput.add("compile", seconds)
+        if memory.warning():
+            self.log(memory.warning())
+        return memory
+
+    def _record_goodput(self, done: int, saved: bool) -> None:
+        self.goodput.record(done, checkpoint=saved)
+        warning = self.goodput.data_wait_warning()
+        if warning:
+            self.log(warning)
+
+    def _save(self, state: TrainState, done: int, clock: _Throughput) -> None:
         data_state = {**self.train_iter.get_state(), _SKIPPED: self.nonfinite_skipped}
+        started = time.perf_counter()
         self.checkpointer.save(state, data_state, done)
+        seconds = time.perf_counter() - started
+        clock.leave_out(seconds)  # as hooks: saving is not training
+        self.goodput.add("checkpoint_save", seconds)
         faults.kill_point("checkpoint", done)
 
     def _check_finite(self, flags: _FiniteFlags, params) -> None:

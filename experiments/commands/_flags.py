@@ -2,6 +2,9 @@
 
 import argparse
 import math
+import typing
+
+from meshlm.training.train_config import TrackerConfig
 
 
 def at_least(low: int):
@@ -45,6 +48,10 @@ def add_config_args(p: argparse.ArgumentParser, preset_required: bool = True) ->
         "--preset", required=preset_required, metavar="NAME", help="model preset (meshlm info --list shows them)"
     )
     add_set(p)
+
+
+def add_tracker(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--tracker", choices=typing.get_args(typing.get_type_hints(TrackerConfig)["kind"]), help=help)
 
 
 def add_json(p: argparse.ArgumentParser) -> None:

@@ -32,12 +32,21 @@ def add_arguments(p) -> None:
         metavar="LIST",
         help="comma-separated: built-in names (arithmetic_2da ... arithmetic_1dc, cycle_letters, anagrams1, "
         "anagrams2, random_insertion, reversed_words, label_mapping, icl_score, induction, perplexity), groups "
-        "(arithmetic, unscramble, icl), jsonl:PATH, lambada:PATH, bigbench:PATH",
+        "(arithmetic, unscramble, icl), jsonl:PATH, lambada:PATH, bigbench:PATH, and lm-eval's hellaswag, arc_easy, "
+        "arc_challenge, piqa, winogrande, openbookqa, copa, boolq, lambada_openai as NAME:PATH[:SHOTS_PATH] (a JSON "
+        "lines or Parquet file exported by HF datasets) or NAME:tfds",
     )
     p.add_argument("--shots", default="0", metavar="K,K,...", help="numbers of examples in the prompt (default 0)")
     p.add_argument("--seeds", type=int, default=1, metavar="N", help="shot seeds per K > 0 (default 1)")
     p.add_argument("--batch-size", type=int, default=16, metavar="N", help="rows per forward pass (default 16)")
     p.add_argument("--limit", type=int, default=0, metavar="N", help="evaluate the first N items of a task (0 = all)")
+    p.add_argument(
+        "--fewshot-sampler",
+        choices=harness.SAMPLERS,
+        default="seeded",
+        help="seeded: shots drawn per item by seed (default); first_n: the first K of the shot pool, as lm-eval's "
+        "first_n sampler",
+    )
     p.add_argument("--task-seed", type=int, default=0, metavar="S", help="seed of generated tasks (default 0)")
     p.add_argument("--out", metavar="DIR", help="where results.json, results.md and PNGs go (--sweep: DIR/eval)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -50,6 +59,7 @@ def run(args) -> None:
         batch_size=args.batch_size,
         limit=args.limit,
         task_seed=args.task_seed,
+        sampler=args.fewshot_sampler,
     ).validate()
     tasks = harness.resolve_tasks(args.tasks, settings.task_seed)
     if not tasks:
@@ -78,6 +88,7 @@ def run(args) -> None:
             heldout=harness.heldout_texts(loaded.config) if needs_text else (),
             progress=bar.update,
             task_seed=settings.task_seed,
+            sampler=settings.sampler,
         )
         params = sum(x.size for x in jax.tree.leaves(nnx.state(loaded.model, nnx.Param)))
         models.append({"name": name, "run_dir": str(run_dir), "params": int(params), "results": results})

@@ -31,7 +31,9 @@ DESCRIPTION = (
 
 def add_arguments(p) -> None:
     _flags.add_config_args(p)
-    p.add_argument("--mesh", required=True, metavar="SPEC", help="e.g. fsdp=-1 or data=2,fsdp=2,tensor=2")
+    p.add_argument(
+        "--mesh", required=True, metavar="SPEC", help="e.g. fsdp=-1, data=2,fsdp=2,tensor=2 or dcn_data=2,fsdp=-1"
+    )
     p.add_argument(
         "--device", required=True, metavar="KIND", help="tpu-v4, tpu-v5e, tpu-v5p, tpu-v6e, a100, h100, h200"
     )
@@ -110,12 +112,22 @@ def run(args) -> None:
         raise ConfigError(f"unknown device {args.device!r}; use one of {', '.join(hardware.names())}")
     xla = None
     if args.xla == "on" or (args.xla == "auto" and chips <= MAX_SIMULATED):
-        partitioner = Partitioner.build(cfg.mesh, _cpu_devices(chips))
+        # The simulated devices cut into the mesh's slices in order (CPU devices belong to no slice).
+        per_slice = chips // p.slices
+        partitioner = Partitioner.build(cfg.mesh, _cpu_devices(chips), slice_of=lambda d: d.id // per_slice)
         xla = setup_lib.build(cfg, partitioner).memory_analysis()
     if args.json:
         print(
             json.dumps(
-                {**dataclasses.asdict(p), "preset": args.preset, "total": p.total, "step_time": p.step_time, "xla": xla}
+                {
+                    **dataclasses.asdict(p),
+                    "preset": args.preset,
+                    "total": p.total,
+                    "step_time": p.step_time,
+                    "ici_time": p.ici_time,
+                    "dcn_time": p.dcn_time,
+                    "xla": xla,
+                }
             )
         )
     else:
@@ -154,7 +166,8 @@ def _text(preset: str, cfg, p, xla: dict | None) -> str:
     verdict = "fits" if p.total <= p.hbm else "does NOT fit"
     lines = [
         f"{preset} on {p.chips} x {p.device}, mesh "
-        f"{mesh}{' + sequence parallel' if cfg.mesh.sequence_parallel else ''}",
+        f"{mesh}{' + sequence parallel' if cfg.mesh.sequence_parallel else ''}"
+        + (f", data over {p.slices} slices" if p.slices > 1 else ""),
         f"batch {t.batch_size} x {p.seq_len} tokens in {t.micro_batches} micro-batch(es)",
         "",
         "per-device memory",
@@ -167,7 +180,19 @@ def _text(preset: str, cfg, p, xla: dict | None) -> str:
         f"step time           {_seconds(p.step_time)} at {p.mfu:.0%} MFU ({p.peak_flops / 1e12:.0f} TFLOP/s per chip, "
         "bf16 dense data sheet)",
         f"tokens per second   {t.batch_size * p.seq_len / p.step_time:,.0f}",
+        "",
+        "communication per step, bytes sent by ring collectives (formulas in parallel/planner.py)",
+        f"  {'inside a slice':<18}{_size(p.ici_bytes):>10}   per chip: FSDP gathers, gradient reduction, tensor "
+        "all-reduces",
+        f"{'':<33}at least {_seconds(p.ici_time)} over ICI at {p.ici / 1e9:.0f} GB/s two-way per chip",
     ]
+    if p.slices > 1:
+        lines += [
+            f"  {'between slices':<18}{_size(p.dcn_bytes):>10}   per slice: the gradient all-reduce, 2 (n-1)/n x the "
+            f"gradient, n = {p.slices}",
+            f"{'':<33}{_seconds(p.dcn_time)} over DCN at {p.chips // p.slices} chips x "
+            f"{p.dcn / 1e9:.3g} GB/s ({p.dcn_time / p.step_time:.0%} of the step time)",
+        ]
     if xla is not None:
         lines += [
             "",

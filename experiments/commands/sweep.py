@@ -1,15 +1,22 @@
-"""`meshlm sweep run SPEC --out DIR` runs, resumes or plans a scaling-law sweep; `meshlm sweep fit` fits laws to it."""
+"""`meshlm sweep run SPEC --out DIR` runs, resumes or plans a scaling-law sweep; `meshlm sweep status DIR` shows
+where it stands; `meshlm sweep fit` fits laws to it."""
 
+import dataclasses
 import json
 import math
 from pathlib import Path
 
-from meshlm.experiments.sweep import parametric
+from meshlm.experiments.commands import _flags
+from meshlm.experiments.sweep import identify, parametric
 from meshlm.experiments.sweep.fit import DEFAULT_RESAMPLES, FitResult, fit
 from meshlm.model.errors import ConfigError
 from meshlm.training.atomic import write_atomic
+from meshlm.training.train_config import TrackerConfig
 
-DESCRIPTION = "Scaling-law sweeps: run a spec of budgets x shapes x seeds (run), fit scaling laws to it (fit)."
+DESCRIPTION = (
+    "Scaling-law sweeps: run a spec of budgets x shapes x seeds (run), see its runs by state (status), fit scaling "
+    "laws to it (fit)."
+)
 MAIN = ("E", "A", "B", "alpha", "beta", "a", "b")
 
 
@@ -21,7 +28,17 @@ def add_arguments(p) -> None:
             help="run, resume or --dry-run a sweep spec",
             description="Run every run of a sweep spec into DIR: an ordinary meshlm train run directory per run "
             "under DIR/runs/ID, results in DIR/results.sqlite. Re-running skips finished runs and resumes "
-            "interrupted ones; two runners on one DIR never run the same run.",
+            "interrupted ones; two runners on one DIR never run the same run. A killed or crashed run is retried "
+            "from its checkpoint (the spec's retries, with backoff); a config error, a non-finite loss or running out "
+            "of memory fails the run at once.",
+        )
+    )
+    _status_arguments(
+        actions.add_parser(
+            "status",
+            help="list a sweep directory's runs by state, with progress and time left",
+            description="List the runs of DIR by state (done, running, pending, retrying, failed with its reason), "
+            "each with the steps done, its tries and the time left at the measured throughput.",
         )
     )
     _fit_arguments(
@@ -36,7 +53,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> None:
-    {"run": _run, "fit": _fit}[args.sweep](args)
+    {"run": _run, "status": _status, "fit": _fit}[args.sweep](args)
 
 
 def _run_arguments(p) -> None:
@@ -52,6 +69,16 @@ def _run_arguments(p) -> None:
     p.add_argument("--cpus-per-run", type=float, metavar="N", help="ray: CPUs each run reserves")
     p.add_argument("--gpus-per-run", type=float, metavar="N", help="ray: GPUs each run reserves")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (one line per finished run)")
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="run the runs recorded failed again, with fresh retries (once their cause is fixed)",
+    )
+    _flags.add_tracker(
+        p,
+        help="where every run logs besides metrics.jsonl: tensorboard or wandb (W&B groups the runs under the sweep's "
+        "name); default: as the spec says",
+    )
 
 
 def _run(args) -> None:
@@ -77,12 +104,37 @@ def _run(args) -> None:
         cpus_per_run=args.cpus_per_run if args.cpus_per_run is not None else defaults.cpus_per_run,
         gpus_per_run=args.gpus_per_run if args.gpus_per_run is not None else defaults.gpus_per_run,
     )
-    outcome = runner.run_sweep(spec, out, launcher, progress=not args.no_progress, compile_cache=True)
-    if outcome.failed:
+    tracker = TrackerConfig(kind=args.tracker) if args.tracker else None
+    outcome = runner.run_sweep(
+        spec,
+        out,
+        launcher,
+        progress=not args.no_progress,
+        compile_cache=True,
+        tracker=tracker,
+        retry_failed=args.retry_failed,
+    )
+    if outcome.failed or outcome.failed_before:
         raise ConfigError(
-            f"{outcome.failed} runs failed (errors in the failures table of {out / FILE}, logs in "
-            f"{out / runner.RUNS}/ID/sweep.log); re-run the same command to retry them"
+            f"{outcome.failed + outcome.failed_before} runs failed (reasons: meshlm sweep status {out}; logs in "
+            f"{out / runner.RUNS}/ID/sweep.log); fix the cause and re-run with --retry-failed"
         )
+
+
+def _status_arguments(p) -> None:
+    p.add_argument("dir", metavar="DIR", help="a sweep directory written by meshlm sweep run")
+    p.add_argument("--json", action="store_true", help="one JSON object: counts, time left and every run")
+
+
+def _status(args) -> None:
+    from meshlm.experiments.sweep import status  # deferred: it loads JAX (run configs), which sweep fit never needs
+
+    statuses = status.read(args.dir)
+    if args.json:
+        runs = [dataclasses.asdict(s) for s in statuses]
+        print(json.dumps({**status.summary(statuses), "runs": runs}, indent=1))
+    else:
+        print(status.text(statuses))
 
 
 def _fit_arguments(p) -> None:
@@ -106,6 +158,11 @@ def _fit_arguments(p) -> None:
         "0 = all 4500)",
     )
     p.add_argument("--no-report", action="store_true", help="write fit.json only, no report.md and plots")
+    _flags.add_tracker(
+        p,
+        help="wandb: log the fitted values and the report's plots to a W&B summary run in the sweep's group; "
+        "tensorboard: do not; default: wandb when the sweep's runs logged to W&B",
+    )
 
 
 def _lines(result: FitResult) -> list[str]:
@@ -120,6 +177,8 @@ def _lines(result: FitResult) -> list[str]:
         if not math.isnan(ci["lo80"]):
             out.append(f"{name}.lo80={ci['lo80']:.6g}")
             out.append(f"{name}.hi80={ci['hi80']:.6g}")
+        if name in result.not_identified:
+            out.append(f"{name}.identified=false")
     for h in result.holdout:
         key = f"holdout.{h.run_id}"
         out += [
@@ -157,8 +216,25 @@ def _fit(args) -> None:
     print("\n".join(_lines(result)))
     if not result.fits.parametric.converged:
         print("warning: no L-BFGS start converged; the best result is shown (try --starts 0)")
+    if unidentified := identify.summary(result.not_identified):
+        print(f"warning: {unidentified}")
     print(f"wrote {out_dir / 'fit.json'}")
     if not args.no_report:
         from meshlm.experiments.sweep.report import write_report
 
         print(f"wrote {write_report(out_dir, observations, result)}")
+    _track_fit(args, out_dir, observations, result)
+
+
+def _track_fit(args, out_dir: Path, observations, result: FitResult) -> None:
+    """The fit in W&B when asked, or unasked when the sweep's runs logged there."""
+    if args.tracker == "tensorboard" or not (args.dir or args.tracker):
+        return
+    from meshlm.experiments.sweep import tracking  # deferred: W&B and JAX, which a plain --table fit never needs
+
+    tracker = tracking.runs_tracker(args.dir, observations) if args.dir else None
+    if tracker is None and args.tracker == "wandb":
+        tracker = TrackerConfig(kind="wandb")
+    if tracker is not None:
+        settings = {"resamples": args.resamples, "seed": args.seed, "starts": args.starts}
+        tracking.log_fit(out_dir, result, tracker, settings, plots=not args.no_report)

@@ -1,5 +1,7 @@
 """`meshlm train`: build the config from a preset and overrides, then hand it to the trainer."""
 
+import dataclasses
+
 import jax
 from etils import epath
 
@@ -9,12 +11,16 @@ from meshlm.model.generate import SamplingConfig
 from meshlm.parallel import distributed
 from meshlm.training import config as config_lib
 from meshlm.training.atomic import write_atomic
+from meshlm.training.errors import PREEMPTED_EXIT_CODE
 from meshlm.training.run_dir import check_directory, load_run, resolve_config
+from meshlm.training.trackers import open_tracker
 from meshlm.training.trainer import Trainer
 
 DESCRIPTION = (
     "Train a preset on text. The run directory receives config.json, tokenizer.model, metrics.jsonl, TensorBoard "
-    "events and orbax checkpoints; running the same command again resumes from the latest complete checkpoint."
+    "events (or a W&B run: --tracker wandb) and orbax checkpoints; running the same command again resumes from the "
+    "latest complete checkpoint. On SIGTERM or SIGINT (a preemption) every process stops at one step, checkpoints it "
+    f"and exits with code {PREEMPTED_EXIT_CODE}: re-run the same command to resume there."
 )
 
 
@@ -23,6 +29,11 @@ def add_arguments(p) -> None:
     p.add_argument("--run-dir", required=True, metavar="DIR", help="where the run lives (created if missing)")
     p.add_argument("--data", metavar="SPEC", help="shakespeare (default, embedded) | tfds:NAME[/CONFIG] | text:GLOB")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    _flags.add_tracker(
+        p,
+        help="where metrics, evaluations and samples go besides metrics.jsonl: tensorboard (default) or wandb "
+        "(pip install 'meshlm[wandb]'; a resumed run continues its W&B run); sets train.tracker.kind",
+    )
     p.add_argument(
         "--sample",
         action="append",
@@ -85,6 +96,7 @@ def run(args) -> None:
         + ([f"data.source={args.data}"] if args.data else [])
         + ([f"mesh.shape={args.mesh}"] if args.mesh else [])
         + ([f"train.profile={args.profile}"] if args.profile else [])
+        + ([f"train.tracker.kind={args.tracker}"] if args.tracker else [])
     )
     cfg = config_lib.from_preset(args.preset, overrides).validate() if args.preset else None
     if cfg is None and overrides:
@@ -96,7 +108,10 @@ def run(args) -> None:
         trainer.add_hook(args.eval_every or trainer.cfg.train.eval_every, evaluation_hook(trainer, args))
     trainer.run(progress=not args.no_progress)
     if args.sample and jax.process_count() == 1:  # sampling reads every parameter shard: one process only
-        write_samples(args.run_dir, args.sample)
+        texts = write_samples(args.run_dir, args.sample)
+        tracker = open_tracker(trainer.cfg.train.tracker, args.run_dir, dataclasses.asdict(trainer.cfg), trainer.log)
+        tracker.table("samples", ["prompt", "text"], [list(pair) for pair in zip(args.sample, texts)])
+        tracker.close()
 
 
 def evaluation_hook(trainer: Trainer, args):
@@ -115,8 +130,8 @@ def evaluation_hook(trainer: Trainer, args):
     )
 
 
-def write_samples(run_dir: str, prompts: list[str]) -> None:
-    """Sample each prompt from the finished run into RUN_DIR/samples.txt, and print them."""
+def write_samples(run_dir: str, prompts: list[str]) -> list[str]:
+    """Sample each prompt from the finished run into RUN_DIR/samples.txt, print them and return them."""
     run = load_run(run_dir)
     tok, cfg = run.tokenizer, run.config
     sampling = SamplingConfig(
@@ -131,3 +146,4 @@ def write_samples(run_dir: str, prompts: list[str]) -> None:
     write_atomic(run.path / "samples.txt", "".join(f"--- sample {i}\n{text}\n" for i, text in enumerate(texts)))
     for text in texts:
         print("--- sample\n" + text)
+    return texts

@@ -9,7 +9,7 @@ from flax import nnx
 
 from meshlm.experiments.evaluation import metrics
 from meshlm.experiments.evaluation import tasks as tasks_lib
-from meshlm.experiments.evaluation.prompts import Fitted, draw_shots, fit
+from meshlm.experiments.evaluation.prompts import Fitted, draw_shots, first_shots, fit
 from meshlm.experiments.evaluation.requests import LanguageModel
 from meshlm.experiments.evaluation.tasks import probes
 from meshlm.experiments.evaluation.tasks.base import Task
@@ -18,6 +18,7 @@ from meshlm.model.transformer import Transformer
 from meshlm.parallel.sharding import Partitioner
 from meshlm.training import sources
 
+SAMPLERS = ("seeded", "first_n")  # per-item seeded permutations; lm-eval's first_n (the pool's first K)
 HELDOUT_CHARS = 1_000_000  # validation text read for the probes (they use at most ~65k tokens)
 
 
@@ -46,6 +47,7 @@ class EvalSettings:
     batch_size: int = 16
     limit: int = 0  # items evaluated per task (the first ones); 0 = all
     task_seed: int = 0  # the seed of generated tasks (arithmetic problems, scrambles, label mapping)
+    sampler: str = "seeded"  # how shots are chosen: SAMPLERS
 
     def validate(self) -> "EvalSettings":
         if not self.shots or min(self.shots) < 0:
@@ -54,10 +56,12 @@ class EvalSettings:
             raise ConfigError(f"--seeds {self.seeds} must be at least 1")
         if self.limit < 0:
             raise ConfigError(f"--limit {self.limit} must be 0 (all items) or positive")
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"--fewshot-sampler {self.sampler!r}: use one of {', '.join(SAMPLERS)}")
         return self
 
     def settings(self, k: int) -> range:
-        return range(1 if k == 0 else self.seeds)
+        return range(1 if k == 0 or self.sampler == "first_n" else self.seeds)
 
 
 def resolve_tasks(specs: Sequence[str | Task], task_seed: int = 0) -> list[Task | str]:
@@ -78,9 +82,10 @@ def evaluate(
     partitioner: Partitioner | None = None,
     progress: Callable[[int], None] = lambda n: None,
     task_seed: int = 0,
+    sampler: str = "seeded",
 ) -> dict:
     """{task name: results} for one model. `heldout` texts feed the icl_score, induction and perplexity probes."""
-    settings = EvalSettings(tuple(shots), seeds, batch_size, limit, task_seed).validate()
+    settings = EvalSettings(tuple(shots), seeds, batch_size, limit, task_seed, sampler).validate()
     lm = LanguageModel(model, tokenizer, batch_size=batch_size, partitioner=partitioner, progress=progress)
     out = {}
     for task in resolve_tasks(tasks, task_seed):
@@ -122,7 +127,7 @@ def run_task(lm: LanguageModel, task: Task, settings: EvalSettings) -> dict:
     uncond = _unconditional(lm, task, items)
     by_k = {}
     for k in sorted(set(settings.shots)):
-        runs = [_score(lm, task, items, k, seed, uncond) for seed in settings.settings(k)]
+        runs = [_score(lm, task, items, k, seed, uncond, settings.sampler) for seed in settings.settings(k)]
         by_k[str(k)] = _aggregate(runs, k)
     return {
         "kind": task.kind,
@@ -157,10 +162,37 @@ def _continuations(task: Task, item) -> list[str]:
     return [task.fmt.target_delimiter + a for a in answers]
 
 
-def _score(lm: LanguageModel, task: Task, items, k: int, seed: int, uncond) -> tuple[list[dict], list[Fitted]]:
+def shots_for(task: Task, items, k: int, seed: int, sampler: str = "seeded") -> list[list]:
+    if sampler == "first_n":
+        return [first_shots(task.pool, it, k) for it in items]
+    return [draw_shots(task.pool, it, k, seed, task.name) for it in items]
+
+
+def fitted_prompts(lm: LanguageModel, task: Task, items, shots) -> list[list[Fitted]]:
+    """Per item, the prompt with every continuation; for partial scoring, one prompt per choice (the choice as
+    the context, the target as its continuation), lm-eval's multiple-input requests."""
+    out = []
+    for it, s in zip(items, shots):
+        if it.partial:
+            target = [task.fmt.target_delimiter + it.target]
+            out.append(
+                [
+                    fit(lm.tokenizer, task.fmt, s, dataclasses.replace(it, context=c), target, lm.n_ctx)
+                    for c in it.choices
+                ]
+            )
+        else:
+            out.append([fit(lm.tokenizer, task.fmt, s, it, _continuations(task, it), lm.n_ctx)])
+    return out
+
+
+def _score(
+    lm: LanguageModel, task: Task, items, k: int, seed: int, uncond, sampler: str
+) -> tuple[list[dict], list[Fitted]]:
     """Per-item metrics of one K and shot seed, and the fitted prompts (for truncation counts)."""
-    shots = [draw_shots(task.pool, it, k, seed, task.name) for it in items]
-    fitted = [fit(lm.tokenizer, task.fmt, s, it, _continuations(task, it), lm.n_ctx) for s, it in zip(shots, items)]
+    shots = shots_for(task, items, k, seed, sampler)
+    per_item_fitted = fitted_prompts(lm, task, items, shots)
+    fitted = [f for fs in per_item_fitted for f in fs]
     scored = iter(lm.loglikelihood_tokens([(f.context_ids, c) for f in fitted for c in f.continuation_ids]))
     if task.kind == "multiple_choice":
         per_item = []

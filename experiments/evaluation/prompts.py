@@ -23,10 +23,13 @@ class Item:
     target: str = ""  # generation and loglikelihood items
     choices: tuple[str, ...] = ()  # multiple-choice items
     gold: int = -1
+    # Partial scoring (Winogrande): the choices are contexts and the target is scored after each; as a shot,
+    # `context` (the gold choice) is followed by the target.
+    partial: bool = False
 
     @property
     def answer(self) -> str:
-        return self.choices[self.gold] if self.choices else self.target
+        return self.choices[self.gold] if self.choices and not self.partial else self.target
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +59,12 @@ def draw_shots(pool: Sequence[Item], item: Item, k: int, seed: int, task: str) -
     candidates = [s for s in pool if s.id != item.id]
     order = np.random.default_rng([seed, stable_hash(task), stable_hash(item.id)]).permutation(len(candidates))
     return [candidates[i] for i in order[:k]]
+
+
+def first_shots(pool: Sequence[Item], item: Item, k: int) -> list[Item]:
+    """lm-eval's `first_n` sampler: the first k of the pool (the item removed) in pool order, which puts the k-th
+    next to the query."""
+    return [s for s in pool if s.id != item.id][:k][::-1]
 
 
 def render(fmt: PromptFormat, shots: Sequence[Item], query: Item) -> str:

@@ -3,7 +3,8 @@
 Hold-out runs (Observation.holdout) are never fitted; the report compares their losses with the predictions.
 Every fitted and derived quantity lives in one flat dict of name -> value, so the bootstrap treats them alike:
 resample the fitted runs with replacement, refit everything (Approach 3 warm-started from the full-data optimum),
-and read the 10th/90th (80 %) and 2.5th/97.5th (95 %) percentiles of each name.
+and read the 10th/90th (80 %) and 2.5th/97.5th (95 %) percentiles of each name. Each name is then judged
+identified or not (identify.py): a fit that converged can still leave a parameter free.
 """
 
 import dataclasses
@@ -11,7 +12,7 @@ import math
 
 import numpy as np
 
-from meshlm.experiments.sweep import envelope, isoflop, kaplan, parametric
+from meshlm.experiments.sweep import envelope, identify, isoflop, kaplan, parametric
 from meshlm.experiments.sweep.observations import Observation
 from meshlm.model.errors import ConfigError
 
@@ -55,6 +56,7 @@ class Fits:
 class FitResult:
     values: dict[str, float]
     intervals: dict[str, dict[str, float]]  # name -> lo80, hi80, lo95, hi95
+    not_identified: dict[str, identify.Unidentified]  # the fitted quantities the runs leave free, and why
     samples: dict[str, np.ndarray]  # name -> one value per bootstrap resample (NaN where a fit was not possible)
     fits: Fits
     budgets: tuple[float, ...]  # the compute values at which the derived quantities are given
@@ -62,6 +64,11 @@ class FitResult:
     fitted_runs: int
     resamples: int
     seed: int
+
+    @property
+    def identified(self) -> dict[str, bool]:
+        """Every quantity: false where it is not identified or could not be fitted at all."""
+        return {k: not (k in self.not_identified or math.isnan(v)) for k, v in self.values.items()}
 
     @property
     def law(self) -> parametric.LossLaw:
@@ -83,6 +90,8 @@ class FitResult:
                 "objective": self.fits.parametric.objective,
                 "values": self.values,
                 "intervals": self.intervals,
+                "identified": self.identified,
+                "not_identified": {k: str(u) for k, u in self.not_identified.items()},
                 "budgets": list(self.budgets),
                 "isoflop_budgets": [dataclasses.asdict(b) for b in iso.budgets],
                 "holdout": [
@@ -200,10 +209,13 @@ def fit(
     # no interval for a quantity the full data could not give: resamples with duplicated runs sometimes can
     intervals = {k: _interval(v if math.isfinite(values[k]) else np.array([])) for k, v in samples.items()}
     law = fits.parametric.law
+    shares = parametric.term_shares(law, [r.N for r in runs], [r.D for r in runs])
+    not_identified = identify.classify(values, intervals, samples, parametric.BOUNDS, shares)
     residuals = np.log([r.loss for r in runs]) - np.log([law.loss(r.N, r.D) for r in runs])
     result = FitResult(
         values=values,
         intervals=intervals,
+        not_identified=not_identified,
         samples=samples,
         fits=fits,
         budgets=budgets,

@@ -1,14 +1,21 @@
-"""Where runs execute: here, one at a time (local), or one Ray task per run on its own worker (ray).
+"""Where runs execute: one at a time in a worker process on this machine (local), or one Ray task per run on its
+own worker (ray).
 
-Both hand each finished run's RunResult (or its exception) back to the driver, which alone writes the store.
-Ray does the fan-out and the placement; the driver only keeps `slots` runs in flight.
+Both hand each finished run's RunResult, or its Failure, back to the driver, which alone writes the store and
+decides on retries. Ray does the fan-out and the placement; the driver only keeps `slots` runs in flight.
 """
 
 import dataclasses
+import json
 import os
+import pathlib
+import subprocess
+import sys
 from typing import Protocol
 
-from meshlm.experiments.sweep.execute import execute
+from meshlm.experiments.sweep import worker
+from meshlm.experiments.sweep.execute import LOG, execute
+from meshlm.experiments.sweep.failures import Failure, classify, from_exit
 from meshlm.experiments.sweep.store import RunResult
 from meshlm.model.errors import ConfigError
 
@@ -20,9 +27,11 @@ class Job:
     run_dir: str
     tokenizer: str
     compile_cache: str = ""  # a JAX persistent compilation cache directory, "" = none
+    attempt: int = 1  # which try of this run, counted across drivers
 
 
-Outcome = RunResult | BaseException
+Outcome = RunResult | Failure
+STOP_TIMEOUT_S = 30.0  # a run told to stop has this long to checkpoint (a GCE spot VM's notice)
 
 
 class Launcher(Protocol):
@@ -30,31 +39,65 @@ class Launcher(Protocol):
 
     def submit(self, job: Job) -> None: ...
 
-    def wait(self) -> tuple[Job, Outcome]: ...  # the next finished job
+    # The next finished job, or None when none finished within `timeout` seconds (None: wait as long as it takes).
+    def wait(self, timeout: float | None = None) -> tuple[Job, Outcome] | None: ...
 
     def close(self) -> None: ...
 
 
 class LocalLauncher:
-    """In the driver's process, one run at a time: `wait` runs the oldest submitted job."""
+    """One run at a time, in a worker process (worker.py) whose output goes to the run's sweep.log."""
 
     slots = 1
 
     def __init__(self):
-        self._queue: list[Job] = []
+        self._running: tuple[Job, subprocess.Popen] | None = None
+
+    def environment(self, job: Job) -> dict[str, str]:
+        """The worker's environment variables: this process's (a test adds a fault to chosen attempts)."""
+        return dict(os.environ)
 
     def submit(self, job: Job) -> None:
-        self._queue.append(job)
+        run_dir = pathlib.Path(job.run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / worker.OUTCOME).unlink(missing_ok=True)  # a killed attempt must not report the last one's
+        with (run_dir / LOG).open("a") as log:
+            log.write(f"attempt {job.attempt}\n")
+            log.flush()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "meshlm.experiments.sweep.worker"],
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.environment(job),
+            )
+        proc.stdin.write(json.dumps({"job": dataclasses.asdict(job), "parent": os.getpid()}).encode())
+        proc.stdin.close()
+        self._running = (job, proc)
 
-    def wait(self) -> tuple[Job, Outcome]:
-        job = self._queue.pop(0)
+    def wait(self, timeout: float | None = None) -> tuple[Job, Outcome] | None:
+        job, proc = self._running
         try:
-            return job, execute(job.config, job.run_dir, job.tokenizer, job.compile_cache)
-        except Exception as e:  # the sweep goes on; the store records the failure
-            return job, e
+            status = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        self._running = None
+        outcome = worker.read_outcome(job.run_dir)
+        if status == 0 and isinstance(outcome, RunResult):
+            return job, outcome
+        return job, from_exit(status, outcome if isinstance(outcome, str) else "")
 
     def close(self) -> None:
-        self._queue.clear()
+        """Stop a run still in flight as a preemption would (the trainer saves the step it stops at), or kill it."""
+        if self._running:
+            proc = self._running[1]
+            proc.terminate()
+            try:
+                proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            self._running = None
 
 
 class RayLauncher:
@@ -69,10 +112,11 @@ class RayLauncher:
         self._owns = not ray.is_initialized()
         if self._owns:
             ray.init(address=address or None, include_dashboard=False, log_to_driver=False)
-        # Workers import meshlm from the driver's environment; MESHLM_* and XLA_FLAGS travel with the task.
-        env = {k: v for k, v in os.environ.items() if k.startswith(("MESHLM_", "XLA_", "JAX_", "TFDS_"))}
+        # Workers import meshlm from the driver's environment; MESHLM_*, XLA_FLAGS and WANDB_* travel with the task.
+        env = {k: v for k, v in os.environ.items() if k.startswith(("MESHLM_", "XLA_", "JAX_", "TFDS_", "WANDB_"))}
+        # max_retries=0: the driver retries a crashed run itself, counting it in the store.
         self._remote = ray.remote(
-            num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_calls=1, runtime_env={"env_vars": env}
+            num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_calls=1, max_retries=0, runtime_env={"env_vars": env}
         )(execute)
         resources = ray.cluster_resources()
         fits = [resources.get("CPU", 0) / cpus_per_run] if cpus_per_run else []
@@ -83,13 +127,15 @@ class RayLauncher:
     def submit(self, job: Job) -> None:
         self._in_flight[self._remote.remote(job.config, job.run_dir, job.tokenizer, job.compile_cache)] = job
 
-    def wait(self) -> tuple[Job, Outcome]:
-        ready, _ = self._ray.wait(list(self._in_flight), num_returns=1)
+    def wait(self, timeout: float | None = None) -> tuple[Job, Outcome] | None:
+        ready, _ = self._ray.wait(list(self._in_flight), num_returns=1, timeout=timeout)
+        if not ready:
+            return None
         job = self._in_flight.pop(ready[0])
         try:
             return job, self._ray.get(ready[0])
-        except Exception as e:  # a RayTaskError wraps the run's own exception
-            return job, e
+        except Exception as e:  # a RayTaskError wraps the run's own exception as its cause; a dead worker has none
+            return job, classify(getattr(e, "cause", None) or e)
 
     def close(self) -> None:
         for ref in self._in_flight:

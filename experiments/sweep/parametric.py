@@ -101,6 +101,20 @@ def initial_grid() -> np.ndarray:
 
 # log A, log B, log E, alpha, beta
 THETA_BOUNDS = ((-50.0, 200.0), (-50.0, 200.0), (-20.0, 20.0), (0.0, 10.0), (0.0, 10.0))
+LOG_FITTED = ("A", "B", "E")
+# The same box in each parameter's own scale, for telling whether a fit ended against it.
+BOUNDS = {
+    name: tuple(math.exp(v) for v in box) if name in LOG_FITTED else box
+    for name, box in zip(("A", "B", "E", "alpha", "beta"), THETA_BOUNDS)
+}
+
+
+def term_shares(law: LossLaw, N, D) -> dict[str, float]:
+    """For E, A and B: the largest part of the predicted loss their term (E, A/N^alpha, B/D^beta) makes at any run."""
+    N, D = np.asarray(N, dtype=float), np.asarray(D, dtype=float)
+    total = law.loss(N, D)
+    terms = {"E": np.full_like(N, law.E), "A": law.A / np.power(N, law.alpha), "B": law.B / np.power(D, law.beta)}
+    return {name: float(np.max(term / total)) for name, term in terms.items()}
 
 
 def single_threaded():

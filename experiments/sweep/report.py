@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from meshlm.experiments.sweep import badput, identify
 from meshlm.experiments.sweep.fit import FitResult
 from meshlm.experiments.sweep.observations import Observation
 from meshlm.training.atomic import write_atomic
@@ -150,11 +151,23 @@ def _fmt(x: float) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4g}"
 
 
+def _identified_cell(result: FitResult, name: str) -> str:
+    if name in result.not_identified:
+        return f"**no**: {result.not_identified[name]}"
+    return "yes" if result.identified[name] else "n/a"
+
+
 def _tables(result: FitResult) -> list[str]:
-    lines = ["| quantity | value | 80% interval | 95% interval |", "|---|---|---|---|"]
+    lines = [
+        "| quantity | value | 80% interval | 95% interval | identified |",
+        "|---|---|---|---|---|",
+    ]
     for name, value in result.values.items():
         ci = {k: _fmt(v) for k, v in result.intervals[name].items()}
-        lines.append(f"| {name} | {_fmt(value)} | {ci['lo80']} – {ci['hi80']} | {ci['lo95']} – {ci['hi95']} |")
+        lines.append(
+            f"| {name} | {_fmt(value)} | {ci['lo80']} – {ci['hi80']} | {ci['lo95']} – {ci['hi95']} | "
+            f"{_identified_cell(result, name)} |"
+        )
     lines += [
         "",
         "IsoFLOP budgets (Approach 2):",
@@ -179,6 +192,74 @@ def _tables(result: FitResult) -> list[str]:
                 f"{'yes' if h.inside80 else 'no'} |"
             )
     return lines
+
+
+# What a free quantity leaves unknown; identify.py says which are free. Keyed by name, or by prefix for the others.
+MEANING = {
+    "E": "the loss floor. L_opt(C) and the hold-out predictions rest on it: beyond the fitted compute they can miss "
+    "either way, and an E at zero makes them fall as a pure power law where the true loss levels off (too low). "
+    "Runs reaching lower losses pin it",
+    "A": "the size term A/N^alpha. N_opt, D_opt, tokens per parameter and G rest on it, so the compute-optimal "
+    "allocation is not known from these runs. Sizes spread further at each budget pin it",
+    "alpha": "how fast the loss falls with N. a, b, N_opt, D_opt and tokens per parameter rest on it: the allocation "
+    "is not known from these runs, and neither is the loss of a larger model. Sizes spread further pin it",
+    "B": "the data term B/D^beta. N_opt, D_opt, tokens per parameter and G rest on it. Runs spread further in "
+    "tokens per parameter pin it",
+    "beta": "how fast the loss falls with D. a, b, N_opt, D_opt and tokens per parameter rest on it. Runs spread "
+    "further in tokens per parameter pin it",
+    "a": "the exponent of N_opt ~ C^a: how the optimal size grows with compute",
+    "b": "the exponent of D_opt ~ C^b: how the optimal number of tokens grows with compute",
+    "G": "the scale of the compute-optimal allocation",
+    "N_opt": "the compute-optimal size at that compute",
+    "D_opt": "the compute-optimal number of tokens at that compute",
+    "tokens_per_param": "the compute-optimal tokens per parameter at that compute",
+    "L_opt": "the lowest loss reachable at that compute",
+    "approach2": "an exponent of Approach 2's power law through the IsoFLOP minima, which the minima do not fix "
+    "(read the IsoFLOP table; grids that bracket each minimum, or more budgets, fix it)",
+    "approach1": "an exponent of Approach 1's power law through the loss-curve envelope, which the envelope does "
+    "not fix",
+    "kaplan": "part of a one-variable law on the sweep's frontier, whose extrapolation in N or D is not determined",
+}
+
+
+def _meaning(name: str) -> str:
+    return MEANING[name.split("@")[0].split(".")[0]]
+
+
+def _status(result: FitResult) -> str:
+    """How the fit went, which converged alone never says."""
+    p = result.fits.parametric
+    stopped = "converged" if p.converged else "did NOT converge"
+    bounds_only = "" if result.resamples else " (checked against the bounds only: no resamples, so no intervals)"
+    own = [name for name, u in result.not_identified.items() if u.reason]
+    if not own:
+        return f"Approach 3 {stopped} and every fitted quantity is identified{bounds_only}"
+    return f"Approach 3 {stopped}, but not every quantity is identified: {', '.join(own)} (below){bounds_only}"
+
+
+def _identification_section(result: FitResult) -> list[str]:
+    """Which quantities the runs leave free, why, and what that leaves unknown."""
+    lines = [
+        "## What the runs do not pin down",
+        "",
+        "A quantity is *identified* when its fit did not end at or within 1 % of one of the optimizer's bounds and "
+        "its 80 % bootstrap interval spans at most a factor of 10, and nothing it is computed from is unidentified "
+        "(docs/scaling.md, Identification). A converged fit can still leave a parameter free: many values then fit "
+        "the runs about as well as the one shown.",
+        "",
+    ]
+    own = {name: u for name, u in result.not_identified.items() if u.reason}
+    if not own:
+        return [*lines, "Every fitted quantity is identified.", ""]
+    for name, u in own.items():
+        also = f"; it also rests on {', '.join(u.rests_on)}" if u.rests_on else ""
+        lines.append(f"- **{name}** is not identified: {u.reason}{also}. It is {_meaning(name)}.")
+    derived = [name for name, u in result.not_identified.items() if not u.reason]
+    if derived:
+        lines += ["", f"Resting on them, so not identified either: {', '.join(derived)}."]
+    if set(own) & set(identify.RESTS_ON["L_opt"]) and result.holdout:
+        lines += ["", "The hold-out predictions rest on all five parameters of Approach 3."]
+    return [*lines, ""]
 
 
 def _icl_section(eval_dir: Path) -> list[str]:
@@ -216,16 +297,18 @@ def write_report(out_dir: str | Path, observations: list[Observation], fit_resul
         "# Scaling-law fit",
         "",
         f"{fit_result.fitted_runs} runs fitted, {len(fit_result.holdout)} held out; {fit_result.resamples} bootstrap "
-        f"resamples (seed {fit_result.seed}); Approach 3 {'converged' if p.converged else 'did NOT converge'} "
-        f"(summed Huber objective {p.objective:.6g}, {p.starts} L-BFGS starts).",
+        f"resamples (seed {fit_result.seed}); {_status(fit_result)} (summed Huber objective {p.objective:.6g}, "
+        f"{p.starts} L-BFGS starts).",
         "",
         f"**L(N, D) = {law.E:.4g} + {law.A:.4g} / N^{law.alpha:.4f} + {law.B:.4g} / D^{law.beta:.4f}**; "
         f"N_opt ~ C^{law.a:.3f}, D_opt ~ C^{law.b:.3f}.",
         "",
+        *_identification_section(fit_result),
         *_tables(fit_result),
         "",
         *(f"![{name}]({name}.png)\n" for name in PLOTS),
         *_icl_section(out_dir / EVAL),
+        *badput.section(out_dir / "runs"),
     ]
     path = out_dir / "report.md"
     write_atomic(path, "\n".join(lines))

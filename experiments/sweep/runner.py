@@ -12,16 +12,18 @@ import json
 import pathlib
 import subprocess
 import sys
+import time
 
 from meshlm.experiments.sweep import plan as plan_lib
 from meshlm.experiments.sweep.launchers import Job, Launcher
 from meshlm.experiments.sweep.spec import Spec
-from meshlm.experiments.sweep.store import RunResult, Store
+from meshlm.experiments.sweep.store import RETRYING, RunResult, Store
 from meshlm.model.errors import ConfigError
 from meshlm.training import config as config_lib
 from meshlm.training.atomic import write_atomic
 from meshlm.training.data import build_pipeline
 from meshlm.training.errors import DataError
+from meshlm.training.train_config import TrackerConfig
 
 RUNS = "runs"
 DATA = "data"
@@ -40,7 +42,8 @@ class Outcome:
     finished: int  # by this invocation
     skipped: int  # already in the store
     held_elsewhere: int  # claimed by another live runner
-    failed: int
+    failed: int  # by this invocation: a deterministic failure, or out of retries
+    failed_before: int  # recorded failed by an earlier invocation and left alone (retry_failed=False)
 
 
 def data_dir(out: pathlib.Path, cfg: config_lib.Config) -> pathlib.Path:
@@ -144,24 +147,40 @@ def print_plan(spec: Spec, runs: list[plan_lib.PlannedRun], stats: DataStats, st
             f"{r.run_id:16s} {r.budget:8.2g} {cfg.model.d_model:>4d}x{cfg.model.n_layers:<3d} {a.params_flops:9.3g} "
             f"{a.params_total:9.3g} {a.params_non_embedding:9.3g} {a.tokens:9.3g} {a.tokens / a.params_flops:6.1f} "
             f"{a.compute:9.3g} {cfg.train.steps:6d} {cfg.train.batch_size:5d} {cfg.train.optimizer.peak_lr:8.2e} "
-            f"{epochs} {_duration(seconds):>6s}  {' '.join(tags)}",
+            f"{epochs} {duration(seconds):>6s}  {' '.join(tags)}",
             file=out,
         )
     source = "measured FLOP/s of finished runs where there are some, else the spec's estimate table"
-    print(f"estimated time left: {_duration(total)} with one run at a time ({source})", file=out)
+    print(f"estimated time left: {duration(total)} with one run at a time ({source})", file=out)
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     return f"{seconds / 60:.1f}m" if seconds >= 60 else f"{seconds:.0f}s"
 
 
 def run_sweep(
-    spec: Spec, out: pathlib.Path, launcher: Launcher, progress: bool = True, compile_cache: bool = False, log=print
+    spec: Spec,
+    out: pathlib.Path,
+    launcher: Launcher,
+    progress: bool = True,
+    compile_cache: bool = False,
+    log=print,
+    tracker: TrackerConfig | None = None,
+    retry_failed: bool = False,
+    clock=time.monotonic,
+    sleep=time.sleep,
 ) -> Outcome:
     """Run every planned run that is neither finished nor held by another live runner; resumable at any point.
+    A killed or crashed run is retried (spec.retries, with backoff) from its checkpoint; one that failed
+    deterministically, or ran out of retries, is recorded failed and left alone until retry_failed=True.
 
-    compile_cache: share compiled programs between runs through DIR/jax-cache (a process-wide JAX setting)."""
+    tracker: where every run logs (None: as the spec says); W&B groups the runs under the sweep's name.
+
+    compile_cache: share compiled programs between runs through DIR/jax-cache (a process-wide JAX setting).
+    clock, sleep: the time the backoff is measured and waited in (tests pass a fake one)."""
     out = pathlib.Path(out)
+    if tracker is not None:  # W&B shows the sweep's runs as one group
+        tracker = dataclasses.replace(tracker, group=tracker.group or spec.name)
     runs = plan_lib.resolve(spec)
     stats = data_stats(spec, out, runs)
     if stats.tokens is None:
@@ -171,57 +190,118 @@ def run_sweep(
     store.add_plan(spec.name, runs)
     revision = code_revision()
     store.set_meta(f"spec:{spec.name}", dataclasses.asdict(spec))  # for the report: the rules behind the runs
-    done = store.finished()
-    todo = [r for r in runs if r.run_id not in done]
+    if retry_failed:
+        store.reset_failed()
+    done, failed_before = store.finished(), store.failed()
+    todo = [r for r in runs if r.run_id not in done and r.run_id not in failed_before]
+    by_id = {r.run_id: r for r in todo}
     bar = _ProgressBar(todo, enabled=progress)
-    mine: set[str] = set()
-    finished = failed = held = 0
-    pending = list(todo)
+    queue = _Queue(todo)
+    mine: set[str] = set()  # claimed by this runner: running, or waiting for a retry
+    in_flight = finished = failed = held = 0
     try:
         while True:
-            while len(mine) < launcher.slots and pending:
-                run = pending.pop(0)
-                if not store.claim(run.run_id):
+            while in_flight < launcher.slots and (run := queue.pop(clock())):
+                if run.run_id not in mine and not store.claim(run.run_id):
                     held += run.run_id not in store.finished()
                     bar.skip(run)
                     continue
                 mine.add(run.run_id)
-                launcher.submit(_job(run, out, compile_cache))
+                attempt = store.start_attempt(run.run_id)
+                launcher.submit(_job(run, out, compile_cache, tracker, attempt))
+                in_flight += 1
                 bar.started()
-            if not mine:
-                break
-            job, result = launcher.wait()
-            mine.discard(job.run_id)
-            run = next(r for r in runs if r.run_id == job.run_id)
+            wait_s = queue.wait_s(clock())
+            if not in_flight:
+                if wait_s is None:
+                    break
+                sleep(wait_s)
+                continue
+            ended = launcher.wait(timeout=wait_s)
+            if ended is None:  # a retry is due
+                continue
+            job, result = ended
+            in_flight -= 1
+            run = by_id[job.run_id]
             if isinstance(result, RunResult):
                 store.record_result(job.run_id, result, revision)
+                mine.discard(job.run_id)
                 finished += 1
                 bar.finished(run, _summary(run, result))
+                continue
+            state = store.record_failure(job.run_id, result, spec.retries)
+            if state.state == RETRYING:
+                delay = backoff_s(spec, state.failures)
+                queue.retry(run, clock() + delay)
+                bar.retrying(
+                    f"{job.run_id} try {job.attempt} failed ({result.reason}); "
+                    f"retry {state.failures} of {spec.retries} in {duration(delay)}"
+                )
             else:
-                store.record_failure(job.run_id, f"{type(result).__name__}: {result}")
+                mine.discard(job.run_id)
                 failed += 1
-                bar.finished(run, f"{job.run_id} FAILED: {type(result).__name__}: {str(result).splitlines()[:1]}")
+                bar.finished(run, f"{job.run_id} FAILED on try {job.attempt}: {result.reason}")
     finally:
         launcher.close()
         for run_id in mine:
             store.release(run_id)
         bar.close()
         store.close()
-    outcome = Outcome(finished=finished, skipped=len(runs) - len(todo), held_elsewhere=held, failed=failed)
+    outcome = Outcome(
+        finished=finished,
+        skipped=sum(r.run_id in done for r in runs),
+        held_elsewhere=held,
+        failed=failed,
+        failed_before=sum(r.run_id in failed_before for r in runs),
+    )
     log(
         f"sweep {spec.name}: {outcome.finished} runs finished now, {outcome.skipped} already done, "
-        f"{outcome.held_elsewhere} held by other runners, {outcome.failed} failed; results in {out / 'results.sqlite'}"
+        f"{outcome.held_elsewhere} held by other runners, {outcome.failed} failed"
+        + (f", {outcome.failed_before} failed before (--retry-failed runs them)" if outcome.failed_before else "")
+        + f"; results in {out / 'results.sqlite'}"
     )
     return outcome
 
 
-def _job(run: plan_lib.PlannedRun, out: pathlib.Path, compile_cache: bool) -> Job:
+def backoff_s(spec: Spec, failures: int) -> float:
+    """The wait before retry number `failures` (1 is the first): retry_backoff_s, doubling, at most the cap."""
+    return min(spec.retry_backoff_s * 2 ** (failures - 1), spec.retry_backoff_max_s)
+
+
+class _Queue:
+    """Runs to start: retries whose backoff is over first (a run half done finishes sooner), then new runs."""
+
+    def __init__(self, runs: list[plan_lib.PlannedRun]):
+        self._new = list(runs)
+        self._retries: dict[str, tuple[float, plan_lib.PlannedRun]] = {}
+
+    def pop(self, now: float) -> plan_lib.PlannedRun | None:
+        due = min(((at, run_id) for run_id, (at, _) in self._retries.items() if at <= now), default=None)
+        if due:
+            return self._retries.pop(due[1])[1]
+        return self._new.pop(0) if self._new else None
+
+    def retry(self, run: plan_lib.PlannedRun, at: float) -> None:
+        self._retries[run.run_id] = (at, run)
+
+    def wait_s(self, now: float) -> float | None:
+        """Seconds until the next retry is due; None when no run waits for one."""
+        return max(0.0, min(at for at, _ in self._retries.values()) - now) if self._retries else None
+
+
+def _job(
+    run: plan_lib.PlannedRun, out: pathlib.Path, compile_cache: bool, tracker: TrackerConfig | None, attempt: int
+) -> Job:
+    cfg = run.config
+    if tracker is not None:  # set after planning: where a run logs is no part of its id
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, tracker=tracker))
     return Job(
         run_id=run.run_id,
-        config=config_lib.to_dict(run.config),
+        config=config_lib.to_dict(cfg),
         run_dir=str((out / RUNS / run.run_id).resolve()),
         tokenizer=str((data_dir(out, run.config) / "tokenizer.model").resolve()),
         compile_cache=str((out / COMPILE_CACHE).resolve()) if compile_cache else "",
+        attempt=attempt,
     )
 
 
@@ -270,6 +350,13 @@ class _ProgressBar:
         self.done += 1
         self._bar.write(line)
         self._bar.update(run.accounting.compute)
+        self._describe()
+
+    def retrying(self, line: str) -> None:
+        """A failed try whose run waits for its retry: left again until it starts."""
+        self.running -= 1
+        self.left += 1
+        self._bar.write(line)
         self._describe()
 
     def close(self) -> None:

@@ -125,6 +125,9 @@ class Spec:
     mesh: str = ""
     launcher: LauncherDefaults = dataclasses.field(default_factory=LauncherDefaults)
     estimate: Estimate = dataclasses.field(default_factory=Estimate)
+    retries: int = 3  # a killed, preempted or crashed run is tried again this many times, from its checkpoint
+    retry_backoff_s: float = 30.0  # the wait before the first retry, doubling for each one after it
+    retry_backoff_max_s: float = 600.0
 
     def validate(self) -> "Spec":
         if not self.budgets:
@@ -140,6 +143,11 @@ class Spec:
             raise ConfigError(f"rules.betas={list(self.rules.betas)} must be two numbers, e.g. [0.9, 0.99]")
         if self.max_epochs <= 0 or self.checkpoints_per_run <= 0 or self.eval.per_run <= 0:
             raise ConfigError("max_epochs, checkpoints_per_run and eval.per_run must be positive")
+        if self.retries < 0 or not 0 <= self.retry_backoff_s <= self.retry_backoff_max_s:
+            raise ConfigError(
+                f"retries={self.retries}, retry_backoff_s={self.retry_backoff_s}, retry_backoff_max_s="
+                f"{self.retry_backoff_max_s}: need retries >= 0 and 0 <= retry_backoff_s <= retry_backoff_max_s"
+            )
         return self
 
 

@@ -1,4 +1,5 @@
-"""DIR/results.sqlite: the planned runs, their results, and the claims that keep two runners off one run.
+"""DIR/results.sqlite: the planned runs, their results, each run's state and tries, and the claims that keep two
+runners off one run.
 
 Only the driver writes, one transaction per change, so a killed runner leaves either a whole row or none.
 A claim names its owner (host, pid, a per-runner token); a claim whose owner is a dead process on this host is taken
@@ -15,6 +16,8 @@ import socket
 import sqlite3
 import uuid
 
+from meshlm.experiments.sweep.accounting import Accounting
+from meshlm.experiments.sweep.failures import Failure
 from meshlm.experiments.sweep.observations import Observation
 from meshlm.experiments.sweep.plan import PlannedRun
 from meshlm.model.errors import ConfigError
@@ -37,9 +40,18 @@ CREATE TABLE IF NOT EXISTS results (
     finished_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS claims (
     run_id TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, token TEXT NOT NULL, claimed_at TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS failures (run_id TEXT NOT NULL, error TEXT NOT NULL, host TEXT NOT NULL, at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS failures (
+    run_id TEXT NOT NULL, error TEXT NOT NULL, host TEXT NOT NULL, at TEXT NOT NULL, attempt INTEGER,
+    retryable INTEGER);
+CREATE TABLE IF NOT EXISTS states (
+    run_id TEXT PRIMARY KEY, state TEXT NOT NULL, attempts INTEGER NOT NULL, failures INTEGER NOT NULL,
+    reason TEXT NOT NULL, updated_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# Columns added since the first stores; older files gain them (NULL in their old rows) when opened.
+_ADDED = {"failures": ("attempt INTEGER", "retryable INTEGER")}
+
+PENDING, RUNNING, RETRYING, DONE, FAILED = "pending", "running", "retrying", "done", "failed"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +65,14 @@ class RunResult:
     flops_per_s: float | None
     resumed_from_step: int
     host: str
+
+
+@dataclasses.dataclass(frozen=True)
+class RunState:
+    state: str  # PENDING, RUNNING, RETRYING, DONE or FAILED
+    attempts: int = 0  # tries started, by any driver (one a driver was killed during is not a failure)
+    failures: int = 0  # retryable failures since the run was last reset: the retries it has used
+    reason: str = ""  # the last failure's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +114,15 @@ class Store:
         # Autocommit mode: every change below is one explicit BEGIN IMMEDIATE ... COMMIT.
         self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
         self._db.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self._transaction() as db:
+            for table, columns in _ADDED.items():
+                have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                for column in columns:
+                    if column.split()[0] not in have:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
     @contextlib.contextmanager
     def _transaction(self):
@@ -161,11 +190,80 @@ class Store:
                 ),
             )
             db.execute("DELETE FROM claims WHERE run_id = ?", (run_id,))
+            db.execute("UPDATE states SET state = ?, updated_at = ? WHERE run_id = ?", (DONE, _now(), run_id))
 
-    def record_failure(self, run_id: str, error: str) -> None:
+    def start_attempt(self, run_id: str) -> int:
+        """Mark the run running and count the try; returns its number (1 for the first)."""
         with self._transaction() as db:
-            db.execute("INSERT INTO failures VALUES (?, ?, ?, ?)", (run_id, error, self.owner.host, _now()))
-            db.execute("DELETE FROM claims WHERE run_id = ? AND token = ?", (run_id, self.owner.token))
+            db.execute(
+                "INSERT INTO states VALUES (?, ?, 1, 0, '', ?) ON CONFLICT(run_id) DO UPDATE SET "
+                "state = excluded.state, attempts = attempts + 1, updated_at = excluded.updated_at",
+                (run_id, RUNNING, _now()),
+            )
+            return db.execute("SELECT attempts FROM states WHERE run_id = ?", (run_id,)).fetchone()[0]
+
+    def record_failure(self, run_id: str, failure: Failure, retries: int) -> RunState:
+        """Record a failed try. A retryable one with retries left leaves the run RETRYING and this runner's claim in
+        place; any other leaves it FAILED and releases the claim."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO states VALUES (?, ?, 1, 0, '', ?) ON CONFLICT(run_id) DO NOTHING",
+                (run_id, RUNNING, _now()),
+            )
+            attempts, failures = db.execute(
+                "SELECT attempts, failures FROM states WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            failures += failure.retryable
+            state = RETRYING if failure.retryable and failures <= retries else FAILED
+            db.execute(
+                "UPDATE states SET state = ?, failures = ?, reason = ?, updated_at = ? WHERE run_id = ?",
+                (state, failures, failure.reason, _now(), run_id),
+            )
+            db.execute(
+                "INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?)",
+                (run_id, failure.reason, self.owner.host, _now(), attempts, int(failure.retryable)),
+            )
+            if state == FAILED:
+                db.execute("DELETE FROM claims WHERE run_id = ? AND token = ?", (run_id, self.owner.token))
+        return RunState(state, attempts, failures, failure.reason)
+
+    def failed(self) -> set[str]:
+        return {r[0] for r in self._db.execute("SELECT run_id FROM states WHERE state = ?", (FAILED,))}
+
+    def reset_failed(self) -> None:
+        """Give failed runs a fresh start and a new retry budget (after their cause was fixed)."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE states SET state = ?, failures = 0, updated_at = ? WHERE state = ?", (PENDING, _now(), FAILED)
+            )
+
+    def states(self) -> dict[str, RunState]:
+        """Every planned run's state. A run left RUNNING by a driver that is gone is PENDING: it waits for the next
+        driver, which resumes it from its checkpoint."""
+        rows = self._db.execute(
+            "SELECT r.run_id, s.state, s.attempts, s.failures, s.reason, d.run_id IS NOT NULL, c.host, c.pid "
+            "FROM runs r LEFT JOIN states s USING (run_id) LEFT JOIN results d USING (run_id) "
+            "LEFT JOIN claims c USING (run_id) ORDER BY r.rowid"
+        ).fetchall()
+        out = {}
+        for run_id, state, attempts, failures, reason, done, host, pid in rows:
+            if done:
+                state = DONE
+            elif state is None or (state == RUNNING and not (host and _alive(host, pid))):
+                state = PENDING
+            out[run_id] = RunState(state, attempts or 0, failures or 0, reason or "")
+        return out
+
+    def planned(self) -> list[tuple[str, PlannedRun]]:
+        """(sweep name, run) of every run in the store, in the order they were planned."""
+        rows = self._db.execute(
+            "SELECT sweep, run_id, config, budget, holdout, params_non_embedding, params_total, params_flops, "
+            "flops_per_token, tokens, compute FROM runs ORDER BY rowid"
+        ).fetchall()
+        return [
+            (sweep, PlannedRun(rid, config_lib.from_dict(json.loads(cfg)), budget, bool(holdout), Accounting(*a)))
+            for sweep, rid, cfg, budget, holdout, *a in rows
+        ]
 
     def set_meta(self, key: str, value) -> None:
         with self._transaction() as db:

@@ -1,6 +1,7 @@
 """A tiny model, synthetic batches and a few train steps, on one device or on a mesh."""
 
 import functools
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -10,6 +11,7 @@ from meshlm.model.config import ModelConfig
 from meshlm.model.transformer import Transformer
 from meshlm.parallel.config import MeshConfig
 from meshlm.parallel.sharding import Partitioner, model_axes
+from meshlm.parallel.slices import slice_index
 from meshlm.training.config import OptimizerConfig, TrainConfig
 from meshlm.training.optimizer import learning_rate_schedule, make_optimizer
 from meshlm.training.train_step import init_state, make_train_step
@@ -50,8 +52,9 @@ def batches(
     return out
 
 
-def run(mesh: MeshConfig | None, steps: int):
-    """(loss of each step, host params after each step, final state) from initial_state()."""
+def run(mesh: MeshConfig | None, steps: int, slice_of: Callable = slice_index):
+    """(loss of each step, host params after each step, final state) from initial_state(); `slice_of` places the
+    devices in slices for a mesh with a dcn_ axis."""
     optimizer = make_optimizer(TRAIN.optimizer, TRAIN.steps)
     schedule = learning_rate_schedule(TRAIN.optimizer, TRAIN.steps)
     graphdef = nnx.graphdef(nnx.eval_shape(lambda: Transformer(MODEL, nnx.Rngs(0))))
@@ -60,7 +63,7 @@ def run(mesh: MeshConfig | None, steps: int):
         state = jax.device_put(initial_state())
         step = make_train_step(graphdef, optimizer, schedule, TRAIN, dropout=False)
         return _steps(step, state, data)
-    partitioner = Partitioner.build(mesh)
+    partitioner = Partitioner.build(mesh, slice_of=slice_of)
     shardings = partitioner.state_shardings(initial_state(), model_axes(MODEL))
     state = jax.device_put(initial_state(), shardings)
     step = make_train_step(

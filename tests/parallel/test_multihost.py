@@ -55,10 +55,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _train_two_processes(run_dir, data: str, mesh: str, steps: int) -> list[subprocess.CompletedProcess]:
-    env = {
-        k: v for k, v in os.environ.items() if k != "XLA_FLAGS"
-    }  # each process gets its 4 devices from --cpu-devices
+def _train_two_processes(
+    run_dir, data: str, mesh: str, steps: int, settings=(), signal_at=("", ""), returncode: int = 0
+) -> list[subprocess.CompletedProcess]:
+    """`settings`: more --set items; `signal_at`: each process's MESHLM_SIGNAL_AT (meshlm.training.faults)."""
+    # Each process gets its 4 devices from --cpu-devices.
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "MESHLM_SIGNAL_AT")}
     port = _free_port()
     argv = [
         sys.executable,
@@ -83,19 +85,23 @@ def _train_two_processes(run_dir, data: str, mesh: str, steps: int) -> list[subp
     ]
     argv += [
         arg
-        for item in SETTINGS + [f"train.steps={steps}", f"data.cache_dir={run_dir.parent / 'cache'}"]
+        for item in SETTINGS + list(settings) + [f"train.steps={steps}", f"data.cache_dir={run_dir.parent / 'cache'}"]
         for arg in ("--set", item)
     ]
     procs = [
         subprocess.Popen(
-            argv + ["--process-id", str(i)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            argv + ["--process-id", str(i)],
+            env={**env, "MESHLM_SIGNAL_AT": signal_at[i]},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for i in range(2)
     ]
     results = []
     for i, proc in enumerate(procs):
         out, err = proc.communicate(timeout=540)
-        assert proc.returncode == 0, f"process {i}: {err[-3000:]}"
+        assert proc.returncode == returncode, f"process {i}: {err[-3000:]}"
         results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
     return results
 

@@ -1,6 +1,7 @@
 """A small text corpus, a config that trains on it in seconds, and that config as `--set` flags."""
 
 import dataclasses
+import functools
 import random
 
 from meshlm.training import config as config_lib
@@ -61,6 +62,7 @@ def tick_train_calls(trainer, clock: list[float], seconds_per_step: float = 10.0
     clock for the throughput records (patch trainer's `time.perf_counter` to read clock[0])."""
 
     def ticking(call, steps_of):
+        @functools.wraps(call)
         def run(state, batch):
             clock[0] += seconds_per_step * steps_of(batch)
             return call(state, batch)

@@ -1,6 +1,7 @@
 """Damaged checkpoints and numerical faults: detected, reported in one line, nothing lost."""
 
 import dataclasses
+import functools
 import hashlib
 import shutil
 
@@ -108,6 +109,7 @@ def _poison_step(trainer: Trainer, at: int, poison):
     """Make the train step computing step `at` see poison(state, batch) instead of (state, batch)."""
     real = trainer.setup.train_step
 
+    @functools.wraps(real)
     def step(state, batch):
         if int(state.step) == at - 1:
             state, batch = poison(state, batch)
@@ -172,6 +174,7 @@ def test_a_nonfinite_step_inside_a_call_of_several_is_named_or_skipped(runs, tmp
     trainer = Trainer(cfg, tmp_path / "run", log=quiet)
     real = trainer.setup.train_steps
 
+    @functools.wraps(real)
     def train_steps(state, batches):
         if int(state.step) == 4:  # the call of steps 5-8: its third batch gets a target past the vocabulary
             batches = {**batches, "targets": batches["targets"].at[2, 0, 0].set(10**6)}

@@ -19,8 +19,6 @@ from meshlm.training import metrics as metrics_lib
 from meshlm.training.run_dir import load_run
 from tests.training.helpers import overrides_of, small_config, text_corpus
 
-TIMING = ("step_time", "tokens_per_s", "mfu")  # wall-clock figures: the only fields allowed to differ
-
 
 def _argv(run_dir, cfg) -> list[str]:
     argv = [sys.executable, "-m", "meshlm.experiments.cli", "train", "--preset", "tiny", "--run-dir", str(run_dir)]
@@ -45,7 +43,7 @@ def _in_flight(run_dir) -> list[str]:
 
 
 def _curve(run_dir) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in metrics_lib.read(run_dir)]
+    return [{k: v for k, v in r.items() if k not in metrics_lib.PER_START} for r in metrics_lib.read(run_dir)]
 
 
 @pytest.mark.slow

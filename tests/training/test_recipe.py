@@ -81,11 +81,21 @@ def test_each_preset_carries_appendix_b(name):
 
 def test_ramp_lengths_interpolate_the_papers_range_by_log_size():
     # The paper gives only "4-12 billion tokens ... depending on the model size": Small 4B, 175B 12B, and between
-    # them linear in log(parameters), rounded to 0.5B (our choice, docs/presets.md).
-    small, largest = presets.paper_params("gpt3-small"), presets.paper_params("gpt3-175b")
-    for name in TABLE_2_1:
-        share = math.log(presets.paper_params(name) / small) / math.log(largest / small)
-        assert recipe.train_config(name).ramp_tokens == round(2 * (4 + 8 * share)) / 2 * 1e9
+    # them linear in log(parameters), rounded to 0.5B (our choice, docs/presets.md). Worked by hand from Table 2.1's
+    # sizes, e.g. XL: 4 + 8 ln(1.3B / 125M) / ln(175B / 125M) = 4 + 8 x 2.342 / 7.244 = 6.59 -> 6.5.
+    by_hand = {
+        "gpt3-small": 4.0,
+        "gpt3-medium": 5.0,  # 5.14
+        "gpt3-large": 6.0,  # 5.99
+        "gpt3-xl": 6.5,
+        "gpt3-2.7b": 7.5,  # 7.39
+        "gpt3-6.7b": 8.5,  # 8.40
+        "gpt3-13b": 9.0,  # 9.13
+        "gpt3-175b": 12.0,
+    }
+    assert by_hand.keys() == TABLE_2_1.keys()
+    for name, billions in by_hand.items():
+        assert recipe.train_config(name).ramp_tokens == billions * 1e9, name
 
 
 def test_other_presets_keep_their_step_based_defaults():

@@ -1,6 +1,7 @@
-"""Task names and specs -> tasks: built-in generators, probes, and files (jsonl:PATH, lambada:PATH, bigbench:PATH)."""
+"""Task names and specs -> tasks: built-in generators, probes, files (jsonl:PATH, lambada:PATH, bigbench:PATH), and
+standard benchmarks by lm-eval's names (hellaswag:PATH, arc_easy:tfds, ...)."""
 
-from meshlm.experiments.evaluation.tasks import arithmetic, files, label_mapping, probes, scramble
+from meshlm.experiments.evaluation.tasks import arithmetic, files, label_mapping, probes, scramble, standard
 from meshlm.experiments.evaluation.tasks.base import Task
 from meshlm.model.errors import ConfigError
 
@@ -10,7 +11,9 @@ FILE_KINDS = {"jsonl": files.load_jsonl, "lambada": files.load_lambada, "bigbenc
 
 
 def names() -> list[str]:
-    return list(BUILT_IN) + list(GROUPS) + [f"{k}:PATH" for k in FILE_KINDS]
+    return (
+        list(BUILT_IN) + list(GROUPS) + [f"{k}:PATH" for k in FILE_KINDS] + [f"{k}:PATH|tfds" for k in standard.SPECS]
+    )
 
 
 def expand(specs: list[str]) -> list[str]:
@@ -27,6 +30,8 @@ def resolve(spec: str, seed: int = 0) -> Task | str:
     kind, sep, path = spec.partition(":")
     if sep and kind in FILE_KINDS:
         return FILE_KINDS[kind](path)
+    if sep and kind in standard.SPECS:
+        return standard.build(kind, path)
     if spec in probes.NAMES:
         return spec
     if spec in arithmetic.NAMES:

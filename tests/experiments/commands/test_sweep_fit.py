@@ -104,3 +104,31 @@ def test_reproduces_the_published_refit_of_chinchilla(tmp_path, capsys):
     assert values["A"] == pytest.approx(482, rel=0.05)
     assert values["B"] == pytest.approx(2085, rel=0.05)
     assert values["a"] == pytest.approx(0.513, abs=0.005)
+
+
+def _floor_below_zero(tmp_path) -> Path:
+    """Losses that keep falling as if the floor were 0.5 below zero (the CPU ladder's case): E ends at its bound."""
+    runs = isoflop_sweep(HOFFMANN, np.logspace(18, 21, 4), sizes_per_budget=7)
+    return _write(tmp_path / "points.csv", "N,D,loss", [f"{o.N!r},{o.D!r},{o.loss - HOFFMANN.E - 0.5!r}" for o in runs])
+
+
+def test_fit_table_prints_identified_false_for_a_floor_it_cannot_identify(tmp_path, capsys):
+    table = _floor_below_zero(tmp_path)
+    assert cli.main(["sweep", "fit", "--table", str(table), "--resamples", "10", "--starts", "8", "--no-report"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "E.identified=false" in lines and lines[lines.index("E.identified=false") - 3].startswith("E=")
+    assert "alpha.identified=false" not in lines and "beta.identified=false" not in lines
+    assert any(line.startswith("warning: not identified: E") for line in lines)
+    saved = json.loads((tmp_path / "fit.json").read_text())
+    assert saved["converged"] and saved["identified"]["E"] is False and saved["identified"]["alpha"] is True
+    assert saved["not_identified"]["E"].startswith("at its lower bound")
+
+
+@pytest.mark.slow
+def test_report_says_in_words_what_is_not_identified(tmp_path):
+    table = _floor_below_zero(tmp_path)
+    assert cli.main(["sweep", "fit", "--table", str(table), "--resamples", "10", "--starts", "8"]) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "Approach 3 converged, but not every quantity is identified: E" in report
+    assert "- **E** is not identified: at its lower bound" in report
+    assert "| E | 2.061e-09 |" in report and "| **no**: at its lower bound" in report

@@ -1,8 +1,11 @@
 """The sweep driver: skip finished runs, leave other runners' runs alone, record failures, dry-run the plan; and
-end to end, a sweep killed with SIGKILL and re-run completes only what was missing."""
+end to end, a sweep killed with SIGKILL and re-run completes only what was missing. Retries: test_retries.py."""
 
+import contextlib
 import json
+import pathlib
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -14,40 +17,9 @@ from meshlm.experiments.cli import main
 from meshlm.experiments.sweep import plan as plan_lib
 from meshlm.experiments.sweep import runner
 from meshlm.experiments.sweep import spec as spec_lib
-from meshlm.experiments.sweep.store import Owner, RunResult, Store
-from tests.experiments.sweep.helpers import text_corpus, write_spec
-
-FAKE = RunResult(
-    final_val_loss=3.0,
-    final_train_loss=3.0,
-    val_curve=((1, 3.0),),
-    train_curve=((1, 3.0),),
-    wall_time_s=1.0,
-    tokens_per_s=None,
-    flops_per_s=None,
-    resumed_from_step=0,
-    host="here",
-)
-
-
-class FakeLauncher:
-    """Returns a result for every job without training; `fail` names runs that raise instead."""
-
-    slots = 1
-
-    def __init__(self, fail=()):
-        self.fail, self.queue, self.ran = set(fail), [], []
-
-    def submit(self, job):
-        self.queue.append(job)
-
-    def wait(self):
-        job = self.queue.pop(0)
-        self.ran.append(job.run_id)
-        return job, (RuntimeError("boom") if job.run_id in self.fail else FAKE)
-
-    def close(self):
-        pass
+from meshlm.experiments.sweep.failures import Failure
+from meshlm.experiments.sweep.store import Owner, Store, _alive
+from tests.experiments.sweep.helpers import FakeLauncher, text_corpus, write_spec
 
 
 @pytest.fixture(scope="module")
@@ -60,18 +32,23 @@ def _spec(tmp_path, corpus, **fields):
     return spec_lib.load(write_spec(tmp_path / "spec.yaml", corpus, tmp_path / "cache", **fields))
 
 
-def test_rerun_skips_finished_runs_and_retries_failed_ones(tmp_path, corpus):
+def test_rerun_skips_finished_and_failed_runs_and_retry_failed_runs_them_again(tmp_path, corpus):
     spec = _spec(tmp_path, corpus)
     ids = [r.run_id for r in plan_lib.resolve(spec)]
-    first = FakeLauncher(fail={ids[1]})
+    first = FakeLauncher(fail={ids[1]: [Failure("ConfigError: boom", retryable=False)]})
     outcome = runner.run_sweep(spec, tmp_path / "out", first, progress=False, log=lambda *_: None)
     assert first.ran == ids and (outcome.finished, outcome.failed) == (3, 1)
     db = sqlite3.connect(tmp_path / "out" / "results.sqlite")
-    assert db.execute("SELECT run_id, error FROM failures").fetchall() == [(ids[1], "RuntimeError: boom")]
+    failures = db.execute("SELECT run_id, error, attempt, retryable FROM failures").fetchall()
+    assert failures == [(ids[1], "ConfigError: boom", 1, 0)]
     assert db.execute("SELECT COUNT(*) FROM claims").fetchone() == (0,)
     second = FakeLauncher()
     outcome = runner.run_sweep(spec, tmp_path / "out", second, progress=False, log=lambda *_: None)
-    assert second.ran == [ids[1]] and (outcome.finished, outcome.skipped) == (1, 3)
+    assert second.ran == [] and (outcome.skipped, outcome.failed_before) == (3, 1)  # a failed run stays failed
+    third = FakeLauncher()
+    outcome = runner.run_sweep(spec, tmp_path / "out", third, progress=False, log=lambda *_: None, retry_failed=True)
+    assert third.ran == [ids[1]] and (outcome.finished, outcome.skipped) == (1, 3)
+    assert [j.attempt for j in third.jobs] == [2]
     assert db.execute("SELECT COUNT(*) FROM results").fetchone() == (4,)
     saved = Store(tmp_path / "out").get_meta("spec:test")
     assert spec_lib.parse(saved) == spec  # the spec the runs came from, in the store
@@ -118,6 +95,22 @@ def _results(out):
     return rows
 
 
+def _children(pid: int) -> list[int]:
+    children = []
+    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):  # a process that ended while we looked
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(stat.parent.name))
+    return children
+
+
+def _wait_until_gone(pids: list[int], seconds: float = 120.0) -> None:
+    deadline = time.time() + seconds
+    while any(_alive(socket.gethostname(), pid) for pid in pids):
+        assert time.time() < deadline, f"worker processes {pids} outlived their driver"
+        time.sleep(0.1)
+
+
 @pytest.mark.slow
 def test_a_sweep_killed_mid_run_completes_only_the_missing_runs(tmp_path, corpus):
     path = write_spec(
@@ -131,8 +124,9 @@ def test_a_sweep_killed_mid_run_completes_only_the_missing_runs(tmp_path, corpus
     runs = plan_lib.resolve(spec_lib.load(path))
     command = [sys.executable, "-m", "meshlm.experiments.cli", "sweep", "run", path, "--out", str(out), "--no-progress"]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    # Kill once some run is finished and a later one has a checkpoint but no result.
-    deadline = time.time() + 300
+    # Kill once some run is finished and a later one has a checkpoint but no result (each run starts a worker
+    # process, which imports JAX: minutes on a loaded 2-core machine).
+    deadline = time.time() + 900
     while time.time() < deadline:
         done = {r[0] for r in _results(out)} if (out / "results.sqlite").exists() else set()
         midway = [
@@ -145,8 +139,11 @@ def test_a_sweep_killed_mid_run_completes_only_the_missing_runs(tmp_path, corpus
             break
         assert proc.poll() is None, "the sweep finished before it could be killed"
         time.sleep(0.05)
+    workers = _children(proc.pid)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert len(workers) == 1  # the run in flight, in its own process: it dies with its driver, so the re-run
+    _wait_until_gone(workers)  # below is the only process writing that run's directory
     before = _results(out)
     assert 1 <= len(before) < len(runs)
 

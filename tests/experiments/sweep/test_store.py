@@ -1,4 +1,5 @@
-"""The results store: claims keep two runners off one run, dead local owners lose theirs, results are whole rows."""
+"""The results store: claims keep two runners off one run, dead local owners lose theirs, results are whole rows,
+a failed try leaves its run retrying or failed, and a store written before retries existed opens with its rows."""
 
 import dataclasses
 import sqlite3
@@ -10,7 +11,8 @@ import pytest
 
 from meshlm.experiments.sweep import plan as plan_lib
 from meshlm.experiments.sweep import spec as spec_lib
-from meshlm.experiments.sweep.store import Owner, RunResult, Store, observations
+from meshlm.experiments.sweep.failures import Failure
+from meshlm.experiments.sweep.store import FAILED, PENDING, RETRYING, Owner, RunResult, Store, observations
 from meshlm.model.errors import ConfigError
 
 SPEC = {
@@ -115,3 +117,45 @@ def test_observations_carry_the_accounting_and_the_holdout_tag(tmp_path, runs):
 def test_observations_of_a_directory_without_a_store_is_a_one_line_error(tmp_path):
     with pytest.raises(ConfigError, match="holds no results.sqlite; run `meshlm sweep run"):
         observations(tmp_path)
+
+
+def test_a_failed_try_leaves_the_run_retrying_until_its_retries_are_spent(tmp_path, runs):
+    store = Store(tmp_path)
+    store.add_plan("s", runs)
+    rid = runs[0].run_id
+    killed = Failure("killed by signal 9 (Killed)", retryable=True)
+    assert store.claim(rid)
+    for attempt in (1, 2):
+        assert store.start_attempt(rid) == attempt
+        assert store.record_failure(rid, killed, retries=1).state == (RETRYING if attempt == 1 else FAILED)
+    assert store.states()[rid].failures == 2 and store.failed() == {rid}
+    assert Store(tmp_path).claim(rid)  # a failed run's claim is released
+    store.reset_failed()
+    assert store.states()[rid].state == PENDING and store.failed() == set()
+    assert store.start_attempt(rid) == 3  # tries keep counting; the retry budget starts again
+    assert store.record_failure(rid, killed, retries=1).state == RETRYING
+
+
+def test_a_store_written_before_retries_opens_with_every_row(tmp_path, runs):
+    """Today's tables without `states` and with the first `failures` table: results and failures are all kept."""
+    store = Store(tmp_path)
+    store.add_plan("s", runs)
+    store.record_result(runs[0].run_id, RESULT, revision="abc")
+    store.close()
+    db = sqlite3.connect(tmp_path / "results.sqlite")
+    db.executescript(
+        "DROP TABLE states; DROP TABLE failures; CREATE TABLE failures (run_id TEXT NOT NULL, error TEXT NOT NULL, "
+        "host TEXT NOT NULL, at TEXT NOT NULL);"
+    )
+    db.execute("INSERT INTO failures VALUES (?, 'RuntimeError: boom', 'h', 't')", (runs[1].run_id,))
+    db.commit()
+    before = db.execute("SELECT * FROM results").fetchall()
+    reopened = Store(tmp_path)
+    Store(tmp_path)  # a second opening finds the columns there
+    assert db.execute("SELECT * FROM results").fetchall() == before
+    rows = db.execute("SELECT run_id, error, attempt, retryable FROM failures").fetchall()
+    assert rows == [(runs[1].run_id, "RuntimeError: boom", None, None)]
+    states = reopened.states()
+    assert states[runs[0].run_id].state == "done"
+    assert states[runs[1].run_id].state == PENDING  # as before retries: a failure recorded then is run again
+    assert [o.run_id for o in observations(tmp_path)] == [runs[0].run_id]

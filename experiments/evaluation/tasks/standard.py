@@ -1,0 +1,138 @@
+"""Standard benchmarks under lm-eval's task names, in their upstream schemas, prompted and scored as lm-eval's
+tasks of the same name (lm_eval/tasks/{hellaswag,arc,piqa,winogrande,openbookqa,super_glue,lambada}).
+
+`NAME:PATH[:SHOTS_PATH]` evaluates a file exported by HF datasets (shots from SHOTS_PATH, else from the file
+itself, never the item); `NAME:tfds` reads lm-eval's evaluated split and its training split from the TFDS catalog.
+"""
+
+import dataclasses
+import re
+from collections.abc import Callable
+
+from meshlm.experiments.evaluation.prompts import Item
+from meshlm.experiments.evaluation.tasks import records
+from meshlm.experiments.evaluation.tasks.base import Task
+from meshlm.model.errors import ConfigError
+
+
+def _hellaswag_text(text: str) -> str:
+    """lm-eval's hellaswag `preprocess`: WikiHow's " [title]" and bracketed artifacts out, double spaces single."""
+    text = text.strip().replace(" [title]", ". ")
+    return re.sub("\\[.*?\\]", "", text).replace("  ", " ")
+
+
+def hellaswag(doc: dict) -> Item:
+    query = _hellaswag_text(doc["activity_label"] + ": " + doc["ctx_a"] + " " + doc["ctx_b"].capitalize())
+    return Item("", query, choices=tuple(_hellaswag_text(e) for e in doc["endings"]), gold=int(doc["label"]))
+
+
+def arc(doc: dict) -> Item:
+    labels = list(doc["choices"]["label"])
+    question = f"Question: {doc['question']}\nAnswer:"
+    return Item("", question, choices=tuple(doc["choices"]["text"]), gold=labels.index(doc["answerKey"]))
+
+
+def openbookqa(doc: dict) -> Item:
+    labels = list(doc["choices"]["label"])
+    gold = labels.index(doc["answerKey"].lstrip())
+    return Item("", doc["question_stem"], choices=tuple(doc["choices"]["text"]), gold=gold)
+
+
+def piqa(doc: dict) -> Item:
+    return Item("", f"Question: {doc['goal']}\nAnswer:", choices=(doc["sol1"], doc["sol2"]), gold=int(doc["label"]))
+
+
+def winogrande(doc: dict) -> Item:
+    """Partial scoring: each option fills the blank as a context, the text after the blank is scored after it."""
+    blank = doc["sentence"].index("_")
+    contexts = tuple(doc["sentence"][:blank] + option for option in (doc["option1"], doc["option2"]))
+    gold = {"1": 0, "2": 1}[str(doc["answer"])]
+    target = doc["sentence"][blank + 1 :].strip()
+    return Item("", contexts[gold], target=target, choices=contexts, gold=gold, partial=True)
+
+
+def copa(doc: dict) -> Item:
+    """Choices keep lm-eval's leading space, so the continuation is two spaces then the choice, as in lm-eval."""
+    connector = {"cause": "because", "effect": "therefore"}[doc["question"]]
+    choices = tuple(" " + c[0].lower() + c[1:] for c in (doc["choice1"], doc["choice2"]))
+    return Item("", doc["premise"].strip()[:-1] + f" {connector}", choices=choices, gold=int(doc["label"]))
+
+
+def boolq(doc: dict) -> Item:
+    context = f"{doc['passage']}\nQuestion: {doc['question']}?\nAnswer:"
+    return Item("", context, choices=("no", "yes"), gold=int(doc["label"]))
+
+
+def lambada_openai(doc: dict) -> Item:
+    words = doc["text"].split(" ")
+    return Item("", " ".join(words[:-1]), target=words[-1])
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    to_item: Callable[[dict], Item]
+    kind: str = "multiple_choice"
+    tfds: str = ""  # the TFDS catalog name ("" = not in the catalog)
+    splits: tuple[str, str] = ("validation", "train")  # lm-eval's evaluated split and shot split, as TFDS names
+    from_tfds: Callable[[dict], dict] = lambda row: row  # TFDS fields -> the upstream (HF) schema
+
+
+def _hellaswag_from_tfds(row: dict) -> dict:
+    """TFDS keeps only `ctx` (ctx_a + " " + ctx_b), so ctx_b's first letter stays as written where lm-eval
+    capitalises it."""
+    return row | {"ctx_a": row["context"], "ctx_b": "", "label": str(row["label"])}
+
+
+def _arc_from_tfds(row: dict) -> dict:
+    letters = "ABCDE"  # TFDS stores ARC's labels as class indices over A-E (numeric labels mapped to letters)
+    choices = {"text": row["choices"]["text"], "label": [letters[i] for i in row["choices"]["label"]]}
+    return row | {"choices": choices, "answerKey": letters[row["answerKey"]]}
+
+
+SPECS = {
+    "hellaswag": Spec(hellaswag, tfds="hellaswag", from_tfds=_hellaswag_from_tfds),
+    "arc_easy": Spec(arc, tfds="ai2_arc/ARC-Easy", splits=("test", "train"), from_tfds=_arc_from_tfds),
+    "arc_challenge": Spec(arc, tfds="ai2_arc/ARC-Challenge", splits=("test", "train"), from_tfds=_arc_from_tfds),
+    "piqa": Spec(piqa, tfds="piqa"),
+    "winogrande": Spec(
+        winogrande,
+        tfds="winogrande",
+        splits=("validation", "train_xl"),
+        from_tfds=lambda row: row | {"answer": str(row["label"] + 1)},
+    ),
+    "openbookqa": Spec(openbookqa),
+    "copa": Spec(copa, tfds="super_glue/copa"),
+    "boolq": Spec(boolq, tfds="super_glue/boolq"),
+    "lambada_openai": Spec(lambada_openai, kind="loglikelihood"),
+}
+
+
+def _items(name: str, rows: list[dict], where: str, prefix: str = "") -> tuple[Item, ...]:
+    items = []
+    for i, row in enumerate(rows):
+        try:
+            item = SPECS[name].to_item(row)
+        except (KeyError, ValueError, TypeError, AttributeError) as e:
+            why = f"{type(e).__name__}: {e}"
+            raise ConfigError(f"{where}: row {i + 1} is not in {name}'s upstream schema ({why})") from None
+        items.append(dataclasses.replace(item, id=f"{prefix}{i}"))
+    return tuple(items)
+
+
+def build(name: str, source: str) -> Task:
+    """The task `name` on `source`: PATH, PATH:SHOTS_PATH or tfds."""
+    spec = SPECS[name]
+    if source == "tfds":
+        if not spec.tfds:
+            raise ConfigError(f"{name} is not in the TFDS catalog; pass {name}:PATH with a local file")
+        evaluated, shots = ([spec.from_tfds(r) for r in records.read_tfds(spec.tfds, split)] for split in spec.splits)
+        items = _items(name, evaluated, f"{spec.tfds}[{spec.splits[0]}]")
+        pool = _items(name, shots, f"{spec.tfds}[{spec.splits[1]}]", prefix="shots:")
+        fewshot_split = spec.splits[1]
+    else:
+        path, _, shots_path = source.partition(":")
+        items = _items(name, records.read_file(path), path)
+        # Ids are positions; a separate shots file gets its own, so no shot is taken for the evaluated item.
+        pool = _items(name, records.read_file(shots_path), shots_path, prefix="shots:") if shots_path else items
+        fewshot_split = shots_path or "evaluated"
+    return Task(name, spec.kind, items, pool, fewshot_split, uncond_context="")
