@@ -10,6 +10,7 @@ from meshlm.experiments.sweep.spec import AutoShapes, Budget, Shape, Spec
 from meshlm.model.errors import ConfigError
 from meshlm.parallel.config import MeshConfig
 from meshlm.training import config as config_lib
+from meshlm.training import data_fingerprint
 from meshlm.training.config import OptimizerConfig
 from meshlm.training.data_config import DataConfig
 
@@ -25,11 +26,13 @@ class PlannedRun:
     accounting: Accounting
 
 
-def run_id(cfg: config_lib.Config) -> str:
-    """A hash of the resolved config's settings that differ from the defaults: the same spec gives the same ids on
-    any machine, in any run order, and after an upgrade that adds an option (at its default), so finished runs are
-    still found."""
+def run_id(cfg: config_lib.Config, data: str | None = None) -> str:
+    """A hash of the resolved config's settings that differ from the defaults and of the data they read (`data`:
+    its fingerprint, computed when not given): the same spec on the same data gives the same ids on any machine, in
+    any run order, and after an upgrade that adds an option (at its default), so finished runs are still found;
+    edited data gives new ones."""
     changed = _not_default(config_lib.to_dict(cfg), config_lib.to_dict(config_lib.Config()))
+    changed["data_fingerprint"] = data_fingerprint.fingerprint(cfg.data) if data is None else data
     text = json.dumps(changed, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -50,12 +53,13 @@ def _not_default(values: dict, defaults: dict) -> dict:
 def resolve(spec: Spec) -> list[PlannedRun]:
     """Every run of the sweep, hold-outs last, by budget then size; a config listed twice runs once."""
     base = _base_config(spec)
+    data = data_fingerprint.fingerprint(base.data)  # once: every run reads the same data
     runs: dict[str, PlannedRun] = {}
     for holdout, budgets in ((False, spec.budgets), (True, spec.holdout)):
         for budget in budgets:
             for shape in _shapes(spec, budget, base):
                 for seed in budget.seeds or spec.seeds:
-                    run = _run(spec, base, budget.flops, shape, seed, holdout)
+                    run = _run(spec, base, data, budget.flops, shape, seed, holdout)
                     if run.run_id not in runs or holdout:
                         runs[run.run_id] = run
     return sorted(
@@ -106,7 +110,9 @@ def auto_shapes(spec: Spec, rule: AutoShapes, flops: float, base: config_lib.Con
     return tuple(chosen)
 
 
-def _run(spec: Spec, base: config_lib.Config, flops: float, shape: Shape, seed: int, holdout: bool) -> PlannedRun:
+def _run(
+    spec: Spec, base: config_lib.Config, data: str, flops: float, shape: Shape, seed: int, holdout: bool
+) -> PlannedRun:
     rules, T = spec.rules, spec.seq_len
     model = _model(base, spec, shape)
     n_flops = flop_params(model, T)
@@ -153,7 +159,7 @@ def _run(spec: Spec, base: config_lib.Config, flops: float, shape: Shape, seed: 
     )
     cfg = dataclasses.replace(base, model=model, train=train).validate()
     return PlannedRun(
-        run_id=run_id(cfg),
+        run_id=run_id(cfg, data),
         config=cfg,
         budget=flops,
         holdout=holdout,

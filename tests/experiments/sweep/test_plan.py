@@ -175,3 +175,27 @@ def test_shipped_specs_resolve(name):
         budgets = sorted({r.budget for r in fitted})
         assert len(budgets) >= 3 and budgets[-1] >= 10 * budgets[0] and len(fitted) >= 12
         assert min(r.budget for r in held) >= 4 * budgets[-1]
+
+
+def test_run_ids_fold_in_the_data_by_content(tmp_path):
+    """Edited data gives new ids, so a run finished on the old text is never reused; files rewritten with the same
+    text keep them; a given tokenizer counts by content too."""
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    data = {"vocab_size": 300, "source": f"text:{folder}/*.txt"}
+
+    def write(doc1: str) -> list[str]:
+        for i in range(3):
+            (folder / f"doc{i}.txt").write_text(doc1 if i == 1 else f"document {i}: lord lady sword crown.\n")
+        return [r.run_id for r in _runs(data=data)]
+
+    original = write("document 1: lord lady sword crown.\n")
+    assert write("document 1: lord lady sword crown.\n") == original
+    assert set(write("the king. the king.\n")).isdisjoint(original)
+    write("document 1: lord lady sword crown.\n")
+    tokenizer = tmp_path / "tok.model"
+    with_tokenizer = {}
+    for content in (b"one", b"two"):
+        tokenizer.write_bytes(content)
+        with_tokenizer[content] = [r.run_id for r in _runs(data={**data, "tokenizer": str(tokenizer)})]
+    assert set(with_tokenizer[b"one"]).isdisjoint(with_tokenizer[b"two"])
