@@ -8,7 +8,7 @@ import tempfile
 from meshlm.training.atomic import write_atomic
 
 PROBE_COLUMNS = (
-    ("icl_score", "icl_score", "ICL score (loss@late - loss@50)"),
+    ("icl_score", "icl_score", "ICL score (loss@late - loss@early)"),
     ("induction", "loss_first_copy", "induction: loss, 1st copy"),
     ("induction", "loss_repeat", "induction: loss, repeat"),
     ("induction", "prefix_matching_max", "best head's prefix matching"),
@@ -42,7 +42,8 @@ def markdown(models: list[dict], shots: list[int]) -> str:
             cells = [_number(m["results"].get(probe, {}).get(key)) for probe, key, _ in probe_cols]
             icl = m["results"].get("icl_score", {})
             if "icl_score_stderr" in icl:
-                cells[[c[1] for c in probe_cols].index("icl_score")] += f" +- {icl['icl_score_stderr']:.3f}"
+                measure = icl.get("measure", "icl_score@500-50").removeprefix("icl_score")
+                cells[[c[1] for c in probe_cols].index("icl_score")] += f" +- {icl['icl_score_stderr']:.3f} {measure}"
             lines.append(f"| {m['name']} | {m['params']:,} | " + " | ".join(cells) + " |")
         lines.append("")
     lines.append("Cells: mean over shot seeds +- their standard deviation; [N%]: prompts with fewer than K shots.")

@@ -49,6 +49,13 @@ def icl_score(lm: LanguageModel, texts: Sequence[str]) -> dict:
     return {
         "icl_score": icl,
         "icl_score_stderr": stderr,  # one token per row at each index: a noisy estimate on few rows
+        # Named by its indices: a score at shorter contexts is another measure than Olsson's, not a noisier one.
+        "measure": f"icl_score@{late}-{early}",
+        **(
+            {"note": f"n_ctx {lm.n_ctx} < {LATE}: the late index is the last position, not Olsson's {LATE}"}
+            if late < LATE
+            else {}
+        ),
         "loss_early": float(curve[early - 1]),
         "loss_late": float(curve[late - 1]),
         "early_index": early,

@@ -98,6 +98,7 @@ def test_icl_score_is_negative_exactly_when_the_model_uses_its_context():
     texts = ["".join(rng.permutation(list("abcdefghijklmno"))[:10]) * 4 for _ in range(8)]
     induction = probes.icl_score(LanguageModel(induction_circuit_model(), tok, batch_size=8), texts)
     assert (induction["early_index"], induction["late_index"], induction["rows"]) == (3, 32, 8)
+    assert induction["measure"] == "icl_score@32-3" and "not Olsson's 500" in induction["note"]
     assert induction["icl_score"] < -2.0 and induction["loss_late"] < 0.05
     untrained = probes.icl_score(LanguageModel(tiny_model(vocab_size=16, n_ctx=32), tok, batch_size=8), texts)
     assert abs(untrained["icl_score"]) < 0.3
