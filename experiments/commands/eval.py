@@ -47,6 +47,25 @@ def add_arguments(p) -> None:
         help="seeded: shots drawn per item by seed (default); first_n: the first K of the shot pool, as lm-eval's "
         "first_n sampler",
     )
+    p.add_argument(
+        "--orders",
+        type=int,
+        default=1,
+        metavar="N",
+        help="orders of each item's shots (seeded, at most K!); results give the spread over orders apart from the "
+        "spread over seeds (default 1)",
+    )
+    p.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="also report contextual calibration's accuracy (acc_calibrated) for multiple-choice tasks",
+    )
+    p.add_argument(
+        "--content-free",
+        action="append",
+        metavar="TEXT",
+        help="a content-free input for --calibrate (repeatable; default: N/A, the empty string and [MASK])",
+    )
     p.add_argument("--task-seed", type=int, default=0, metavar="S", help="seed of generated tasks (default 0)")
     p.add_argument("--out", metavar="DIR", help="where results.json, results.md and PNGs go (--sweep: DIR/eval)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -60,6 +79,9 @@ def run(args) -> None:
         limit=args.limit,
         task_seed=args.task_seed,
         sampler=args.fewshot_sampler,
+        orders=args.orders,
+        calibrate=args.calibrate,
+        content_free=tuple(args.content_free) if args.content_free is not None else harness.EvalSettings.content_free,
     ).validate()
     tasks = harness.resolve_tasks(args.tasks, settings.task_seed)
     if not tasks:
@@ -89,6 +111,9 @@ def run(args) -> None:
             progress=bar.update,
             task_seed=settings.task_seed,
             sampler=settings.sampler,
+            orders=settings.orders,
+            calibrate=settings.calibrate,
+            content_free=settings.content_free,
         )
         params = sum(x.size for x in jax.tree.leaves(nnx.state(loaded.model, nnx.Param)))
         models.append({"name": name, "run_dir": str(run_dir), "params": int(params), "results": results})

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from flax import nnx
 
-from meshlm.experiments.evaluation import metrics
+from meshlm.experiments.evaluation import calibration, metrics, shot_orders
 from meshlm.experiments.evaluation import tasks as tasks_lib
 from meshlm.experiments.evaluation.prompts import Fitted, draw_shots, first_shots, fit
 from meshlm.experiments.evaluation.requests import LanguageModel
@@ -48,6 +48,9 @@ class EvalSettings:
     limit: int = 0  # items evaluated per task (the first ones); 0 = all
     task_seed: int = 0  # the seed of generated tasks (arithmetic problems, scrambles, label mapping)
     sampler: str = "seeded"  # how shots are chosen: SAMPLERS
+    orders: int = 1  # orders of each item's shots (at most K!), the drawn one first
+    calibrate: bool = False  # contextual calibration of multiple-choice tasks (calibration.py)
+    content_free: tuple[str, ...] = calibration.CONTENT_FREE
 
     def validate(self) -> "EvalSettings":
         if not self.shots or min(self.shots) < 0:
@@ -58,6 +61,10 @@ class EvalSettings:
             raise ConfigError(f"--limit {self.limit} must be 0 (all items) or positive")
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"--fewshot-sampler {self.sampler!r}: use one of {', '.join(SAMPLERS)}")
+        if self.orders < 1:
+            raise ConfigError(f"--orders {self.orders} must be at least 1")
+        if self.calibrate and not self.content_free:
+            raise ConfigError("--calibrate needs at least one content-free input, e.g. --content-free N/A")
         return self
 
     def settings(self, k: int) -> range:
@@ -83,14 +90,21 @@ def evaluate(
     progress: Callable[[int], None] = lambda n: None,
     task_seed: int = 0,
     sampler: str = "seeded",
+    orders: int = 1,
+    calibrate: bool = False,
+    content_free: Sequence[str] = calibration.CONTENT_FREE,
 ) -> dict:
     """{task name: results} for one model. `heldout` texts feed the icl_score, induction and perplexity probes."""
-    settings = EvalSettings(tuple(shots), seeds, batch_size, limit, task_seed, sampler).validate()
+    settings = EvalSettings(
+        tuple(shots), seeds, batch_size, limit, task_seed, sampler, orders, calibrate, tuple(content_free)
+    ).validate()
     lm = LanguageModel(model, tokenizer, batch_size=batch_size, partitioner=partitioner, progress=progress)
     out = {}
     for task in resolve_tasks(tasks, task_seed):
         if isinstance(task, str):
             out[task] = run_probe(lm, task, heldout, task_seed)
+            if calibrate:
+                out[task]["calibration"] = "not applicable: a probe has no answers to choose between"
         else:
             out[task.name] = run_task(lm, task, settings)
     return out
@@ -125,17 +139,30 @@ def make_hook(
 def run_task(lm: LanguageModel, task: Task, settings: EvalSettings) -> dict:
     items = task.items[: settings.limit or None]
     uncond = _unconditional(lm, task, items)
+    skip = calibration.not_applicable(task)
+    content_free = settings.content_free if settings.calibrate and not skip else ()
     by_k = {}
     for k in sorted(set(settings.shots)):
-        runs = [_score(lm, task, items, k, seed, uncond, settings.sampler) for seed in settings.settings(k)]
+        runs = []  # [seed][order]
+        for seed in settings.settings(k):
+            drawn = shots_for(task, items, k, seed, settings.sampler)
+            ordered = [shot_orders.orders(s, settings.orders, seed, task.name, it.id) for s, it in zip(drawn, items)]
+            # An item with fewer shots than K (a small pool) has fewer distinct orders and repeats them.
+            n = max(map(len, ordered), default=1)
+            runs.append(
+                [_score(lm, task, items, [o[i % len(o)] for o in ordered], uncond, content_free) for i in range(n)]
+            )
         by_k[str(k)] = _aggregate(runs, k)
-    return {
+    out = {
         "kind": task.kind,
         "primary": task.primary,
         "n_items": len(items),
         "fewshot_split": task.fewshot_split,
         "shots": by_k,
     }
+    if settings.calibrate:
+        out["calibration"] = skip or {"metric": calibration.METRIC, "content_free": list(content_free)}
+    return out
 
 
 def _unconditional(lm: LanguageModel, task: Task, items) -> list[list[float]] | list[None]:
@@ -187,20 +214,29 @@ def fitted_prompts(lm: LanguageModel, task: Task, items, shots) -> list[list[Fit
 
 
 def _score(
-    lm: LanguageModel, task: Task, items, k: int, seed: int, uncond, sampler: str
+    lm: LanguageModel, task: Task, items, shots, uncond, content_free: Sequence[str]
 ) -> tuple[list[dict], list[Fitted]]:
-    """Per-item metrics of one K and shot seed, and the fitted prompts (for truncation counts)."""
-    shots = shots_for(task, items, k, seed, sampler)
+    """Per-item metrics of one set of shots (one K, seed and order), and the fitted prompts (for truncation
+    counts). With content-free inputs, the calibration requests go in the same call: contexts that coincide are
+    run once."""
     per_item_fitted = fitted_prompts(lm, task, items, shots)
     fitted = [f for fs in per_item_fitted for f in fs]
-    scored = iter(lm.loglikelihood_tokens([(f.context_ids, c) for f in fitted for c in f.continuation_ids]))
+    pairs = [(f.context_ids, c) for f in fitted for c in f.continuation_ids]
+    cf = calibration.content_free(
+        lm.tokenizer, task, items, [fs[0] for fs in per_item_fitted], shots, content_free, lm.n_ctx
+    )
+    scored_all = lm.loglikelihood_tokens(pairs + cf.pairs)
+    scored = iter(scored_all[: len(pairs)])
     if task.kind == "multiple_choice":
+        biases = cf.biases([x.logprob for x in scored_all[len(pairs) :]]) if content_free else [None] * len(items)
         per_item = []
-        for it, u in zip(items, uncond):
+        for it, u, p_cf in zip(items, uncond, biases):
             s = [next(scored) for _ in it.choices]
-            per_item.append(
-                metrics.choice_metrics([x.logprob for x in s], [x.n_tokens for x in s], it.choices, it.gold, u)
-            )
+            lls = [x.logprob for x in s]
+            m = metrics.choice_metrics(lls, [x.n_tokens for x in s], it.choices, it.gold, u)
+            if p_cf is not None:
+                m[calibration.METRIC] = float(calibration.calibrated_prediction(lls, p_cf) == it.gold)
+            per_item.append(m)
         return per_item, fitted
     per_item = [{task.greedy_metric: float(s.is_greedy), "logprob": s.logprob} for s in scored]
     if task.kind == "generate":
@@ -214,28 +250,35 @@ def _score(
     return per_item, fitted
 
 
-def _aggregate(runs: list[tuple[list[dict], list[Fitted]]], k: int) -> dict:
-    """Each metric's mean over items per seed, then over seeds: mean, item stderr (mean over seeds), seed spread."""
-    names = [n for n in runs[0][0][0] if n != "logprob"]
+def _aggregate(runs: list[list[tuple[list[dict], list[Fitted]]]], k: int) -> dict:
+    """runs[seed][order]: each metric's mean over items per run; its spread over orders within a seed, and over
+    seeds of each seed's mean over orders; the item stderr averaged over runs."""
+    first = runs[0][0][0][0]
     out = {}
-    for name in names:
-        per_seed = [metrics.mean_stderr([m[name] for m in items]) for items, _ in runs]
-        out[name] = metrics.across_seeds([m for m, _ in per_seed]) | {
-            "stderr": float(np.mean([s for _, s in per_seed])),
-            "per_seed": [m for m, _ in per_seed],
+    for name in [n for n in first if n != "logprob"]:
+        stats = [[metrics.mean_stderr([m[name] for m in items]) for items, _ in seed] for seed in runs]
+        out[name] = _spread([[mean for mean, _ in seed] for seed in stats]) | {
+            "stderr": float(np.mean([s for seed in stats for _, s in seed])),
         }
-    if "logprob" in runs[0][0][0]:
+    if "logprob" in first:
         # lm-eval's loglikelihood perplexity: exp(-mean over items of the target's summed log-probability).
-        per_seed = [math.exp(-np.mean([m["logprob"] for m in items])) for items, _ in runs]
-        out["perplexity"] = metrics.across_seeds(per_seed) | {"per_seed": per_seed}
-    fitted = [f for _, fs in runs for f in fs]
+        out["perplexity"] = _spread(
+            [[math.exp(-np.mean([m["logprob"] for m in items])) for items, _ in s] for s in runs]
+        )
+    fitted = [f for seed in runs for _, fs in seed for f in fs]
     return {
         "metrics": out,
         "seeds": len(runs),
+        "orders": len(runs[0]),
         "shots_mean": float(np.mean([f.n_shots for f in fitted])),
         "shots_dropped": float(np.mean([f.n_shots < k for f in fitted])),  # fewer than K shots: n_ctx or pool size
         "prompt_cut": float(np.mean([f.cut for f in fitted])),  # prompts cut inside (the query kept)
     }
+
+
+def _spread(per_seed_order: list[list[float]]) -> dict:
+    by_order = metrics.across_orders(per_seed_order)
+    return metrics.across_seeds(by_order["per_seed"]) | by_order
 
 
 def run_probe(lm: LanguageModel, name: str, heldout: Sequence[str], seed: int) -> dict:
@@ -262,5 +305,8 @@ def estimated_rows(task: Task | str, settings: EvalSettings, n_ctx: int) -> int:
         )
     items = task.items[: settings.limit or None]
     per_setting = sum(len(it.choices) or (2 if task.kind == "generate" else 1) for it in items)
-    runs = sum(len(settings.settings(k)) for k in set(settings.shots))
-    return per_setting * runs + (per_setting if task.kind == "multiple_choice" and task.uncond_context else 0)
+    uncond = per_setting if task.kind == "multiple_choice" and task.uncond_context else 0
+    if settings.calibrate and not calibration.not_applicable(task):
+        per_setting *= 1 + len(settings.content_free)  # at most: coinciding requests are scored once
+    runs = sum(len(settings.settings(k)) * shot_orders.count(settings.orders, k) for k in set(settings.shots))
+    return per_setting * runs + uncond

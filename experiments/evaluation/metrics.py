@@ -71,3 +71,16 @@ def across_seeds(per_seed: Sequence[float]) -> dict[str, float]:
         "seed_min": float(x.min()),
         "seed_max": float(x.max()),
     }
+
+
+def across_orders(per_seed_order: Sequence[Sequence[float]]) -> dict:
+    """Spread of a metric over shot orders, taken within each shot selection and averaged over selections, so
+    that it measures the order alone; each seed's value is its mean over orders (what `across_seeds` spreads)."""
+    x = [np.asarray(v, np.float64) for v in per_seed_order]
+    return {
+        "order_std": float(np.mean([v.std(ddof=1) if len(v) > 1 else 0.0 for v in x])),
+        "order_min": float(np.mean([v.min() for v in x])),
+        "order_max": float(np.mean([v.max() for v in x])),
+        "per_seed": [float(v.mean()) for v in x],
+        "per_order": [[float(a) for a in v] for v in x],
+    }

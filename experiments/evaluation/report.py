@@ -33,7 +33,13 @@ def markdown(models: list[dict], shots: list[int]) -> str:
             by_k = m["results"].get(task, {}).get("shots", {})
             cells = [_cell(by_k.get(str(k)), first["primary"]) for k in shots]
             lines.append(f"| {m['name']} | {m['params']:,} | " + " | ".join(cells) + " |")
+            if isinstance(m["results"].get(task, {}).get("calibration"), dict):
+                cells = [_cell(by_k.get(str(k)), "acc_calibrated") for k in shots]
+                lines.append(f"| {m['name']}, calibrated | {m['params']:,} | " + " | ".join(cells) + " |")
+        if isinstance(first.get("calibration"), str):
+            lines += ["", f"Calibration: {first['calibration']}."]
         lines.append("")
+        lines += _orders_table(task, first["primary"], models, shots)
     probe_cols = [c for c in PROBE_COLUMNS if any(c[0] in m["results"] for m in models)]
     if probe_cols:
         lines += ["## probes", "", "| model | params | " + " | ".join(c[2] for c in probe_cols) + " |"]
@@ -60,6 +66,28 @@ def _cell(entry: dict | None, metric: str) -> str:
     if entry["shots_dropped"]:
         text += f" [{entry['shots_dropped']:.0%}]"
     return text
+
+
+def _orders_table(task: str, metric: str, models: list[dict], shots: list[int]) -> list[str]:
+    """The spread over shot orders (within a shot seed, averaged over seeds), when some K had more than one."""
+    entries = [m["results"].get(task, {}).get("shots", {}) for m in models]
+    if not any(e.get("orders", 1) > 1 for by_k in entries for e in by_k.values()):
+        return []
+    lines = [f"### {task}: {metric} over shot orders (mean [min, max] +- std, within a shot seed)", ""]
+    lines += ["| model | params | " + " | ".join(f"K={k}" for k in shots) + " |", "|---|---|" + "---|" * len(shots)]
+    for m, by_k in zip(models, entries):
+        cells = []
+        for k in shots:
+            entry = by_k.get(str(k))
+            v = entry["metrics"][metric] if entry else None
+            cells.append(
+                "-"
+                if v is None
+                else f"{v['mean']:.3f} [{v['order_min']:.3f}, {v['order_max']:.3f}] +- {v['order_std']:.3f} "
+                f"({entry['orders']} orders)"
+            )
+        lines.append(f"| {m['name']} | {m['params']:,} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def _number(value) -> str:

@@ -5,6 +5,7 @@ import dataclasses
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import safetensors.numpy
@@ -133,7 +134,18 @@ def test_cli_convert_then_generate(tmp_path, capsys):
     assert main(["convert", "hf-gpt2", str(tmp_path / "hf"), "--out", str(tmp_path / "run")]) == 0
     args = ["generate", "--run-dir", str(tmp_path / "run"), "--prompt", "the king", "--temperature", "0"]
     assert main(args + ["--max-new-tokens", "4"]) == 0
-    assert "the king" in capsys.readouterr().out
+    printed = capsys.readouterr().out.splitlines()[-1]
+    # Greedy decoding by hand, a full forward pass per token (no KV cache), from the converted weights on disk.
+    run = load_run(tmp_path / "run")
+    tok = run.tokenizer
+    ids = [tok.eos_id] + tok.encode("the king")
+    for _ in range(4):
+        logits_V = np.asarray(run.model(jnp.asarray([ids]))[0][0, -1, : tok.vocab_size])
+        if int(logits_V.argmax()) == tok.eos_id:
+            break
+        ids.append(int(logits_V.argmax()))
+    new = ids[1 + len(tok.encode("the king")) :]
+    assert new and printed == "the king" + tok.decode(new)
     assert main(["convert", "to-hf", str(tmp_path / "run"), "--out", str(tmp_path / "back")]) == 0
     assert main(["convert", "hf-gpt2", str(tmp_path / "hf"), "--out", str(tmp_path / "run")]) == 2
 
