@@ -33,6 +33,7 @@ CAUSES = (
     "recomputed",
 )
 DATA_WAIT_WARNING = 0.05  # of step time
+DATA_WAIT_FLOOR_S = 1.0  # below it a short run's millisecond steps would make any wait look large
 KEPT_MARKS = 32  # checkpoints a restart may fall back to; older ones have long been deleted
 
 
@@ -99,10 +100,11 @@ class Goodput:
 
     def data_wait_warning(self) -> str | None:
         """A warning, the first time the host has waited on data (after the loader's start) for more than 5 % of
-        this start's step time."""
+        this start's step time, and at least a second in all."""
         productive = self.seconds()["productive"] - self.earlier["productive"]
         waited = self.session["data_wait"] - self.first_batch_wait
-        if self.warned_data_wait or productive <= 0 or waited <= DATA_WAIT_WARNING * productive:
+        too_little = waited < DATA_WAIT_FLOOR_S or waited <= DATA_WAIT_WARNING * productive
+        if self.warned_data_wait or productive <= 0 or too_little:
             return None
         self.warned_data_wait = True
         return (

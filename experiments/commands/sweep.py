@@ -68,6 +68,16 @@ def _run_arguments(p) -> None:
     p.add_argument("--address", metavar="ADDR", help="ray: cluster address ('auto' joins a running one)")
     p.add_argument("--cpus-per-run", type=float, metavar="N", help="ray: CPUs each run reserves")
     p.add_argument("--gpus-per-run", type=float, metavar="N", help="ray: GPUs each run reserves")
+    p.add_argument(
+        "--hosts-per-run",
+        type=int,
+        metavar="N",
+        help="ray: hosts each run spans, one process per host of one slice (then --cpus/gpus-per-run are per host)",
+    )
+    p.add_argument(
+        "--slice-head", metavar="RESOURCE", help="ray: the resource a slice's first host holds, e.g. TPU-v4-16-head"
+    )
+    p.add_argument("--tpus-per-host", type=float, metavar="N", help="ray: TPU chips each host's process reserves")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (one line per finished run)")
     p.add_argument(
         "--retry-failed",
@@ -97,13 +107,10 @@ def _run(args) -> None:
         runner.print_plan(spec, runs, stats, store)
         runner.check_epochs(spec, runs, stats)
         return
-    defaults = spec.launcher
-    launcher = launchers.make(
-        args.launcher or defaults.kind,
-        address=args.address if args.address is not None else defaults.address,
-        cpus_per_run=args.cpus_per_run if args.cpus_per_run is not None else defaults.cpus_per_run,
-        gpus_per_run=args.gpus_per_run if args.gpus_per_run is not None else defaults.gpus_per_run,
-    )
+    settings = dataclasses.asdict(spec.launcher)
+    spec_kind = settings.pop("kind")
+    settings.update({k: getattr(args, k) for k in settings if getattr(args, k, None) is not None})  # flags over spec
+    launcher = launchers.make(args.launcher or spec_kind, **settings)
     tracker = TrackerConfig(kind=args.tracker) if args.tracker else None
     outcome = runner.run_sweep(
         spec,

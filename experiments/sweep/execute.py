@@ -1,6 +1,7 @@
 """One sweep run on whatever process runs it (the driver, or a Ray worker): train, then summarise metrics.jsonl."""
 
 import contextlib
+import os
 import pathlib
 import shutil
 import socket
@@ -19,15 +20,18 @@ from meshlm.training.trainer import train
 LOG = "sweep.log"  # the trainer's log lines, since the driver's terminal shows the sweep's progress instead
 
 
-def execute(config: dict, run_dir: str, tokenizer: str, compile_cache: str = "") -> RunResult:
-    """Train (or resume, or just re-read) the run in run_dir and return what the store records of it."""
+def execute(config: dict, run_dir: str, tokenizer: str, compile_cache: str = "") -> RunResult | None:
+    """Train (or resume, or just re-read) the run in run_dir and return what the store records of it; None on the
+    processes other than 0 of a multi-process run, which log no metrics."""
     cfg = config_lib.from_dict(config)
     path = pathlib.Path(run_dir)
     path.mkdir(parents=True, exist_ok=True)
     if not (path / "tokenizer.model").exists():
         # The sweep's tokenizer, trained once by the driver: the trainer loads a run's own copy when it finds one.
-        shutil.copyfile(tokenizer, path / "tokenizer.model.tmp")
-        (path / "tokenizer.model.tmp").replace(path / "tokenizer.model")
+        # A temporary name of this process's own: every host of a multi-host run copies it at once.
+        partial = path / f"tokenizer.model.{socket.gethostname()}-{os.getpid()}.tmp"
+        shutil.copyfile(tokenizer, partial)
+        partial.replace(path / "tokenizer.model")
     with (path / LOG).open("a") as log_file:
 
         def log(*parts) -> None:
@@ -37,6 +41,8 @@ def execute(config: dict, run_dir: str, tokenizer: str, compile_cache: str = "")
         with persistent_compile_cache(compile_cache):
             result = train(cfg, path, progress=False, log=log)
         wall = time.perf_counter() - start
+    if jax.process_index() != 0:
+        return None
     return summarise(cfg, metrics_lib.read(path), wall_time_s=wall, resumed_from_step=result.start_step)
 
 

@@ -1,5 +1,5 @@
 """Where runs execute: one at a time in a worker process on this machine (local), or one Ray task per run on its
-own worker (ray).
+own worker (ray), or, for a run spanning several hosts, one per host of a slice (ray_hosts.py).
 
 Both hand each finished run's RunResult, or its Failure, back to the driver, which alone writes the store and
 decides on retries. Ray does the fan-out and the placement; the driver only keeps `slots` runs in flight.
@@ -13,7 +13,7 @@ import subprocess
 import sys
 from typing import Protocol
 
-from meshlm.experiments.sweep import worker
+from meshlm.experiments.sweep import ray_hosts, worker
 from meshlm.experiments.sweep.execute import LOG, execute
 from meshlm.experiments.sweep.failures import Failure, classify, from_exit
 from meshlm.experiments.sweep.store import RunResult
@@ -101,31 +101,69 @@ class LocalLauncher:
 
 
 class RayLauncher:
-    """Each run a Ray task in a fresh worker process (max_calls=1: no JAX state carries over between runs)."""
+    """Each run a Ray task in a fresh worker process (max_calls=1: no JAX state carries over between runs); a run of
+    hosts_per_run > 1 a task per host of one slice, joined by jax.distributed (ray_hosts.py)."""
 
-    def __init__(self, address: str = "", cpus_per_run: float = 1.0, gpus_per_run: float = 0.0):
+    def __init__(
+        self,
+        address: str = "",
+        cpus_per_run: float = 1.0,
+        gpus_per_run: float = 0.0,
+        hosts_per_run: int = 1,
+        slice_head: str = "",
+        tpus_per_host: float = 0.0,
+        cpu_devices: int = 0,
+    ):
         try:
             import ray  # deferred: an optional extra (pip install 'meshlm[ray]'), heavy to import
         except ImportError:
             raise ConfigError("--launcher ray needs Ray; pip install 'meshlm[ray]' or use --launcher local") from None
+        if hosts_per_run > 1 and not slice_head:
+            raise ConfigError(
+                f"--hosts-per-run={hosts_per_run} needs --slice-head, the resource a slice's first host holds "
+                "(e.g. TPU-v4-16-head)"
+            )
         self._ray = ray
         self._owns = not ray.is_initialized()
         if self._owns:
             ray.init(address=address or None, include_dashboard=False, log_to_driver=False)
         # Workers import meshlm from the driver's environment; MESHLM_*, XLA_FLAGS and WANDB_* travel with the task.
-        env = {k: v for k, v in os.environ.items() if k.startswith(("MESHLM_", "XLA_", "JAX_", "TFDS_", "WANDB_"))}
-        # max_retries=0: the driver retries a crashed run itself, counting it in the store.
-        self._remote = ray.remote(
-            num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_calls=1, max_retries=0, runtime_env={"env_vars": env}
-        )(execute)
+        self._env = {
+            k: v for k, v in os.environ.items() if k.startswith(("MESHLM_", "XLA_", "JAX_", "TFDS_", "WANDB_"))
+        }
         resources = ray.cluster_resources()
-        fits = [resources.get("CPU", 0) / cpus_per_run] if cpus_per_run else []
-        fits += [resources.get("GPU", 0) / gpus_per_run] if gpus_per_run else []
-        self.slots = max(1, int(min(fits, default=1)))
         self._in_flight: dict = {}
+        self._hosts = None
+        # max_retries=0 (here and for host tasks): the driver retries a crashed run itself, counting it in the store.
+        if hosts_per_run > 1:
+            self._hosts = ray_hosts.Hosts(hosts_per_run, cpus_per_run, gpus_per_run, tpus_per_host, cpu_devices)
+            if cpu_devices:  # XLA's own device count would override it
+                flags = self._env.get("XLA_FLAGS", "").split()
+                self._env["XLA_FLAGS"] = " ".join(f for f in flags if "force_host_platform_device_count" not in f)
+            # The orchestrator holds the slice's head for the run's duration: one run per slice.
+            self._remote = ray.remote(
+                num_cpus=0, resources={slice_head: 1}, max_retries=0, runtime_env={"env_vars": self._env}
+            )(ray_hosts.run_on_slice)
+            self.slots = max(1, int(resources.get(slice_head, 0)))
+        else:
+            self._remote = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_calls=1, max_retries=0)(execute)
+            fits = [resources.get("CPU", 0) / cpus_per_run] if cpus_per_run else []
+            fits += [resources.get("GPU", 0) / gpus_per_run] if gpus_per_run else []
+            self.slots = max(1, int(min(fits, default=1)))
+
+    def environment(self, job: Job, process_id: int) -> dict[str, str]:
+        """The environment variables of a run's task, or of one host's (a test adds a fault to chosen tries and
+        processes)."""
+        return dict(self._env)
 
     def submit(self, job: Job) -> None:
-        self._in_flight[self._remote.remote(job.config, job.run_dir, job.tokenizer, job.compile_cache)] = job
+        if self._hosts:
+            envs = [self.environment(job, i) for i in range(self._hosts.count)]
+            ref = self._remote.remote(dataclasses.asdict(job), self._hosts, envs)
+        else:
+            remote = self._remote.options(runtime_env={"env_vars": self.environment(job, 0)})
+            ref = remote.remote(job.config, job.run_dir, job.tokenizer, job.compile_cache)
+        self._in_flight[ref] = job
 
     def wait(self, timeout: float | None = None) -> tuple[Job, Outcome] | None:
         ready, _ = self._ray.wait(list(self._in_flight), num_returns=1, timeout=timeout)
@@ -145,9 +183,10 @@ class RayLauncher:
             self._ray.shutdown()
 
 
-def make(kind: str, address: str = "", cpus_per_run: float = 1.0, gpus_per_run: float = 0.0) -> Launcher:
+def make(kind: str, **ray_settings) -> Launcher:
+    """`ray_settings`: RayLauncher's keyword arguments (address, cpus_per_run, hosts_per_run, ...)."""
     if kind == "local":
         return LocalLauncher()
     if kind == "ray":
-        return RayLauncher(address=address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run)
+        return RayLauncher(**ray_settings)
     raise ConfigError(f"unknown launcher {kind!r}; use local or ray")

@@ -101,8 +101,12 @@ class Estimate:
 class LauncherDefaults:
     kind: typing.Literal["local", "ray"] = "local"
     address: str = ""  # ray: "" starts a local instance, "auto" joins the running cluster
-    cpus_per_run: float = 1.0
+    cpus_per_run: float = 1.0  # per host when hosts_per_run > 1
     gpus_per_run: float = 0.0
+    hosts_per_run: int = 1  # > 1: one process per host of one slice, joined by jax.distributed
+    slice_head: str = ""  # the resource only a slice's first host holds, e.g. TPU-v4-16-head
+    tpus_per_host: float = 0.0  # Ray's `TPU` resource (chips) each host's process reserves
+    cpu_devices: int = 0  # simulated CPU devices per process (tests); 0 = none
 
 
 @dataclasses.dataclass(frozen=True)

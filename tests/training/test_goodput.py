@@ -125,3 +125,14 @@ def test_the_sweep_report_sums_badput_by_cause_over_runs(tmp_path):
     table = "\n".join(badput.section(tmp_path))
     assert "| productive | 0.011 | 80.0% |" in table
     assert table.index("| compile |") < table.index("| recomputed |") < table.index("| data_wait |")
+
+
+def test_data_waits_warn_past_5_percent_of_step_time_and_a_second(tmp_path, clock):
+    """Half a second of waiting is half of a tiny run's step time, and not worth a warning; 1.5 s in 20 s is."""
+    for waited, stepped, warns in ((0.5, 1.0, False), (1.5, 20.0, True), (1.5, 40.0, False)):
+        account = goodput.Goodput.open(tmp_path, writes=False)
+        account.loop_started(0)
+        account.loader_started()
+        account.add("data_wait", waited)
+        clock[0] += waited + stepped
+        assert bool(account.data_wait_warning()) == warns, (waited, stepped)
