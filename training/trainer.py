@@ -5,6 +5,7 @@ Periodic work is a hook, `trainer.add_hook(every, fn)`: `fn(step, state)` runs a
 the last one, and what it returns (a dict of floats, or None) is logged with that step's metrics. Validation is
 the first hook; few-shot evaluation during training is another."""
 
+import contextlib
 import dataclasses
 import sys
 import time
@@ -357,38 +358,40 @@ class Trainer:
         if not hooks:
             return {}
         jax.block_until_ready(state)  # the steps before the hooks keep their time in the window
-        started, record = time.perf_counter(), {}
-        for hook in hooks:
-            record.update(hook.fn(done, state) or {})
-        seconds = time.perf_counter() - started
-        clock.leave_out(seconds)  # hook time is not training time
-        self.goodput.add("evaluation", seconds)
+        record = {}
+        with self._not_training("evaluation", clock):
+            for hook in hooks:
+                record.update(hook.fn(done, state) or {})
         return record
+
+    @contextlib.contextmanager
+    def _not_training(self, cause: str, clock: _Throughput):
+        """Time spent on something else than training: left out of the logged step time, counted as badput."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            seconds = time.perf_counter() - started
+            clock.leave_out(seconds)
+            self.goodput.add(cause, seconds)
 
     def _check_memory(self, clock: _Throughput) -> memory_check.MemoryCheck:
         """Peak device memory against the plan, once the first step has run; a warning past 20 %."""
-        started = time.perf_counter()
-        memory = memory_check.check(self.setup)  # re-traces the step (the compiled program is cached)
-        seconds = time.perf_counter() - started
-        clock.leave_out(seconds)
-        self.goodput.add("compile", seconds)
-        if memory.warning():
-            self.log(memory.warning())
+        with self._not_training("compile", clock):
+            memory = memory_check.check(self.setup)  # re-traces the step (the compiled program is cached)
+        if warning := memory.warning():
+            self.log(warning)
         return memory
 
     def _record_goodput(self, done: int, saved: bool) -> None:
         self.goodput.record(done, checkpoint=saved)
-        warning = self.goodput.data_wait_warning()
-        if warning:
+        if warning := self.goodput.data_wait_warning():
             self.log(warning)
 
     def _save(self, state: TrainState, done: int, clock: _Throughput) -> None:
         data_state = {**self.train_iter.get_state(), _SKIPPED: self.nonfinite_skipped}
-        started = time.perf_counter()
-        self.checkpointer.save(state, data_state, done)
-        seconds = time.perf_counter() - started
-        clock.leave_out(seconds)  # as hooks: saving is not training
-        self.goodput.add("checkpoint_save", seconds)
+        with self._not_training("checkpoint_save", clock):
+            self.checkpointer.save(state, data_state, done)
         faults.kill_point("checkpoint", done)
 
     def _check_finite(self, flags: _FiniteFlags, params) -> None:
