@@ -15,12 +15,17 @@ from typing import TypeVar
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
+from orbax.checkpoint import multihost as orbax_multihost
 
 from meshlm.model.errors import ConfigError
 from meshlm.parallel.devices import set_cpu_devices
 
 T = TypeVar("T")
 _SYNC_CALLS = itertools.count(1)  # the preemption service's call count: never reset, whatever runs this process makes
+_BARRIERS = itertools.count()  # a coordination-service barrier's name may be used once
+# Gloo gives the processes 30 s to meet at their first collective over a set of devices; the coordination service's
+# barrier waits as long as we ask. Process 0 may spend minutes alone (a data cache, a checkpoint's move).
+BARRIER_TIMEOUT_S = 3600
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +76,16 @@ def initialize(cfg: DistributedConfig) -> None:
         jax.distributed.initialize()
     else:
         jax.distributed.initialize(cfg.coordinator, cfg.num_processes, cfg.process_id)
+    barrier("start")
+    multihost_utils.sync_global_devices("meshlm:start")  # gloo's context for every device, made while in step
+
+
+def barrier(name: str) -> None:
+    """Wait until every process got here, on the coordination service: no device collective, no 30 s limit."""
+    if jax.process_count() > 1:
+        orbax_multihost.get_barrier_sync_fn()(
+            key=f"meshlm:{name}:{next(_BARRIERS)}", timeout_ms=BARRIER_TIMEOUT_S * 1000
+        )
 
 
 def gather_json(obj) -> list:
@@ -90,7 +105,7 @@ def first_process_first(fn: Callable[[], T]) -> T:
     if jax.process_index() == 0:
         result = fn()
     if jax.process_count() > 1:
-        multihost_utils.sync_global_devices("meshlm:first_process_first")
+        barrier("first_process_first")
     if jax.process_index() != 0:
         result = fn()
     return result
