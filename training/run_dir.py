@@ -117,9 +117,8 @@ class Run:
         return [tok.decode([t for t in new if t != tok.eos_id]) for new in generate(self.model, ids, sampling)]
 
 
-def load_run(path: epath.PathLike, mesh: MeshConfig | None = None, step: int | None = None) -> Run:
-    """The run at `path` at its latest (or the given) complete checkpoint, its parameters restored onto `mesh`
-    (default: this process's first device), whatever mesh wrote them: orbax reshards."""
+def load_config_and_tokenizer(path: epath.PathLike) -> tuple[config_lib.Config, Tokenizer]:
+    """A run's saved config and tokenizer, without its parameters."""
     path = epath.Path(path)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"--run-dir {path} is a file, not a run directory; pass the directory meshlm train wrote")
@@ -130,6 +129,14 @@ def load_run(path: epath.PathLike, mesh: MeshConfig | None = None, step: int | N
             f"{path / TOKENIZER} has {tokenizer.vocab_size} tokens but the model only {cfg.model.vocab_size}: it is "
             "not this run's tokenizer; restore the one meshlm train wrote"
         )
+    return cfg, tokenizer
+
+
+def load_run(path: epath.PathLike, mesh: MeshConfig | None = None, step: int | None = None) -> Run:
+    """The run at `path` at its latest (or the given) complete checkpoint, its parameters restored onto `mesh`
+    (default: this process's first device), whatever mesh wrote them: orbax reshards."""
+    path = epath.Path(path)
+    cfg, tokenizer = load_config_and_tokenizer(path)
     no_checkpoint = ConfigError(
         f"{path} has no finished checkpoint yet; train longer (train.checkpoint_every) and retry"
     )

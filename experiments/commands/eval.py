@@ -8,7 +8,7 @@ import jax
 from etils import epath
 from flax import nnx
 
-from meshlm.experiments.evaluation import harness, report
+from meshlm.experiments.evaluation import cost, harness, report
 from meshlm.experiments.sweep import runner, store
 from meshlm.model.errors import ConfigError
 from meshlm.training import run_dir as run_dir_lib
@@ -56,6 +56,14 @@ def add_arguments(p) -> None:
         "spread over seeds (default 1)",
     )
     p.add_argument(
+        "--formats",
+        type=int,
+        default=1,
+        metavar="N",
+        help="prompt formats per task (seeded: field casing and separators, shot separator; the task's own first); "
+        "results give each metric's spread over formats and the best and worst format (default 1)",
+    )
+    p.add_argument(
         "--calibrate",
         action="store_true",
         help="also report contextual calibration's accuracy (acc_calibrated) for multiple-choice tasks",
@@ -69,6 +77,12 @@ def add_arguments(p) -> None:
     p.add_argument("--task-seed", type=int, default=0, metavar="S", help="seed of generated tasks (default 0)")
     p.add_argument("--out", metavar="DIR", help="where results.json, results.md and PNGs go (--sweep: DIR/eval)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print, per model and task, the requests, distinct contexts and tokens the evaluation would score; "
+        "load no parameters, score nothing",
+    )
 
 
 def run(args) -> None:
@@ -80,6 +94,7 @@ def run(args) -> None:
         task_seed=args.task_seed,
         sampler=args.fewshot_sampler,
         orders=args.orders,
+        formats=args.formats,
         calibrate=args.calibrate,
         content_free=tuple(args.content_free) if args.content_free is not None else harness.EvalSettings.content_free,
     ).validate()
@@ -87,6 +102,9 @@ def run(args) -> None:
     if not tasks:
         raise ConfigError("--tasks names no task; e.g. --tasks arithmetic_2da,label_mapping,icl_score")
     run_dirs, names = _models(args)
+    if args.dry_run:
+        _dry_run(run_dirs, names, tasks, settings)
+        return
     out_dir = pathlib.Path(args.out or pathlib.Path(args.sweep) / "eval")
     bar = _progress_bar(not args.no_progress)
     models = []
@@ -112,6 +130,7 @@ def run(args) -> None:
             task_seed=settings.task_seed,
             sampler=settings.sampler,
             orders=settings.orders,
+            formats=settings.formats,
             calibrate=settings.calibrate,
             content_free=settings.content_free,
         )
@@ -122,15 +141,40 @@ def run(args) -> None:
         out_dir / "results.json", {"settings": dataclasses.asdict(settings), "tasks": args.tasks, "models": models}
     )
     write_atomic(out_dir / "results.md", report.markdown(models, sorted(set(settings.shots))))
-    pngs = report.plot_icl_curves(models, out_dir) + report.plot_icl_scores(models, out_dir)
+    pngs = (
+        report.plot_icl_curves(models, out_dir)
+        + report.plot_icl_scores(models, out_dir)
+        + report.plot_sensitivity(models, out_dir)
+    )
     print(report.markdown(models, sorted(set(settings.shots))))
     print(f"wrote {out_dir / 'results.json'}, {out_dir / 'results.md'} and {len(pngs)} PNG(s)", file=sys.stderr)
+
+
+def _dry_run(run_dirs: list[str], names: list[str], tasks, settings: harness.EvalSettings) -> None:
+    total = cost.Cost()
+    for run_dir, name in zip(run_dirs, names):
+        config, tokenizer = run_dir_lib.load_config_and_tokenizer(run_dir)
+        for task, c in cost.count(tokenizer, config.model.n_ctx, tasks, settings).items():
+            if isinstance(c, str):
+                print(f"{name}  {task}: {c}")
+                continue
+            line = f"{name}  {task}: {c.requests:,} requests, {c.contexts:,} distinct contexts, {c.tokens:,} tokens"
+            line += f" in packed rows ({c.padded:,} positions computed)"
+            if c.generations:
+                line += f"; {c.generations:,} generations of at most {c.generated // c.generations} tokens"
+            print(line)
+            for field in dataclasses.fields(total):
+                setattr(total, field.name, getattr(total, field.name) + getattr(c, field.name))
+    print(
+        f"in all: {total.requests:,} requests, {total.tokens:,} tokens in packed rows, {total.padded:,} positions "
+        f"computed, {total.generations:,} generations (probes apart)"
+    )
 
 
 def _models(args) -> tuple[list[str], list[str]]:
     """(run directories, model names): the --run-dir list, or every finished run of --sweep named by its size."""
     if not args.sweep:
-        if args.out is None:
+        if args.out is None and not args.dry_run:
             raise ConfigError("meshlm eval --run-dir ... needs --out DIR for its results")
         return list(args.run_dir), [epath.Path(d).name for d in args.run_dir]
     observations = sorted(store.observations(args.sweep), key=lambda o: (o.N, o.D))

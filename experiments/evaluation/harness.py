@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from flax import nnx
 
-from meshlm.experiments.evaluation import calibration, metrics, shot_orders
+from meshlm.experiments.evaluation import calibration, formats, metrics, shot_orders
 from meshlm.experiments.evaluation import tasks as tasks_lib
 from meshlm.experiments.evaluation.prompts import Fitted, draw_shots, first_shots, fit
 from meshlm.experiments.evaluation.requests import LanguageModel
@@ -49,6 +49,7 @@ class EvalSettings:
     task_seed: int = 0  # the seed of generated tasks (arithmetic problems, scrambles, label mapping)
     sampler: str = "seeded"  # how shots are chosen: SAMPLERS
     orders: int = 1  # orders of each item's shots (at most K!), the drawn one first
+    formats: int = 1  # prompt formats (formats.py), the task's own first
     calibrate: bool = False  # contextual calibration of multiple-choice tasks (calibration.py)
     content_free: tuple[str, ...] = calibration.CONTENT_FREE
 
@@ -63,6 +64,8 @@ class EvalSettings:
             raise ConfigError(f"--fewshot-sampler {self.sampler!r}: use one of {', '.join(SAMPLERS)}")
         if self.orders < 1:
             raise ConfigError(f"--orders {self.orders} must be at least 1")
+        if self.formats < 1:
+            raise ConfigError(f"--formats {self.formats} must be at least 1")
         if self.calibrate and not self.content_free:
             raise ConfigError("--calibrate needs at least one content-free input, e.g. --content-free N/A")
         return self
@@ -93,10 +96,20 @@ def evaluate(
     orders: int = 1,
     calibrate: bool = False,
     content_free: Sequence[str] = calibration.CONTENT_FREE,
+    formats: int = 1,
 ) -> dict:
     """{task name: results} for one model. `heldout` texts feed the icl_score, induction and perplexity probes."""
     settings = EvalSettings(
-        tuple(shots), seeds, batch_size, limit, task_seed, sampler, orders, calibrate, tuple(content_free)
+        shots=tuple(shots),
+        seeds=seeds,
+        batch_size=batch_size,
+        limit=limit,
+        task_seed=task_seed,
+        sampler=sampler,
+        orders=orders,
+        formats=formats,
+        calibrate=calibrate,
+        content_free=tuple(content_free),
     ).validate()
     lm = LanguageModel(model, tokenizer, batch_size=batch_size, partitioner=partitioner, progress=progress)
     out = {}
@@ -137,10 +150,30 @@ def make_hook(
 
 
 def run_task(lm: LanguageModel, task: Task, settings: EvalSettings) -> dict:
+    """Every K, shot seed, order and format of a task. `shots` holds the task's own format; with --formats > 1,
+    `formats` holds each metric's spread over formats per K and the formats themselves."""
     items = task.items[: settings.limit or None]
-    uncond = _unconditional(lm, task, items)
+    uncond = _unconditional(lm, task, items)  # its context is GPT-3's, in no format of the task
     skip = calibration.not_applicable(task)
     content_free = settings.content_free if settings.calibrate and not skip else ()
+    chosen = formats.variants(task, settings.formats, settings.task_seed)
+    styled = [formats.apply(task, v) for v in chosen]
+    by_format = [_run_shots(lm, t, t.items[: len(items)], uncond, content_free, settings) for t in styled]
+    out = {
+        "kind": task.kind,
+        "primary": task.primary,
+        "n_items": len(items),
+        "fewshot_split": task.fewshot_split,
+        "shots": by_format[0],
+    }
+    if settings.calibrate:
+        out["calibration"] = skip or {"metric": calibration.METRIC, "content_free": list(content_free)}
+    if len(chosen) > 1:
+        out["formats"] = _across_formats(task, chosen, styled, by_format)
+    return out
+
+
+def _run_shots(lm: LanguageModel, task: Task, items, uncond, content_free: Sequence[str], settings) -> dict:
     by_k = {}
     for k in sorted(set(settings.shots)):
         runs = []  # [seed][order]
@@ -153,16 +186,21 @@ def run_task(lm: LanguageModel, task: Task, settings: EvalSettings) -> dict:
                 [_score(lm, task, items, [o[i % len(o)] for o in ordered], uncond, content_free) for i in range(n)]
             )
         by_k[str(k)] = _aggregate(runs, k)
-    out = {
-        "kind": task.kind,
-        "primary": task.primary,
-        "n_items": len(items),
-        "fewshot_split": task.fewshot_split,
-        "shots": by_k,
-    }
-    if settings.calibrate:
-        out["calibration"] = skip or {"metric": calibration.METRIC, "content_free": list(content_free)}
-    return out
+    return by_k
+
+
+def _across_formats(task: Task, chosen, styled: Sequence[Task], by_format: Sequence[dict]) -> dict:
+    """Per K, each metric's mean, std, min and max over formats (each format's mean over seeds and orders), and
+    the primary metric's best and worst format (their index in `variants`)."""
+    shots = {}
+    for k, entry in by_format[0].items():
+        spreads = {
+            name: formats.spread([f[k]["metrics"][name]["mean"] for f in by_format]) for name in entry["metrics"]
+        }
+        per_format = spreads[task.primary]["per_format"]
+        shots[k] = {"metrics": spreads, "best": int(np.argmax(per_format)), "worst": int(np.argmin(per_format))}
+    variants = [{"format": v.describe(t), "example": formats.example(t)} for v, t in zip(chosen, styled)]
+    return {"n": len(chosen), "variants": variants, "shots": shots}
 
 
 def _unconditional(lm: LanguageModel, task: Task, items) -> list[list[float]] | list[None]:
@@ -309,4 +347,4 @@ def estimated_rows(task: Task | str, settings: EvalSettings, n_ctx: int) -> int:
     if settings.calibrate and not calibration.not_applicable(task):
         per_setting *= 1 + len(settings.content_free)  # at most: coinciding requests are scored once
     runs = sum(len(settings.settings(k)) * shot_orders.count(settings.orders, k) for k in set(settings.shots))
-    return per_setting * runs + uncond
+    return per_setting * runs * settings.formats + uncond  # at most: a task may have fewer distinct formats

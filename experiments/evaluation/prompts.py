@@ -37,6 +37,8 @@ class PromptFormat:
     description: str = ""
     target_delimiter: str = " "
     fewshot_delimiter: str = "\n\n"
+    # Field names that --formats may restyle (formats.py); None: those that start a line in every context.
+    descriptors: tuple[str, ...] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

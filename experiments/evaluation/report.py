@@ -40,6 +40,7 @@ def markdown(models: list[dict], shots: list[int]) -> str:
             lines += ["", f"Calibration: {first['calibration']}."]
         lines.append("")
         lines += _orders_table(task, first["primary"], models, shots)
+        lines += _formats_table(task, first["primary"], models, shots)
     probe_cols = [c for c in PROBE_COLUMNS if any(c[0] in m["results"] for m in models)]
     if probe_cols:
         lines += ["## probes", "", "| model | params | " + " | ".join(c[2] for c in probe_cols) + " |"]
@@ -90,12 +91,38 @@ def _orders_table(task: str, metric: str, models: list[dict], shots: list[int]) 
     return lines + [""]
 
 
+def _formats_table(task: str, metric: str, models: list[dict], shots: list[int]) -> list[str]:
+    """The spread over prompt formats and, per model, its best and worst format at the largest K."""
+    results = [m["results"].get(task, {}).get("formats") for m in models]
+    if not any(results):
+        return []
+    n = next(r["n"] for r in results if r)
+    lines = [f"### {task}: {metric} over {n} prompt formats (mean [min, max] +- std)", ""]
+    lines += ["| model | params | " + " | ".join(f"K={k}" for k in shots) + " |", "|---|---|" + "---|" * len(shots)]
+    for m, r in zip(models, results):
+        cells = []
+        for k in shots:
+            v = r["shots"][str(k)]["metrics"][metric] if r and str(k) in r["shots"] else None
+            cells.append("-" if v is None else f"{v['mean']:.3f} [{v['min']:.3f}, {v['max']:.3f}] +- {v['std']:.3f}")
+        lines.append(f"| {m['name']} | {m['params']:,} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for m, r in zip(models, results):
+        if r:
+            at = r["shots"][str(max(int(k) for k in r["shots"]))]
+            for which in ("best", "worst"):
+                v = r["variants"][at[which]]
+                lines += [f"{m['name']}, {which} format at K={max(int(k) for k in r['shots'])}: {v['format']}", ""]
+                lines += ["```", v["example"], "```", ""]
+    return lines
+
+
 def _number(value) -> str:
     return "-" if not isinstance(value, (int, float)) else f"{value:.3f}"
 
 
 def plot_icl_curves(models: list[dict], out_dir: pathlib.Path) -> list[pathlib.Path]:
-    """icl_TASK.png per prompt task: the primary metric against K, one line per model, seed spread as bars."""
+    """icl_TASK.png per prompt task: the primary metric against K, one line per model, seed spread as bars, the
+    range over prompt formats (--formats) as a band."""
     import matplotlib  # deferred: plotting is the only user of this heavy import
 
     matplotlib.use("Agg")
@@ -113,6 +140,9 @@ def plot_icl_curves(models: list[dict], out_dir: pathlib.Path) -> list[pathlib.P
             primary = result["primary"]
             ks = sorted(int(k) for k in result["shots"])
             values = [result["shots"][str(k)]["metrics"][primary] for k in ks]
+            if "formats" in result:  # the band every format's score falls in
+                spread = [result["formats"]["shots"][str(k)]["metrics"][primary] for k in ks]
+                ax.fill_between(ks, [v["min"] for v in spread], [v["max"] for v in spread], alpha=0.15)
             ax.errorbar(
                 ks,
                 [v["mean"] for v in values],
@@ -131,6 +161,57 @@ def plot_icl_curves(models: list[dict], out_dir: pathlib.Path) -> list[pathlib.P
         ax.legend(fontsize=8)
         fig.tight_layout()
         path = out_dir / f"icl_{task}.png"
+        _save(fig, path)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def sensitivity(result: dict, k: str) -> dict[str, float]:
+    """The primary metric's spread at K over each source that varied: shot seeds, orders, formats (std)."""
+    entry, primary = result["shots"][k], result["primary"]
+    value = entry["metrics"][primary]
+    out = {}
+    if entry["seeds"] > 1:
+        out["shot selection"] = value["seed_std"]
+    if entry["orders"] > 1:
+        out["shot order"] = value["order_std"]
+    if "formats" in result:
+        out["format"] = result["formats"]["shots"][k]["metrics"][primary]["std"]
+    return out
+
+
+def plot_sensitivity(models: list[dict], out_dir: pathlib.Path) -> list[pathlib.Path]:
+    """sensitivity_TASK.png, for two or more models: the spread of the primary metric at the largest K over each
+    source against parameters (does sensitivity shrink with scale?)."""
+    import matplotlib  # deferred: plotting is the only user of this heavy import
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for task in dict.fromkeys(t for m in models for t, r in m["results"].items() if "shots" in r):
+        results = sorted(
+            ((m["params"], m["results"][task]) for m in models if task in m["results"]), key=lambda p: p[0]
+        )
+        k = str(max(int(k) for k in results[0][1]["shots"]))
+        by_source: dict[str, list[tuple[int, float]]] = {}
+        for params, result in results:
+            for source, std in sensitivity(result, k).items():
+                by_source.setdefault(source, []).append((params, std))
+        if len(results) < 2 or not by_source:
+            continue
+        fig, ax = plt.subplots(figsize=(5.5, 3.8))
+        for source, points in by_source.items():
+            ax.plot([p for p, _ in points], [s for _, s in points], marker="o", label=source)
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters")
+        ax.set_ylabel(f"std of {results[0][1]['primary']} at K={k}")
+        ax.set_title(f"{task}: spread over meaningless choices")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out_dir / f"sensitivity_{task}.png"
         _save(fig, path)
         plt.close(fig)
         written.append(path)

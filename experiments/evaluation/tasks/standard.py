@@ -9,7 +9,7 @@ import dataclasses
 import re
 from collections.abc import Callable
 
-from meshlm.experiments.evaluation.prompts import Item
+from meshlm.experiments.evaluation.prompts import Item, PromptFormat
 from meshlm.experiments.evaluation.tasks import records
 from meshlm.experiments.evaluation.tasks.base import Task
 from meshlm.model.errors import ConfigError
@@ -75,6 +75,7 @@ class Spec:
     tfds: str = ""  # the TFDS catalog name ("" = not in the catalog)
     splits: tuple[str, str] = ("validation", "train")  # lm-eval's evaluated split and shot split, as TFDS names
     from_tfds: Callable[[dict], dict] = lambda row: row  # TFDS fields -> the upstream (HF) schema
+    descriptors: tuple[str, ...] = ()  # field names --formats may restyle: none where the prompt has no fields
 
 
 def _hellaswag_from_tfds(row: dict) -> dict:
@@ -89,11 +90,14 @@ def _arc_from_tfds(row: dict) -> dict:
     return row | {"choices": choices, "answerKey": letters[row["answerKey"]]}
 
 
+QA = ("Question", "Answer")
 SPECS = {
     "hellaswag": Spec(hellaswag, tfds="hellaswag", from_tfds=_hellaswag_from_tfds),
-    "arc_easy": Spec(arc, tfds="ai2_arc/ARC-Easy", splits=("test", "train"), from_tfds=_arc_from_tfds),
-    "arc_challenge": Spec(arc, tfds="ai2_arc/ARC-Challenge", splits=("test", "train"), from_tfds=_arc_from_tfds),
-    "piqa": Spec(piqa, tfds="piqa"),
+    "arc_easy": Spec(arc, tfds="ai2_arc/ARC-Easy", splits=("test", "train"), from_tfds=_arc_from_tfds, descriptors=QA),
+    "arc_challenge": Spec(
+        arc, tfds="ai2_arc/ARC-Challenge", splits=("test", "train"), from_tfds=_arc_from_tfds, descriptors=QA
+    ),
+    "piqa": Spec(piqa, tfds="piqa", descriptors=QA),
     "winogrande": Spec(
         winogrande,
         tfds="winogrande",
@@ -102,7 +106,7 @@ SPECS = {
     ),
     "openbookqa": Spec(openbookqa),
     "copa": Spec(copa, tfds="super_glue/copa"),
-    "boolq": Spec(boolq, tfds="super_glue/boolq"),
+    "boolq": Spec(boolq, tfds="super_glue/boolq", descriptors=QA),
     "lambada_openai": Spec(lambada_openai, kind="loglikelihood"),
 }
 
@@ -135,4 +139,5 @@ def build(name: str, source: str) -> Task:
         # Ids are positions; a separate shots file gets its own, so no shot is taken for the evaluated item.
         pool = _items(name, records.read_file(shots_path), shots_path, prefix="shots:") if shots_path else items
         fewshot_split = shots_path or "evaluated"
-    return Task(name, spec.kind, items, pool, fewshot_split, uncond_context="")
+    fmt = PromptFormat(descriptors=spec.descriptors)
+    return Task(name, spec.kind, items, pool, fewshot_split, fmt, uncond_context="")

@@ -11,7 +11,7 @@ class ScriptedLM:
     """loglikelihood_tokens returns score(context text, continuation text) and records every call's requests."""
 
     def __init__(self, score: Callable[[str, str], float], n_ctx: int = 256):
-        self.tokenizer = PieceTokenizer(pieces=("N/A", "[MASK]"))
+        self.tokenizer = PieceTokenizer(pieces=("N/A", "[MASK]", "|", "#"))
         self.n_ctx, self.score, self.calls = n_ctx, score, []
 
     def loglikelihood_tokens(self, pairs):
