@@ -1,7 +1,9 @@
 """`meshlm eval`: trained runs x tasks x K x shot seeds -> results.json, results.md, ICL-curve PNGs."""
 
 import dataclasses
+import json
 import pathlib
+import re
 import sys
 
 import jax
@@ -9,6 +11,7 @@ from etils import epath
 from flax import nnx
 
 from meshlm.experiments.evaluation import cost, harness, report
+from meshlm.experiments.evaluation.cache import FILE, RequestCache
 from meshlm.experiments.sweep import runner, store
 from meshlm.model.errors import ConfigError
 from meshlm.training import run_dir as run_dir_lib
@@ -78,6 +81,18 @@ def add_arguments(p) -> None:
     p.add_argument("--out", metavar="DIR", help="where results.json, results.md and PNGs go (--sweep: DIR/eval)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
+        "--log-samples",
+        action="store_true",
+        help="write OUT/samples/MODEL/TASK.jsonl: per scored item (and K, seed, order, format) its prompt, answers, "
+        "log-probabilities, prediction and metrics",
+    )
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="score every request again: by default scores are kept in OUT/requests.sqlite, keyed by the weights and "
+        "the request, and a re-run or an added task scores only what is new",
+    )
+    p.add_argument(
         "--dry-run",
         action="store_true",
         help="print, per model and task, the requests, distinct contexts and tokens the evaluation would score; "
@@ -107,6 +122,7 @@ def run(args) -> None:
         return
     out_dir = pathlib.Path(args.out or pathlib.Path(args.sweep) / "eval")
     bar = _progress_bar(not args.no_progress)
+    cache = None if args.no_cache else RequestCache(out_dir / FILE)
     models = []
     for run_dir, name in zip(run_dirs, names):
         if not (epath.Path(run_dir) / run_dir_lib.CONFIG).is_file():
@@ -133,10 +149,17 @@ def run(args) -> None:
             formats=settings.formats,
             calibrate=settings.calibrate,
             content_free=settings.content_free,
+            cache=cache,
+            log_samples=args.log_samples,
         )
+        if args.log_samples:
+            _write_samples(out_dir / "samples" / _file_name(name), results)
         params = sum(x.size for x in jax.tree.leaves(nnx.state(loaded.model, nnx.Param)))
         models.append({"name": name, "run_dir": str(run_dir), "params": int(params), "results": results})
     bar.close()
+    if cache is not None:
+        print(f"request cache {out_dir / FILE}: {cache.hits:,} found, {cache.misses:,} scored", file=sys.stderr)
+        cache.close()
     report.write_json(
         out_dir / "results.json", {"settings": dataclasses.asdict(settings), "tasks": args.tasks, "models": models}
     )
@@ -148,6 +171,18 @@ def run(args) -> None:
     )
     print(report.markdown(models, sorted(set(settings.shots))))
     print(f"wrote {out_dir / 'results.json'}, {out_dir / 'results.md'} and {len(pngs)} PNG(s)", file=sys.stderr)
+
+
+def _write_samples(folder: pathlib.Path, results: dict) -> None:
+    for task, result in results.items():
+        if "samples" in result:
+            lines = "".join(json.dumps({"task": task} | record) + "\n" for record in result.pop("samples"))
+            write_atomic(folder / f"{_file_name(task)}.jsonl", lines.encode())
+
+
+def _file_name(name: str) -> str:
+    """A model's or task's name as a file name: sweep names hold spaces, '=' and '+'."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
 
 
 def _dry_run(run_dirs: list[str], names: list[str], tasks, settings: harness.EvalSettings) -> None:

@@ -9,6 +9,7 @@ from flax import nnx
 
 from meshlm.experiments.evaluation import calibration, formats, metrics, shot_orders
 from meshlm.experiments.evaluation import tasks as tasks_lib
+from meshlm.experiments.evaluation.cache import CachedLanguageModel, RequestCache
 from meshlm.experiments.evaluation.prompts import Fitted, draw_shots, first_shots, fit
 from meshlm.experiments.evaluation.requests import LanguageModel
 from meshlm.experiments.evaluation.tasks import probes
@@ -50,6 +51,7 @@ class EvalSettings:
     sampler: str = "seeded"  # how shots are chosen: SAMPLERS
     orders: int = 1  # orders of each item's shots (at most K!), the drawn one first
     formats: int = 1  # prompt formats (formats.py), the task's own first
+    log_samples: bool = False  # every scored item's prompt, answers, scores and prediction, in results["samples"]
     calibrate: bool = False  # contextual calibration of multiple-choice tasks (calibration.py)
     content_free: tuple[str, ...] = calibration.CONTENT_FREE
 
@@ -97,8 +99,11 @@ def evaluate(
     calibrate: bool = False,
     content_free: Sequence[str] = calibration.CONTENT_FREE,
     formats: int = 1,
+    cache: RequestCache | None = None,
+    log_samples: bool = False,
 ) -> dict:
-    """{task name: results} for one model. `heldout` texts feed the icl_score, induction and perplexity probes."""
+    """{task name: results} for one model. `heldout` texts feed the icl_score, induction and perplexity probes;
+    with a `cache`, requests it holds for this model are not scored again."""
     settings = EvalSettings(
         shots=tuple(shots),
         seeds=seeds,
@@ -110,8 +115,14 @@ def evaluate(
         formats=formats,
         calibrate=calibrate,
         content_free=tuple(content_free),
+        log_samples=log_samples,
     ).validate()
-    lm = LanguageModel(model, tokenizer, batch_size=batch_size, partitioner=partitioner, progress=progress)
+    options = dict(batch_size=batch_size, partitioner=partitioner, progress=progress)
+    lm = (
+        LanguageModel(model, tokenizer, **options)
+        if cache is None
+        else CachedLanguageModel(model, tokenizer, cache, **options)
+    )
     out = {}
     for task in resolve_tasks(tasks, task_seed):
         if isinstance(task, str):
@@ -158,7 +169,13 @@ def run_task(lm: LanguageModel, task: Task, settings: EvalSettings) -> dict:
     content_free = settings.content_free if settings.calibrate and not skip else ()
     chosen = formats.variants(task, settings.formats, settings.task_seed)
     styled = [formats.apply(task, v) for v in chosen]
-    by_format = [_run_shots(lm, t, t.items[: len(items)], uncond, content_free, settings) for t in styled]
+    samples = [] if settings.log_samples else None
+    by_format = []
+    for i, t in enumerate(styled):
+        logged = [] if samples is not None else None
+        by_format.append(_run_shots(lm, t, t.items[: len(items)], uncond, content_free, settings, logged))
+        if logged is not None:
+            samples += [{"format": i} | record for record in logged]
     out = {
         "kind": task.kind,
         "primary": task.primary,
@@ -170,10 +187,14 @@ def run_task(lm: LanguageModel, task: Task, settings: EvalSettings) -> dict:
         out["calibration"] = skip or {"metric": calibration.METRIC, "content_free": list(content_free)}
     if len(chosen) > 1:
         out["formats"] = _across_formats(task, chosen, styled, by_format)
+    if samples is not None:
+        out["samples"] = samples
     return out
 
 
-def _run_shots(lm: LanguageModel, task: Task, items, uncond, content_free: Sequence[str], settings) -> dict:
+def _run_shots(
+    lm: LanguageModel, task: Task, items, uncond, content_free: Sequence[str], settings, samples: list | None
+) -> dict:
     by_k = {}
     for k in sorted(set(settings.shots)):
         runs = []  # [seed][order]
@@ -182,9 +203,15 @@ def _run_shots(lm: LanguageModel, task: Task, items, uncond, content_free: Seque
             ordered = [shot_orders.orders(s, settings.orders, seed, task.name, it.id) for s, it in zip(drawn, items)]
             # An item with fewer shots than K (a small pool) has fewer distinct orders and repeats them.
             n = max(map(len, ordered), default=1)
-            runs.append(
-                [_score(lm, task, items, [o[i % len(o)] for o in ordered], uncond, content_free) for i in range(n)]
-            )
+            per_order = []
+            for i in range(n):
+                logged = [] if samples is not None else None
+                per_order.append(
+                    _score(lm, task, items, [o[i % len(o)] for o in ordered], uncond, content_free, logged)
+                )
+                if logged is not None:
+                    samples += [{"k": k, "seed": seed, "order": i} | record for record in logged]
+            runs.append(per_order)
         by_k[str(k)] = _aggregate(runs, k)
     return by_k
 
@@ -252,11 +279,11 @@ def fitted_prompts(lm: LanguageModel, task: Task, items, shots) -> list[list[Fit
 
 
 def _score(
-    lm: LanguageModel, task: Task, items, shots, uncond, content_free: Sequence[str]
+    lm: LanguageModel, task: Task, items, shots, uncond, content_free: Sequence[str], samples: list | None = None
 ) -> tuple[list[dict], list[Fitted]]:
     """Per-item metrics of one set of shots (one K, seed and order), and the fitted prompts (for truncation
     counts). With content-free inputs, the calibration requests go in the same call: contexts that coincide are
-    run once."""
+    run once. `samples` receives a record per item: its prompts, answers, scores and prediction."""
     per_item_fitted = fitted_prompts(lm, task, items, shots)
     fitted = [f for fs in per_item_fitted for f in fs]
     pairs = [(f.context_ids, c) for f in fitted for c in f.continuation_ids]
@@ -267,14 +294,19 @@ def _score(
     scored = iter(scored_all[: len(pairs)])
     if task.kind == "multiple_choice":
         biases = cf.biases([x.logprob for x in scored_all[len(pairs) :]]) if content_free else [None] * len(items)
-        per_item = []
+        per_item, per_item_lls = [], []
         for it, u, p_cf in zip(items, uncond, biases):
             s = [next(scored) for _ in it.choices]
             lls = [x.logprob for x in s]
+            per_item_lls.append(lls)
             m = metrics.choice_metrics(lls, [x.n_tokens for x in s], it.choices, it.gold, u)
             if p_cf is not None:
                 m[calibration.METRIC] = float(calibration.calibrated_prediction(lls, p_cf) == it.gold)
             per_item.append(m)
+        if samples is not None:
+            for it, fs, m, lls in zip(items, per_item_fitted, per_item, per_item_lls):
+                record = {"choices": list(it.choices), "gold": it.gold, "logprobs": lls}
+                samples.append(_sample(lm, it, fs) | record | {"prediction": int(np.argmax(lls)), "metrics": m})
         return per_item, fitted
     per_item = [{task.greedy_metric: float(s.is_greedy), "logprob": s.logprob} for s in scored]
     if task.kind == "generate":
@@ -285,7 +317,20 @@ def _score(
         for m, text, it in zip(per_item, texts, items):
             m["exact_match"] = metrics.exact_match(text, it.target)
         fitted = prompts
+    if samples is not None:
+        texts = texts if task.kind == "generate" else [None] * len(items)
+        for it, fs, m, text in zip(items, per_item_fitted, per_item, texts):
+            record = {"target": it.target, "generated": text} if text is not None else {"target": it.target}
+            samples.append(_sample(lm, it, fs) | record | {"metrics": m})
     return per_item, fitted
+
+
+def _sample(lm: LanguageModel, item, fitted: Sequence[Fitted]) -> dict:
+    """An item's prompts as the model reads them (EOS left out); a partially scored item has one per choice."""
+    prompts = [
+        lm.tokenizer.decode(f.context_ids[1:] if f.context_ids[:1] == [lm.eos] else f.context_ids) for f in fitted
+    ]
+    return {"id": item.id, "prompt": prompts[0] if len(prompts) == 1 else prompts}
 
 
 def _aggregate(runs: list[list[tuple[list[dict], list[Fitted]]]], k: int) -> dict:
@@ -299,10 +344,14 @@ def _aggregate(runs: list[list[tuple[list[dict], list[Fitted]]]], k: int) -> dic
             "stderr": float(np.mean([s for seed in stats for _, s in seed])),
         }
     if "logprob" in first:
-        # lm-eval's loglikelihood perplexity: exp(-mean over items of the target's summed log-probability).
-        out["perplexity"] = _spread(
-            [[math.exp(-np.mean([m["logprob"] for m in items])) for items, _ in s] for s in runs]
-        )
+        # lm-eval's loglikelihood perplexity: exp(-mean over items of the target's summed log-probability); its
+        # standard error by bootstrap over items, averaged over runs like the others'.
+        logprobs = [[[m["logprob"] for m in items] for items, _ in s] for s in runs]
+        out["perplexity"] = _spread([[math.exp(-np.mean(lp)) for lp in s] for s in logprobs]) | {
+            "stderr": float(
+                np.mean([metrics.bootstrap_stderr(lambda x: np.exp(-x.mean(-1)), lp) for s in logprobs for lp in s])
+            )
+        }
     fitted = [f for seed in runs for _, fs in seed for f in fs]
     return {
         "metrics": out,

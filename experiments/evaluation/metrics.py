@@ -84,3 +84,17 @@ def across_orders(per_seed_order: Sequence[Sequence[float]]) -> dict:
         "per_seed": [float(v.mean()) for v in x],
         "per_order": [[float(a) for a in v] for v in x],
     }
+
+
+BOOTSTRAP_RESAMPLES = 1000
+
+
+def bootstrap_stderr(statistic, *columns, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> float:
+    """Standard error of statistic(*columns) over rows resampled with replacement (lm-eval's bootstrap_stderr, for
+    statistics such as perplexity that are not a mean of per-row values). `statistic` reduces the last axis."""
+    cols = [np.asarray(c, np.float64) for c in columns]
+    n = len(cols[0])
+    if n < 2:
+        return 0.0
+    rows = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    return float(np.std(statistic(*(c[rows] for c in cols)), ddof=1))

@@ -2,6 +2,7 @@
 2022), induction on repeated random tokens (loss and per-head prefix-matching attention), rolling perplexity."""
 
 import functools
+import math
 import re
 from collections.abc import Sequence
 
@@ -159,14 +160,21 @@ def perplexity(lm: LanguageModel, texts: Sequence[str]) -> dict:
             break
     if not docs:
         return {"error": "no held-out text"}
-    ll = sum(lm.loglikelihood_rolling([t for _, t in docs]))
-    n_bytes = sum(len(text.encode("utf-8")) for text, _ in docs)
-    n_words = sum(len(re.split(r"\s+", text)) for text, _ in docs)  # lm-eval's word count
-    return {
-        "bits_per_byte": metrics.bits_per_byte(ll, n_bytes),
-        "byte_perplexity": metrics.perplexity(ll, n_bytes),
-        "word_perplexity": metrics.perplexity(ll, n_words),
-        "token_perplexity": metrics.perplexity(ll, total),
-        "tokens": total,
-        "bytes": n_bytes,
+    ll_D = np.array(lm.loglikelihood_rolling([t for _, t in docs]))
+    counts = {
+        "byte": [len(text.encode("utf-8")) for text, _ in docs],
+        "word": [len(re.split(r"\s+", text)) for text, _ in docs],  # lm-eval's word count
+        "token": [len(tokens) for _, tokens in docs],
     }
+    ll, n_bytes = float(ll_D.sum()), sum(counts["byte"])
+    out = {"bits_per_byte": metrics.bits_per_byte(ll, n_bytes)}
+    out |= {f"{unit}_perplexity": metrics.perplexity(ll, sum(n)) for unit, n in counts.items()}
+    # Standard errors over documents resampled: a perplexity is a ratio of sums, not a mean of per-document values.
+    out["bits_per_byte_stderr"] = metrics.bootstrap_stderr(
+        lambda ll, n: -ll.sum(-1) / n.sum(-1) / math.log(2), ll_D, counts["byte"]
+    )
+    for unit, n in counts.items():
+        out[f"{unit}_perplexity_stderr"] = metrics.bootstrap_stderr(
+            lambda ll, n: np.exp(-ll.sum(-1) / n.sum(-1)), ll_D, n
+        )
+    return out | {"tokens": total, "bytes": n_bytes, "documents": len(docs)}

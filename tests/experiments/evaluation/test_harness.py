@@ -1,5 +1,6 @@
 import json
 import random
+import re
 
 import numpy as np
 import pytest
@@ -137,3 +138,40 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
     assert "holds no run" in capsys.readouterr().err
     assert main(["eval", "--run-dir", str(tmp_path), "--tasks", "x", "--shots", "a", "--out", str(tmp_path)]) == 2
     assert "--shots 'a'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_dry_run_then_a_run_with_samples_then_a_rerun_from_the_cache(trained_run, tmp_path, capsys):
+    rows = [
+        {"context": f"Question: is the {w} fair?\nAnswer:", "choices": ["yes", "no"], "gold": i % 2}
+        for i, w in enumerate(["king", "queen", "lord", "lady", "knight", "fool"])
+    ]
+    path = tmp_path / "qa.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    argv = ["eval", "--run-dir", str(trained_run), "--tasks", f"jsonl:{path}", "--shots", "0,2", "--formats", "3"]
+    argv += ["--out", str(out), "--no-progress"]
+    assert main(argv + ["--dry-run"]) == 0
+    dry = capsys.readouterr().out
+    requests = int(dry.split("qa: ")[1].split(" requests")[0].replace(",", ""))
+    assert not out.exists()  # a dry run writes nothing
+
+    assert main(argv + ["--log-samples"]) == 0
+    found, scored = re.search(r"([\d,]+) found, ([\d,]+) scored", capsys.readouterr().err).groups()
+    # The dry run counted every request; those repeated within the run (formats that coincide at K=0, the
+    # unconditional requests every item shares) are found in the cache the second time.
+    assert int(found) + int(scored) == requests and int(found) > 0
+    samples = [json.loads(line) for line in (out / "samples" / "run" / "qa.jsonl").read_text().splitlines()]
+    assert len(samples) == 3 * 2 * len(rows)  # formats x K x items
+    results = json.loads((out / "results.json").read_text())["models"][0]["results"]["qa"]
+    assert "samples" not in results
+    for s in samples:
+        assert s["task"] == "qa" and s["prediction"] == int(np.argmax(s["logprobs"]))
+        assert s["metrics"]["acc"] == float(s["prediction"] == s["gold"])
+    own = [s for s in samples if s["format"] == 0 and s["k"] == 0]
+    assert [s["prompt"] for s in own] == [r["context"] for r in rows]
+    assert np.mean([s["metrics"]["acc"] for s in own]) == results["shots"]["0"]["metrics"]["acc"]["mean"]
+
+    assert main(argv) == 0
+    assert f"{requests:,} found, 0 scored" in capsys.readouterr().err
+    assert json.loads((out / "results.json").read_text())["models"][0]["results"]["qa"] == results

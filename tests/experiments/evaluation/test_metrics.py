@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 
 from meshlm.experiments.evaluation import metrics
@@ -50,3 +51,17 @@ def test_spread_across_seeds():
     got = metrics.across_seeds([0.2, 0.4, 0.6])
     assert got["mean"] == pytest.approx(0.4) and got["seed_std"] == pytest.approx(0.2)
     assert (got["seed_min"], got["seed_max"]) == (0.2, 0.6)
+
+
+def test_bootstrap_stderr_agrees_with_the_analytic_ones():
+    rng = np.random.default_rng(1)
+    x = rng.normal(2.0, 3.0, 400)
+    # Of a mean: the sample std / sqrt(n), within the bootstrap's own noise (1,000 resamples: ~2 %).
+    se = metrics.bootstrap_stderr(lambda x: x.mean(-1), x)
+    assert se == pytest.approx(x.std(ddof=1) / math.sqrt(len(x)), rel=0.08)
+    # Of a ratio of sums (what bits per byte is): the delta method's sqrt(var(y - r b) / n) / mean(b).
+    ll, n_bytes = -rng.gamma(4.0, 50.0, 400), rng.integers(100, 400, 400).astype(float)
+    r = ll.sum() / n_bytes.sum()
+    delta = np.std(ll - r * n_bytes, ddof=1) / math.sqrt(len(ll)) / n_bytes.mean()
+    assert metrics.bootstrap_stderr(lambda y, b: y.sum(-1) / b.sum(-1), ll, n_bytes) == pytest.approx(delta, rel=0.08)
+    assert metrics.bootstrap_stderr(lambda x: x.mean(-1), [1.0]) == 0.0  # one document: no spread to measure

@@ -45,6 +45,14 @@ def test_probes_on_an_untrained_model_show_no_in_context_learning():
     ppl = probes.perplexity(lm, [text])
     assert ppl["bits_per_byte"] == pytest.approx(np.log2(ppl["byte_perplexity"]))
     assert ppl["bytes"] == len(text)
+    assert ppl["bits_per_byte_stderr"] == 0.0 and ppl["documents"] == 1  # one document: nothing to resample
+    docs = [text, "a dog ran to the sea " * 10, "the mat sat on the cat " * 5]
+    ppl = probes.perplexity(lm, docs)
+    per_doc = np.array(lm.loglikelihood_rolling([tok.encode(d) for d in docs]))
+    n_bytes = np.array([len(d) for d in docs], float)
+    rows = np.random.default_rng(0).integers(0, 3, size=(1000, 3))  # the documents resampled, by hand
+    by_hand = np.std(-per_doc[rows].sum(-1) / n_bytes[rows].sum(-1) / np.log(2), ddof=1)
+    assert ppl["bits_per_byte_stderr"] == pytest.approx(by_hand) and by_hand > 0
 
 
 def induction_circuit_model():
