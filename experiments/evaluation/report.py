@@ -107,13 +107,22 @@ def _formats_table(task: str, metric: str, models: list[dict], shots: list[int])
         lines.append(f"| {m['name']} | {m['params']:,} | " + " | ".join(cells) + " |")
     lines.append("")
     for m, r in zip(models, results):
-        if r:
-            at = r["shots"][str(max(int(k) for k in r["shots"]))]
-            for which in ("best", "worst"):
-                v = r["variants"][at[which]]
-                lines += [f"{m['name']}, {which} format at K={max(int(k) for k in r['shots'])}: {v['format']}", ""]
-                lines += ["```", v["example"], "```", ""]
+        if not r:
+            continue
+        k = max(int(k) for k in r["shots"])
+        at = r["shots"][str(k)]
+        if at["metrics"][metric]["min"] == at["metrics"][metric]["max"]:
+            lines += [f"{m['name']}: every format scores the same at K={k}.", ""]
+            continue
+        for which in ("best", "worst"):
+            v = r["variants"][at[which]]
+            lines += [f"{m['name']}, {which} format at K={k}: {_format_text(v['format'])}", ""]
+            lines += ["```", v["example"], "```", ""]
     return lines
+
+
+def _format_text(choices: dict[str, str]) -> str:
+    return ", ".join(f"{name.replace('_', ' ')} {value!r}" for name, value in choices.items())
 
 
 def _number(value) -> str:
