@@ -106,10 +106,11 @@ def test_results_md_shows_the_spread_and_the_best_and_worst_format_and_the_plot_
     acc = result["formats"]["shots"]["0"]["metrics"]["acc"]
     assert f"| m | 10 | {acc['mean']:.3f} [0.500, 1.000] +- {acc['std']:.3f} |" in md
     best = result["formats"]["variants"][result["formats"]["shots"]["0"]["best"]]
+    f = best["format"]
     assert (
-        "m, best format at K=0: casing 'as written', field separator" in md or best["format"]["casing"] != "as written"
+        f"m, best format at K=0: casing {f['casing']!r}, field separator {f['field_separator']!r}, "
+        f"line separator ' | ', shot separator {f['shot_separator']!r}\n\n```\n{best['example']}\n```" in md
     )
-    assert f"line separator ' | ', shot separator {best['format']['shot_separator']!r}" in md and best["example"] in md
     assert report.plot_icl_curves(models, tmp_path) == [tmp_path / "icl_qa.png"]
     assert report.sensitivity(result, "0") == {"format": acc["std"]}  # one seed, one order: no other spread
     assert report.plot_sensitivity(models, tmp_path) == []  # one model: nothing to plot against size
