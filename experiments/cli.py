@@ -31,6 +31,7 @@ COMMANDS = {
     "convert": Command("convert", "Hugging Face GPT-2 checkpoints into run directories (hf-gpt2) and back (to-hf)"),
     "lm-eval": Command("lm_eval", "lm-evaluation-harness's command line with the `meshlm` model type"),
     "eval": Command("eval", "few-shot evaluation of trained runs: accuracy against K, ICL probes, curves"),
+    "coord-check": Command("coord_check", "muP's coordinate check: activation RMS against width over a few steps"),
 }
 
 EPILOG = """\

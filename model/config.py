@@ -12,11 +12,13 @@ PositionName = Literal["learned", "rotary", "alibi"]
 MlpName = Literal["gelu", "swiglu"]
 DtypeName = Literal["float32", "bfloat16"]
 RematName = Literal["none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable"]
+ParametrizationName = Literal["standard", "mup"]
 NORMS: tuple[str, ...] = get_args(NormName)
 POSITIONS: tuple[str, ...] = get_args(PositionName)
 MLPS: tuple[str, ...] = get_args(MlpName)
 DTYPES: tuple[str, ...] = get_args(DtypeName)
 REMATS: tuple[str, ...] = get_args(RematName)
+PARAMETRIZATIONS: tuple[str, ...] = get_args(ParametrizationName)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +51,10 @@ class ModelConfig:
     # each layer's saved activations apart instead of zero-filling and writing stacked [n_layers, ...] buffers.
     scan_layers: bool = True
     init_std: float = 0.02
+    # mup (model/mup.py): init, Adam LRs, attention and logits scaled with d_model / mup_base_width, so that the
+    # hyper-parameters tuned at the base width carry over to other widths; at the base width it is `standard`.
+    parametrization: ParametrizationName = "standard"
+    mup_base_width: int = 0  # mup: the d_model the hyper-parameters were tuned at
     norm_eps: float = 1e-5
     rope_theta: float = 10000.0
 
@@ -74,6 +80,22 @@ class ModelConfig:
     def mlp_dim(self) -> int:
         return self.d_mlp or 4 * self.d_model
 
+    @property
+    def width_mult(self) -> float:
+        """muP's m = d_model / mup_base_width; 1 under the standard parametrization."""
+        return self.d_model / self.mup_base_width if self.parametrization == "mup" else 1.0
+
+    @property
+    def query_mult(self) -> float:
+        """The factor on the queries over the kernels' 1/sqrt(d_head): muP's logits are q.k sqrt(d_head at the base
+        width) / d_head. A d_head given explicitly stays fixed as heads are added, so its scale does not change."""
+        return self.width_mult**-0.5 if self.parametrization == "mup" and not self.d_head else 1.0
+
+    @property
+    def output_mult(self) -> float:
+        """The factor on the logits: muP's 1 / m."""
+        return 1.0 / self.width_mult if self.parametrization == "mup" else 1.0
+
     def validate(self) -> "ModelConfig":
         """The checks that need no registry; `attention.check` then checks the attention variants."""
         for name, value, allowed in (
@@ -83,6 +105,7 @@ class ModelConfig:
             ("dtype", self.dtype, DTYPES),
             ("param_dtype", self.param_dtype, DTYPES),
             ("remat", self.remat, REMATS),
+            ("parametrization", self.parametrization, PARAMETRIZATIONS),
         ):
             if value not in allowed:
                 raise ConfigError(
@@ -102,4 +125,20 @@ class ModelConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout={self.dropout} must be in [0, 1)")
+        if self.parametrization == "mup":
+            self._validate_mup()
         return self
+
+    def _validate_mup(self) -> None:
+        if self.mup_base_width <= 0:
+            raise ConfigError(
+                "model.parametrization=mup needs the width its hyper-parameters were tuned at: set "
+                f"model.mup_base_width=W, e.g. {self.d_model}"
+            )
+        # One width multiplier serves every hidden matrix only if every hidden width follows d_model.
+        for name in ("d_mlp", "mla_latent_dim"):
+            if getattr(self, name):
+                raise ConfigError(
+                    f"model.parametrization=mup scales every hidden width with d_model, but model.{name}="
+                    f"{getattr(self, name)} is fixed; set model.{name}=0 (derived from d_model)"
+                )

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from meshlm.model import attention
+from meshlm.model import attention, layout
 from meshlm.model.attention import AttentionMask, KVCache
 from meshlm.model.config import ModelConfig
 from meshlm.model.errors import ConfigError
@@ -61,6 +61,12 @@ class Transformer(nnx.Module):
             mask = self._mask(B, T, segment_ids_BT, cache)
         else:
             mask = AttentionMask.shared_prefix(positions_BT, segment_ids_BT, branch_ids_BT)
+        if cache is None and layout.reorders(T):
+            # Context parallelism: each device holds a chunk from the start of every sequence and one from its end,
+            # so causal attention costs them all the same; positions and the mask's indices travel with the tokens.
+            # Decoding keeps time order (each new token's keys go to the next cache slot).
+            tokens_BT, positions_BT = layout.to_context_order(tokens_BT), layout.to_context_order(positions_BT)
+            mask = mask.in_order(layout.to_context_order)
 
         # The lookups read tables whose embedding dimension FSDP splits, while the rows they return are split by
         # batch over the same mesh axis; gathered whole first (as FSDP gathers every weight before use), the
@@ -74,6 +80,8 @@ class Transformer(nnx.Module):
 
         x_BTD, cache = self._run_blocks(x_BTD, positions_BT, mask, cache, dropout_key, layer_params)
         x_BTD = self.final_norm(x_BTD)
+        if mask.reordered:  # back in time order before the head: callers read positions by their index
+            x_BTD = layout.to_time_order(x_BTD)
         return (x_BTD if return_hidden else self.head(x_BTD)), cache
 
     def split_layers(self) -> list[nnx.State]:
@@ -85,7 +93,8 @@ class Transformer(nnx.Module):
     def head(self, x_XD: jax.Array) -> jax.Array:
         """Logits (f32) of hidden states at any positions, [..., D] -> [..., V]."""
         w_out_DV = self.embed[...].T if self.cfg.tie_embeddings else self.unembed[...]
-        return (x_XD @ w_out_DV.astype(x_XD.dtype)).astype(jnp.float32)
+        logits_XV = (x_XD @ w_out_DV.astype(x_XD.dtype)).astype(jnp.float32)
+        return logits_XV if self.cfg.output_mult == 1.0 else logits_XV * self.cfg.output_mult  # muP's 1/m
 
     def _mask(self, B: int, T: int, segment_ids_BT, cache: KVCache | None) -> AttentionMask:
         if cache is None:

@@ -2,10 +2,13 @@
 
 import dataclasses
 import math
+from typing import Literal
 
 from meshlm.model.errors import ConfigError
 
-AXES = ("data", "fsdp", "tensor")  # outermost first: data-parallel axes span hosts, tensor stays within one
+# Outermost first: data-parallel axes span hosts; context and tensor, which move activations every layer, stay close.
+AXES = ("data", "fsdp", "context", "tensor")
+ContextImpl = Literal["ring", "all_gather"]
 # Axes over slices (joined by the data-centre network, DCN), in MaxText's names: dcn_AXIS is the outer part of AXIS.
 # Only data is offered: one gradient all-reduce per step is traffic DCN can carry, FSDP's gathers are not.
 DCN_AXES = ("dcn_data",)
@@ -16,8 +19,12 @@ class MeshConfig:
     # "data=2,fsdp=2,tensor=2": absent axes are 1 and one axis may be -1 (the remaining devices). A mesh smaller
     # than the device count uses the first devices; "" is one device, the behaviour before meshes existed.
     # "dcn_data=2,fsdp=-1": data parallel over 2 slices, fsdp inside each (the mesh's data axis is then 2).
+    # "data=2,context=4": every sequence split over 4 devices for the whole step (context parallelism).
     shape: str = ""
     sequence_parallel: bool = False  # shard activations between blocks along the sequence over `tensor`
+    # How attention reaches the keys of other devices under context=N: passed around a ring of N devices, or gathered
+    # whole (cheaper for short rings and few key/value heads, takes any kernel); parallel/context.py.
+    context_impl: ContextImpl = "ring"
 
     @property
     def fixed_devices(self) -> int:

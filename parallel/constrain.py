@@ -4,6 +4,7 @@ import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from meshlm.model.layout import layout_active
+from meshlm.parallel.context import ContextParallel
 from meshlm.parallel.rules import Rules, partition
 
 
@@ -16,10 +17,18 @@ def spec_entry(axes: tuple[str, ...]) -> str | tuple[str, ...] | None:
     return None if not axes else axes[0] if len(axes) == 1 else axes
 
 
-def rules_active(mesh: Mesh, rules: Rules):
-    """Context in which model/layout.py's `constrain(x, names)` places x on `mesh` by `rules`."""
+class MeshLayout(ContextParallel):
+    """Activations placed on `mesh` by `rules`; sequences and attention spread over its context axis, if any."""
 
-    def place(x: jax.Array, names: tuple[str | None, ...]) -> jax.Array:
-        return jax.lax.with_sharding_constraint(x, named_sharding(mesh, rules, x.shape, names))
+    def __init__(self, mesh: Mesh, rules: Rules, context_impl: str):
+        super().__init__(mesh, context_impl)
+        self.rules = rules
 
-    return layout_active(place)
+    def place(self, x: jax.Array, names: tuple[str | None, ...]) -> jax.Array:
+        return jax.lax.with_sharding_constraint(x, named_sharding(self.mesh, self.rules, x.shape, names))
+
+
+def rules_active(mesh: Mesh, rules: Rules, context_impl: str = "ring"):
+    """Context in which model/layout.py's `constrain(x, names)` places x on `mesh` by `rules`, and context
+    parallelism (a context axis of size > 1) holds sequences in its order and attends across devices."""
+    return layout_active(MeshLayout(mesh, rules, context_impl))

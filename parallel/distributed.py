@@ -6,6 +6,7 @@ environment (MESHLM_COORDINATOR, MESHLM_NUM_PROCESSES, MESHLM_PROCESS_ID, MESHLM
 """
 
 import dataclasses
+import functools
 import itertools
 import json
 import os
@@ -13,8 +14,11 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 from orbax.checkpoint import multihost as orbax_multihost
 
 from meshlm.model.errors import ConfigError
@@ -23,8 +27,9 @@ from meshlm.parallel.devices import set_cpu_devices
 T = TypeVar("T")
 _SYNC_CALLS = itertools.count(1)  # the preemption service's call count: never reset, whatever runs this process makes
 _BARRIERS = itertools.count()  # a coordination-service barrier's name may be used once
-# Gloo gives the processes 30 s to meet at their first collective over a set of devices; the coordination service's
-# barrier waits as long as we ask. Process 0 may spend minutes alone (a data cache, a checkpoint's move).
+# Gloo gives the processes 30 s to meet at their first collective over a set of devices (it then makes that set's
+# context, once per process); the coordination service's barrier waits as long as we ask. Process 0 may spend minutes
+# alone (a data cache, a checkpoint's move), and one process's compile may take half a minute longer than another's.
 BARRIER_TIMEOUT_S = 3600
 
 
@@ -77,7 +82,31 @@ def initialize(cfg: DistributedConfig) -> None:
     else:
         jax.distributed.initialize(cfg.coordinator, cfg.num_processes, cfg.process_id)
     barrier("start")
-    multihost_utils.sync_global_devices("meshlm:start")  # gloo's context for every device, made while in step
+    # Gloo's contexts made while in step: one per local device across the processes (what process_allgather uses),
+    # and the one over every device (a data-parallel gradient's sum).
+    multihost_utils.sync_global_devices("meshlm:start")
+    every_device = NamedSharding(Mesh(np.array(jax.devices()), ("all",)), P("all"))
+    ones = jax.make_array_from_process_local_data(every_device, np.ones(jax.local_device_count(), np.int32))
+    jax.jit(jnp.sum, out_shardings=NamedSharding(every_device.mesh, P()))(ones).block_until_ready()
+
+
+def compiled_in_step(jitted: Callable) -> Callable:
+    """`jitted` (a jax.jit function without static arguments) compiled ahead for each new input signature, and run
+    only once every process has compiled it: the collectives it is first to use then make their contexts in step."""
+    if jax.process_count() == 1:
+        return jitted
+    executables = {}
+
+    @functools.wraps(jitted)
+    def call(*args):
+        leaves, tree = jax.tree.flatten(args)
+        key = (tree, tuple((np.shape(x), jnp.result_type(x), getattr(x, "sharding", None)) for x in leaves))
+        if key not in executables:
+            executables[key] = jitted.lower(*args).compile()
+            barrier("compiled")
+        return executables[key](*args)
+
+    return call
 
 
 def barrier(name: str) -> None:

@@ -1,7 +1,8 @@
 """Logical axis names -> mesh axes, one table per strategy, as plain data. The model names logical axes only.
 
 Parameter axes (model/layers.py, model/attention/): layers, vocab, embed, ctx, qkv, heads, kv_heads, kv, latent, mlp.
-Activation axes (block boundaries in model/transformer.py, and batches): act_batch, act_seq, act_embed.
+Activation axes (block boundaries in model/transformer.py): act_batch, act_seq, act_embed; batches [B, T] of token
+ids, positions and segment ids: act_batch, batch_seq.
 """
 
 from meshlm.parallel.config import MeshConfig
@@ -21,12 +22,18 @@ RULES: dict[str, Rules] = {
     # Megatron sequence parallel: between blocks (norms, residual adds, dropout) the sequence is split over the
     # same tensor axis, so those activations are not replicated tensor-fold.
     "sequence": (("act_seq", "tensor"),),
+    # Context parallelism: every sequence split over `context` for the whole step, batches included; attention
+    # reaches the other devices' keys by ring or all-gather (parallel/context.py). Weights are replicated over it.
+    "context": (("act_seq", "context"), ("batch_seq", "context")),
 }
 
 
 def rules_for(cfg: MeshConfig) -> Rules:
     """The tables of a mesh config, in priority order. Tables of size-1 axes are harmless: they shard nothing."""
-    names = ("tensor", "sequence", "data", "fsdp") if cfg.sequence_parallel else ("tensor", "data", "fsdp")
+    # Context before sequence: a sequence split over both is split over context first (the outer part), as the
+    # shard_map of context parallelism expects.
+    sequence = ("sequence",) if cfg.sequence_parallel else ()
+    names = ("tensor", "context", *sequence, "data", "fsdp")
     return sum((RULES[name] for name in names), ())
 
 

@@ -13,12 +13,14 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 from meshlm.model.config import ModelConfig
 from meshlm.model.errors import ConfigError
 from meshlm.model.transformer import abstract_model, logical_axes
-from meshlm.parallel.config import AXES, MeshConfig
+from meshlm.parallel.config import AXES, ContextImpl, MeshConfig
 from meshlm.parallel.constrain import named_sharding, rules_active, spec_entry
 from meshlm.parallel.rules import Rules, partition, rules_for
 from meshlm.parallel.slices import device_grid, slice_index
 
-BATCH_AXES = ("act_batch", None)  # [B, T] token arrays: rows split like activations, each row whole
+# [B, T] token arrays: rows split like activations; the sequence only by context parallelism (sequence parallelism
+# starts at the first block).
+BATCH_AXES = ("act_batch", "batch_seq")
 # XLA:CPU's default scheduler orders the step for concurrency between its thunks; the memory-optimised one took the
 # cpu-small train step 3-4 % faster and its temporary buffer from 377 to 284 MB per device (docs/performance.md).
 CPU_COMPILER_OPTIONS = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
@@ -61,6 +63,7 @@ def param_specs(model: ModelConfig, mesh: MeshConfig, n_devices: int) -> dict[st
 class Partitioner:
     mesh: Mesh
     rules: Rules
+    context_impl: ContextImpl = "ring"
 
     @classmethod
     def build(cls, cfg: MeshConfig, devices=None, slice_of: Callable = slice_index) -> "Partitioner":
@@ -69,13 +72,14 @@ class Partitioner:
         devices = jax.devices() if devices is None else devices
         sizes = cfg.axis_sizes(len(devices))
         if math.prod(cfg.dcn_sizes.values()) > 1:
-            return cls(Mesh(device_grid(cfg, sizes, devices, slice_of), AXES, axis_types=AUTO), rules_for(cfg))
+            mesh = Mesh(device_grid(cfg, sizes, devices, slice_of), AXES, axis_types=AUTO)
+            return cls(mesh, rules_for(cfg), cfg.context_impl)
         if jax.process_count() > 1 and math.prod(sizes.values()) != len(devices):
             raise ConfigError(
                 f"mesh {cfg.shape!r} leaves devices out, but every one of the {jax.process_count()} processes needs a "
                 "part; use -1 for one axis"
             )
-        return cls(make_mesh(sizes, devices[: math.prod(sizes.values())]), rules_for(cfg))
+        return cls(make_mesh(sizes, devices[: math.prod(sizes.values())]), rules_for(cfg), cfg.context_impl)
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -93,7 +97,7 @@ class Partitioner:
 
     def activate(self):
         """Context in which the model's `constrain` calls place activations by these rules (at trace time)."""
-        return rules_active(self.mesh, self.rules)
+        return rules_active(self.mesh, self.rules, self.context_impl)
 
     def under_rules(self, fn: Callable) -> Callable:
         """fn (a jitted step) called with the rules active, so its first call traces the model's constraints."""

@@ -6,6 +6,7 @@ the save: a full disk, a bad copy, bit rot) the checksums do: every save stores 
 each array's bits in its JSON item, and a restore recomputes and compares them. An unreadable or mismatching
 checkpoint is reported in one line and the previous one is used; the trainer moves it aside (never deletes it)."""
 
+import shutil
 from collections.abc import Callable
 
 import jax
@@ -42,8 +43,13 @@ def _host_checksums(tree) -> dict[str, int]:
 
 
 class Checkpointer:
-    def __init__(self, directory: epath.PathLike, keep: int, async_save: bool = True):
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=async_save)
+    def __init__(self, directory: epath.PathLike, keep: int, async_save: bool = True, keep_steps: tuple[int, ...] = ()):
+        """The `keep` latest checkpoints, and those of `keep_steps` whatever comes after them."""
+        policies = ocp.checkpoint_managers
+        kept = policies.AnyPreservationPolicy([policies.LatestN(n=keep), policies.CustomSteps(keep_steps)])
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=kept, create=True, enable_async_checkpointing=async_save
+        )
         directory = epath.Path(directory)
         # A URL (gs://...) goes to orbax as it is; a local path is made absolute, as orbax requires.
         self.directory = directory if "://" in str(directory) else directory.absolute()
@@ -157,6 +163,29 @@ class Checkpointer:
 
     def close(self) -> None:
         self.manager.close()
+
+
+def has_step(directory: epath.PathLike, step: int) -> bool:
+    """Whether `directory` holds the finished checkpoint of `step` (one still being written does not count)."""
+    path = epath.Path(directory) / str(step)
+    return path.exists() and ocp.step.is_path_finalized(path)
+
+
+def copy_step(source: epath.PathLike, target: epath.PathLike, step: int) -> None:
+    """Start the checkpoints folder `target` with another run's checkpoint of `step` from `source`, unless it holds
+    one already (a sweep's cooldown branch starts from its trunk's step, then resumes its own saves). The copy
+    appears whole or not at all, and `source` is only read. Local (or mounted) folders."""
+    source, target = epath.Path(source), epath.Path(target)
+    if target.exists() and any(p.name.isdigit() for p in target.iterdir()):
+        return
+    if not has_step(source, step):
+        raise ConfigError(f"{source} holds no finished checkpoint of step {step} to start from; train that run first")
+    partial = target.parent / f"{target.name}.{step}.copying"  # a killed copy's is replaced
+    if partial.exists():
+        shutil.rmtree(partial)
+    shutil.copytree(source / str(step), partial)
+    target.mkdir(parents=True, exist_ok=True)
+    partial.rename(target / str(step))
 
 
 def _verify(step: int, tree, saved: dict | None) -> None:

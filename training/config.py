@@ -63,6 +63,8 @@ class Config:
                 raise ConfigError(f"train.{name}={getattr(t, name)} must be positive")
         if t.seq_len < 0:
             raise ConfigError(f"train.seq_len={t.seq_len} must be positive, or 0 for model.n_ctx")
+        if any(s <= 0 for s in t.checkpoint_steps):
+            raise ConfigError(f"train.checkpoint_steps={','.join(map(str, t.checkpoint_steps))} must be positive steps")
         profile.parse_window(t.profile)
         _validate_optimizer(t.optimizer)
         _validate_data(self.data)
@@ -166,7 +168,8 @@ def _parse(text: str, hint: Any, full: str) -> Any:
 
 
 def to_dict(cfg: Config) -> dict:
-    return dataclasses.asdict(cfg)
+    """The config as its JSON holds it (tuples as lists), so it equals what config.json and a tracker read back."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
 def from_dict(data: dict, cls: type = Config, where: str = "") -> Any:
@@ -196,8 +199,8 @@ def _typed(value: Any, hint: Any, full: str) -> Any:
     ok = True
     if origin is Literal:
         ok = value in hint.__args__
-    elif origin is tuple:
-        ok = isinstance(value, list) and all(not isinstance(x, (dict, list)) for x in value)
+    elif origin is tuple:  # a list in JSON, a tuple in to_dict's own output (a sweep job handed to Ray)
+        ok = isinstance(value, (list, tuple)) and all(not isinstance(x, (dict, list)) for x in value)
         value = tuple(value) if ok else value
     elif hint is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)

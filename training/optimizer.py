@@ -1,6 +1,7 @@
 """AdamW with the GPT-3 schedule (or warmup-stable-decay), global-norm clipping and a weight-decay mask."""
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from meshlm.training.train_config import OptimizerConfig
@@ -14,16 +15,31 @@ def learning_rate_schedule(cfg: OptimizerConfig, total_steps: int) -> optax.Sche
     if cfg.schedule == "cosine":
         # Linear warmup, then cosine from the peak down to min_lr_ratio x peak at the last step (GPT-3).
         return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, max(total_steps, warmup + 1), end_value=floor)
-    decay = max(1, int(cfg.decay_fraction * total_steps))
+    decay = decay_steps(cfg, total_steps)
     stable = max(0, total_steps - warmup - decay)
+    # The warm-up and the flat part are the constant schedule's own pieces: a sweep's cooldown branch resumes a
+    # trunk trained on `constant` and must see the same learning rates, bit for bit.
     return optax.join_schedules(
         [
             optax.linear_schedule(0.0, peak, warmup),
             optax.constant_schedule(peak),
-            optax.linear_schedule(peak, floor, decay),
+            _DECAYS[cfg.decay_shape](peak, floor, decay),
         ],
         [warmup, warmup + stable],
     )
+
+
+def decay_steps(cfg: OptimizerConfig, total_steps: int) -> int:
+    """wsd: how many of the run's last steps decay (at least one)."""
+    return max(1, int(cfg.decay_fraction * total_steps))
+
+
+def _one_minus_sqrt(peak: float, floor: float, steps: int) -> optax.Schedule:
+    """peak - (peak - floor) x sqrt(t / steps): the cooldown shape that did best in Hägele et al. (2024)."""
+    return lambda count: peak - (peak - floor) * jnp.sqrt(jnp.clip(count, 0, steps) / steps)
+
+
+_DECAYS = {"linear": optax.linear_schedule, "1-sqrt": _one_minus_sqrt}
 
 
 def decay_mask(params) -> dict:
@@ -37,11 +53,22 @@ def decay_mask(params) -> dict:
 
 
 def make_optimizer(
-    cfg: OptimizerConfig, total_steps: int, schedule: optax.Schedule | None = None
+    cfg: OptimizerConfig, total_steps: int, schedule: optax.Schedule | None = None, lr_scales: dict | None = None
 ) -> optax.GradientTransformation:
-    """AdamW on `schedule` (e.g. recipe.learning_rate_schedule's token clock), or on the step schedule of cfg."""
+    """AdamW on `schedule` (e.g. recipe.learning_rate_schedule's token clock), or on the step schedule of cfg.
+    `lr_scales` (a multiplier per parameter, as muP gives: model/mup.py) scales each parameter's learning rate."""
     schedule = schedule or learning_rate_schedule(cfg, total_steps)
-    adamw = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=decay_mask)
+    if lr_scales is None:
+        adamw = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=decay_mask)
+    else:
+        # optax.adamw's chain with the multipliers on Adam's direction alone: the decay per step stays
+        # lr x weight_decay at every width, as microsoft/mup's MuAdamW keeps it (muP's LR / m would weaken it).
+        adamw = optax.chain(
+            optax.scale_by_adam(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps),
+            optax.stateless(lambda updates, _: jax.tree.map(lambda u, s: u * s, updates, lr_scales)),
+            optax.add_decayed_weights(cfg.weight_decay, decay_mask),
+            optax.scale_by_learning_rate(schedule),
+        )
     if cfg.grad_clip > 0:
         return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), adamw)
     return adamw

@@ -12,7 +12,9 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from meshlm.model import mup
 from meshlm.model.transformer import Transformer, abstract_model
+from meshlm.parallel import distributed
 from meshlm.parallel.sharding import NamedSharding, Partitioner, abstract, model_axes
 from meshlm.training import batch_ramp, recipe
 from meshlm.training.checkpoint import Checkpointer
@@ -111,10 +113,11 @@ def build(cfg: Config, partitioner: Partitioner | None = None) -> TrainSetup:
     """The setup of `cfg` on `partitioner`'s mesh (default: the mesh that cfg.mesh describes on all devices)."""
     t = cfg.train
     partitioner = partitioner or Partitioner.build(cfg.mesh)
-    graphdef = nnx.graphdef(abstract_model(cfg.model, t.seed))
+    model = abstract_model(cfg.model, t.seed)
+    graphdef = nnx.graphdef(model)
     ramp = batch_ramp.of(t, cfg.seq_len)
     schedule = recipe.learning_rate_schedule(t, cfg.seq_len)
-    optimizer = make_optimizer(t.optimizer, ramp.plan.total_steps, schedule)
+    optimizer = make_optimizer(t.optimizer, ramp.plan.total_steps, schedule, mup.lr_scales(model))
     param_axes = model_axes(cfg.model)
     state_sharding = partitioner.state_shardings(jax.eval_shape(lambda: _initial_state(cfg, optimizer)), param_axes)
     step_of = functools.partial(_jit_train_step, cfg, partitioner, graphdef, optimizer, schedule, ramp, state_sharding)
@@ -128,9 +131,9 @@ def build(cfg: Config, partitioner: Partitioner | None = None) -> TrainSetup:
         param_axes=param_axes,
         state_sharding=state_sharding,
         batch_sharding=partitioner.batch_sharding(t.batch_size, cfg.seq_len),
-        train_step=partitioner.under_rules(step_of(stacked=False)),
-        train_steps=partitioner.under_rules(step_of(stacked=True)),
-        eval_step=partitioner.under_rules(make_eval_step(graphdef)),
+        train_step=partitioner.under_rules(distributed.compiled_in_step(step_of(stacked=False))),
+        train_steps=partitioner.under_rules(distributed.compiled_in_step(step_of(stacked=True))),
+        eval_step=partitioner.under_rules(distributed.compiled_in_step(make_eval_step(graphdef))),
     )
 
 

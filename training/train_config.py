@@ -13,7 +13,8 @@ class OptimizerConfig:
     warmup_tokens: int = 0  # linear warmup over this many tokens instead of warmup_steps (GPT-3: 375M)
     decay_tokens: int = 0  # the decay ends here and the LR stays at its floor (GPT-3: 260B); 0 = at the last step
     min_lr_ratio: float = 0.1  # GPT-3: cosine decay to 10% of the peak
-    decay_fraction: float = 0.2  # wsd: the last fraction of the run decays linearly to min_lr_ratio
+    decay_fraction: float = 0.2  # wsd: the last fraction of the run decays to min_lr_ratio
+    decay_shape: Literal["linear", "1-sqrt"] = "linear"  # wsd: how it decays (1-sqrt: Hägele et al. 2024)
     b1: float = 0.9
     b2: float = 0.95
     eps: float = 1e-8
@@ -59,6 +60,8 @@ class TrainConfig:
     eval_batches: int = 8
     checkpoint_every: int = 200
     keep_checkpoints: int = 3
+    # Also saved at these steps and never deleted: a sweep's trunk keeps the step each cooldown branch starts from.
+    checkpoint_steps: tuple[int, ...] = ()
     # "A:B": a jax.profiler trace of the steps after step A up to step B, in RUN_DIR/profile (TensorBoard, xprof)
     profile: str = ""
     nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss or gradient: stop with a diagnosis, or skip the batch

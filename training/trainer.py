@@ -162,6 +162,7 @@ class Trainer:
             micro_batches=ramp.accumulation.micro_batches,
             seq_len=cfg.seq_len,
             process_count=jax.process_count(),
+            context_impl=cfg.mesh.context_impl,
         )
         # Process 0 writes the tokenizer and data caches into shared folders before the others read them.
         self.pipeline = distributed.first_process_first(
@@ -182,7 +183,9 @@ class Trainer:
             )
         run_dir_lib.save_config(self.run_dir, cfg)
 
-        self.checkpointer = Checkpointer(self.run_dir / run_dir_lib.CHECKPOINTS, keep=t.keep_checkpoints)
+        self.checkpointer = Checkpointer(
+            self.run_dir / run_dir_lib.CHECKPOINTS, keep=t.keep_checkpoints, keep_steps=t.checkpoint_steps
+        )
         restore_began = time.perf_counter()
         self.state, data_state = self.setup.restore_or_init(self.checkpointer, log=self.log)
         if data_state is not None:
@@ -307,7 +310,7 @@ class Trainer:
         t = self.cfg.train
         return _Due(
             hooks=[h for h in self.hooks if h.due(done, total)],
-            save=done % t.checkpoint_every == 0 or done == end,
+            save=done % t.checkpoint_every == 0 or done == end or done in t.checkpoint_steps,
             log=done % t.log_every == 0 or done == end,
         )
 

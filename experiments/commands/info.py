@@ -100,7 +100,8 @@ def _recipe_lines(cfg, plan: recipe.StepPlan, row: recipe.PaperRecipe | None) ->
     end = f"{_tokens(opt.decay_tokens)} tokens, then constant" if opt.decay_tokens else "the last step"
     shape = {
         "cosine": f"cosine to {opt.min_lr_ratio:g} x peak at {end}",
-        "wsd": f"flat, then linear to {opt.min_lr_ratio:g} x peak over the last {opt.decay_fraction:g} of the run",
+        "wsd": f"flat, then {opt.decay_shape} to {opt.min_lr_ratio:g} x peak over the last {opt.decay_fraction:g} of "
+        "the run",
         "constant": "constant",
     }[opt.schedule]
     return lines + [

@@ -106,6 +106,7 @@ def run(args) -> None:
         batch_size=cfg.train.batch_size,
         micro_batches=cfg.train.micro_batches,
         seq_len=cfg.seq_len,
+        context_impl=cfg.mesh.context_impl,
     )
     p = planner.plan(cfg.model, cfg.train, cfg.mesh, chips=chips, device=args.device, mfu=args.mfu)
     if p.peak_flops is None or p.hbm is None:
@@ -159,7 +160,7 @@ def _text(preset: str, cfg, p, xla: dict | None) -> str:
             "activations",
             p.activations,
             f"remat {p.remat}, {t.batch_size // t.micro_batches // (p.mesh['data'] * p.mesh['fsdp'])} sequence(s) per "
-            f"device per micro-batch, {m.dtype}",
+            f"device per micro-batch{_context_share(p)}, {m.dtype}",
         ),
         ("gathered weights", p.gathered, "FSDP: one layer all-gathered, forward and backward"),
     ]
@@ -186,6 +187,13 @@ def _text(preset: str, cfg, p, xla: dict | None) -> str:
         "all-reduces",
         f"{'':<33}at least {_seconds(p.ici_time)} over ICI at {p.ici / 1e9:.0f} GB/s two-way per chip",
     ]
+    if p.mesh["context"] > 1:
+        how = (
+            "keys and values passed around the ring, forward and backward"
+            if cfg.mesh.context_impl == "ring"
+            else "keys and values gathered forward, their gradients reduce-scattered backward"
+        )
+        lines.insert(-1, f"  {'of which context':<18}{_size(p.context_bytes):>10}   {how}")
     if p.slices > 1:
         lines += [
             f"  {'between slices':<18}{_size(p.dcn_bytes):>10}   per slice: the gradient all-reduce, 2 (n-1)/n x the "
@@ -203,6 +211,11 @@ def _text(preset: str, cfg, p, xla: dict | None) -> str:
             f"{p.total / xla['total']:.3f}{'; CPU computes bfloat16 in f32' if m.dtype == 'bfloat16' else ''})",
         ]
     return "\n".join(lines)
+
+
+def _context_share(p) -> str:
+    k = p.mesh["context"]
+    return "" if k == 1 else f" (1/{k} of each: context parallelism, {p.seq_len // k} tokens)"
 
 
 def _size(n: float) -> str:

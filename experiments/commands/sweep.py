@@ -1,9 +1,11 @@
 """`meshlm sweep run SPEC --out DIR` runs, resumes or plans a scaling-law sweep; `meshlm sweep status DIR` shows
 where it stands; `meshlm sweep fit` fits laws to it."""
 
+import contextlib
 import dataclasses
 import json
 import math
+import sys
 from pathlib import Path
 
 from meshlm.experiments.commands import _flags
@@ -61,6 +63,12 @@ def _run_arguments(p) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="the sweep directory: results.sqlite and runs/ID/")
     p.add_argument("--dry-run", action="store_true", help="print the plan (FLOPs, epochs, estimated time); run nothing")
     p.add_argument(
+        "--json",
+        action="store_true",
+        help="with --dry-run: the plan as one JSON object, every run (id, kind, shape, N, D, C, budget, holdout, "
+        "parent, branch_step) and total_flops, the FLOPs the sweep trains",
+    )
+    p.add_argument(
         "--launcher",
         choices=("local", "ray"),
         help="local: one run at a time in this process; ray: one task per run (default: the spec's launcher.kind)",
@@ -100,11 +108,18 @@ def _run(args) -> None:
 
     spec = spec_lib.load(args.spec)
     out = Path(args.out)
+    if args.json and not args.dry_run:
+        raise ConfigError("--json goes with --dry-run: meshlm sweep run SPEC --out DIR --dry-run --json")
     if args.dry_run:
         runs = plan_lib.resolve(spec)
-        stats = runner.data_stats(spec, out, runs)
-        store = Store(out) if (out / FILE).exists() else None
-        runner.print_plan(spec, runs, stats, store)
+        # Preparing the data may print (TFDS does): with --json, stdout holds the JSON alone.
+        with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
+            stats = runner.data_stats(spec, out, runs)
+        if args.json:
+            print(json.dumps(plan_lib.as_json(runs), indent=1))
+        else:
+            store = Store(out) if (out / FILE).exists() else None
+            runner.print_plan(spec, runs, stats, store)
         runner.check_epochs(spec, runs, stats)
         return
     settings = dataclasses.asdict(spec.launcher)

@@ -15,7 +15,9 @@ from meshlm.model.config import ModelConfig
 from meshlm.model.errors import ConfigError
 
 # The model options this layout describes; anything else has tensors GPT-2 does not have.
-GPT2_OPTIONS = dict(norm="layernorm", position="learned", mlp="gelu", bias=True, qk_norm=False)
+GPT2_OPTIONS = dict(
+    norm="layernorm", position="learned", mlp="gelu", bias=True, qk_norm=False, parametrization="standard"
+)
 
 Reshape = Callable[[np.ndarray, ModelConfig], np.ndarray]
 
@@ -82,7 +84,8 @@ def check_gpt2_shaped(cfg: ModelConfig) -> None:
         detail = ", ".join(f"model.{k}={v}" for k, v in wrong.items()) or f"model.d_head={cfg.d_head}"
         raise ConfigError(
             f"this run's model is not GPT-2-shaped ({detail}); only layernorm, learned positions, gelu, biases, "
-            "no qk-norm and d_model = n_heads x d_head convert to the GPT-2 layout (docs/interop.md)"
+            "no qk-norm, the standard parametrization and d_model = n_heads x d_head convert to the GPT-2 layout "
+            "(docs/interop.md)"
         )
 
 

@@ -6,13 +6,17 @@ there is the compute-optimal one: its N, and D = C / F, give one (C, N_opt, D_op
 points give N_opt ~ C^a and D_opt ~ C^b.
 
 Only valid when intermediate points are as good as a run stopped there: Chinchilla trained each size with several
-cosine lengths; with one cosine per run, mid-run losses are above what a run of that length would reach.
+cosine lengths; with one cosine per run, mid-run losses are above what a run of that length would reach. Cooldown
+branches give exactly such points (Hägele et al. 2024): the branches of one trunk make one curve of their final
+losses, in place of their own mid-decay points.
 """
 
+import collections
 import dataclasses
 
 import numpy as np
 
+from meshlm.experiments.sweep.observations import Observation
 from meshlm.experiments.sweep.powerlaw import PowerLaw, fit_power_law
 
 GRID_POINTS = 40
@@ -26,6 +30,20 @@ class EnvelopeFit:
     loss: tuple[float, ...]
     n_law: PowerLaw | None
     d_law: PowerLaw | None
+
+
+def curves_of(runs: list[Observation]) -> list[tuple[float, float, list[float], list[float]]]:
+    """fit_envelope's curves: each run's validation points, or one curve of end points per cooldown trunk."""
+    curves, families = [], collections.defaultdict(list)
+    for r in runs:
+        if r.trunk:
+            families[r.trunk].append(r)
+        elif r.curve:
+            curves.append((r.N, r.flops_per_token, [t for t, _ in r.curve], [v for _, v in r.curve]))
+    for branches in families.values():
+        branches.sort(key=lambda r: r.D)
+        curves.append((branches[0].N, branches[0].flops_per_token, [r.D for r in branches], [r.loss for r in branches]))
+    return curves
 
 
 def fit_envelope(curves: list[tuple[float, float, np.ndarray, np.ndarray]]) -> EnvelopeFit | None:

@@ -13,19 +13,30 @@ from jax.experimental.compilation_cache import compilation_cache
 
 from meshlm.experiments.sweep.store import RunResult
 from meshlm.model.flops import flops_per_token
+from meshlm.parallel import distributed
+from meshlm.training import checkpoint
 from meshlm.training import config as config_lib
 from meshlm.training import metrics as metrics_lib
+from meshlm.training.run_dir import CHECKPOINTS
 from meshlm.training.trainer import train
 
 LOG = "sweep.log"  # the trainer's log lines, since the driver's terminal shows the sweep's progress instead
 
 
-def execute(config: dict, run_dir: str, tokenizer: str, compile_cache: str = "") -> RunResult | None:
+def execute(
+    config: dict, run_dir: str, tokenizer: str, compile_cache: str = "", branch_from: str = "", branch_step: int = 0
+) -> RunResult | None:
     """Train (or resume, or just re-read) the run in run_dir and return what the store records of it; None on the
-    processes other than 0 of a multi-process run, which log no metrics."""
+    processes other than 0 of a multi-process run, which log no metrics.
+
+    branch_from: a cooldown branch's trunk run directory; a branch without a checkpoint of its own starts from the
+    trunk's checkpoint of branch_step (a copy: the trunk's folder is only read)."""
     cfg = config_lib.from_dict(config)
     path = pathlib.Path(run_dir)
     path.mkdir(parents=True, exist_ok=True)
+    if branch_from:
+        source, target = pathlib.Path(branch_from) / CHECKPOINTS, path / CHECKPOINTS
+        distributed.first_process_first(lambda: checkpoint.copy_step(source, target, branch_step))
     if not (path / "tokenizer.model").exists():
         # The sweep's tokenizer, trained once by the driver: the trainer loads a run's own copy when it finds one.
         # A temporary name of this process's own: every host of a multi-host run copies it at once.

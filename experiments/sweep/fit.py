@@ -120,11 +120,10 @@ def _fit_all(runs: list[Observation], starts: int | None, warm_start: parametric
     N, D, loss = (np.array([getattr(r, k) for r in runs]) for k in ("N", "D", "loss"))
     C = np.array([r.compute for r in runs])
     budget = np.array([np.nan if r.budget is None else r.budget for r in runs])
-    curves = [(r.N, r.flops_per_token, [t for t, _ in r.curve], [v for _, v in r.curve]) for r in runs if r.curve]
     return Fits(
         parametric=parametric.fit_parametric(N, D, loss, starts=starts, warm_start=warm_start),
         isoflop=isoflop.fit_isoflop(N, D, loss, C, budget),
-        envelope=envelope.fit_envelope(curves),
+        envelope=envelope.fit_envelope(envelope.curves_of(runs)),
         loss_vs_n=kaplan.fit_one_variable(N, loss),
         loss_vs_d=kaplan.fit_one_variable(D, loss),
     )

@@ -28,6 +28,8 @@ class Job:
     tokenizer: str
     compile_cache: str = ""  # a JAX persistent compilation cache directory, "" = none
     attempt: int = 1  # which try of this run, counted across drivers
+    branch_from: str = ""  # a cooldown branch: its trunk's run directory (execute.py)
+    branch_step: int = 0  # ... and the trunk step it starts from
 
 
 Outcome = RunResult | Failure
@@ -162,7 +164,9 @@ class RayLauncher:
             ref = self._remote.remote(dataclasses.asdict(job), self._hosts, envs)
         else:
             remote = self._remote.options(runtime_env={"env_vars": self.environment(job, 0)})
-            ref = remote.remote(job.config, job.run_dir, job.tokenizer, job.compile_cache)
+            ref = remote.remote(
+                job.config, job.run_dir, job.tokenizer, job.compile_cache, job.branch_from, job.branch_step
+            )
         self._in_flight[ref] = job
 
     def wait(self, timeout: float | None = None) -> tuple[Job, Outcome] | None:

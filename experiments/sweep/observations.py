@@ -9,7 +9,8 @@ class Observation:
 
     C is the run's compute when it was counted exactly (else 6 N D is used); budget names the IsoFLOP budget the run
     belongs to (else runs are grouped by C); holdout runs are never fitted, only predicted; curve holds
-    (tokens seen, validation loss) pairs along the run for Approach 1.
+    (tokens seen, validation loss) pairs along the run for Approach 1; trunk names the cooldown trunk a branch shares
+    with the other budgets of its size and seed.
     """
 
     N: float
@@ -20,6 +21,7 @@ class Observation:
     budget: float | None = None
     holdout: bool = False
     curve: tuple[tuple[float, float], ...] = ()
+    trunk: str = ""
 
     @property
     def compute(self) -> float:

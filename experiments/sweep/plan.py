@@ -7,14 +7,19 @@ import math
 
 from meshlm.experiments.sweep.accounting import Accounting, account, flop_params
 from meshlm.experiments.sweep.spec import AutoShapes, Budget, Shape, Spec
+from meshlm.model.config import ModelConfig
 from meshlm.model.errors import ConfigError
 from meshlm.parallel.config import MeshConfig
 from meshlm.training import config as config_lib
 from meshlm.training import data_fingerprint
+from meshlm.training import optimizer as optimizer_lib
 from meshlm.training.config import OptimizerConfig
 from meshlm.training.data_config import DataConfig
 
 VOCAB_MULTIPLE = 128  # the model's table is padded so the head matmul tiles well; the padding's FLOPs are counted
+
+
+RUN, TRUNK, BRANCH = "run", "trunk", "branch"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +29,15 @@ class PlannedRun:
     budget: float  # the requested compute; accounting.compute is what the whole steps give (within 1/steps)
     holdout: bool
     accounting: Accounting
+    kind: str = RUN  # RUN: trained whole; TRUNK: a cooldown family's constant-LR part; BRANCH: one budget of it
+    parent: str = ""  # a branch's trunk (its run id)
+    branch_step: int = 0  # a branch starts from its trunk's checkpoint of this step
+
+    @property
+    def trained_compute(self) -> float:
+        """The FLOPs this run trains itself: a branch only its decay, since its trunk trained the steps before."""
+        steps = self.config.train.steps
+        return self.accounting.flops_per_token * (self.accounting.tokens // steps) * (steps - self.branch_step)
 
 
 def run_id(cfg: config_lib.Config, data: str | None = None) -> str:
@@ -51,20 +65,52 @@ def _not_default(values: dict, defaults: dict) -> dict:
 
 
 def resolve(spec: Spec) -> list[PlannedRun]:
-    """Every run of the sweep, hold-outs last, by budget then size; a config listed twice runs once."""
+    """Every run of the sweep, by budget then size, cooldown trunks first and hold-outs last; a config listed twice
+    runs once. Under rules.schedule=cooldown each run of the grid is a branch of its (shape, seed)'s trunk."""
     base = _base_config(spec)
     data = data_fingerprint.fingerprint(base.data)  # once: every run reads the same data
-    runs: dict[str, PlannedRun] = {}
+    grid: dict[tuple, dict[float, bool]] = {}  # (model, seed) -> {budget: holdout}
     for holdout, budgets in ((False, spec.budgets), (True, spec.holdout)):
         for budget in budgets:
             for shape in _shapes(spec, budget, base):
                 for seed in budget.seeds or spec.seeds:
-                    run = _run(spec, base, data, budget.flops, shape, seed, holdout)
-                    if run.run_id not in runs or holdout:
-                        runs[run.run_id] = run
+                    at = grid.setdefault((_model(base, spec, shape), seed), {})
+                    at[budget.flops] = at.get(budget.flops, False) or holdout
+    family = _cooldown_family if spec.rules.schedule == "cooldown" else _independent_runs
+    runs: dict[str, PlannedRun] = {}
+    for (model, seed), budgets in grid.items():
+        for run in family(spec, base, data, model, seed, budgets):
+            if run.run_id not in runs or run.holdout:
+                runs[run.run_id] = run
     return sorted(
-        runs.values(), key=lambda r: (r.holdout, r.budget, r.accounting.params_flops, r.config.train.seed, r.run_id)
+        runs.values(),
+        key=lambda r: (r.kind != TRUNK, r.holdout, r.budget, r.accounting.params_flops, r.config.train.seed, r.run_id),
     )
+
+
+def as_json(runs: list[PlannedRun]) -> dict:
+    """The plan as data (`meshlm sweep run --dry-run --json`); total_flops is what the sweep trains."""
+    rows = []
+    for r in runs:
+        m, a = r.config.model, r.accounting
+        rows.append(
+            {
+                "id": r.run_id,
+                "kind": r.kind,
+                "shape": {"d_model": m.d_model, "n_layers": m.n_layers, "n_heads": m.n_heads},
+                "N": a.params_flops,
+                "D": a.tokens,
+                "C": a.compute,
+                "budget": r.budget,
+                "holdout": r.holdout,
+                "parent": r.parent or None,
+                "branch_step": r.branch_step if r.parent else None,
+                "steps": r.config.train.steps,
+                "batch_size": r.config.train.batch_size,
+                "trained_flops": r.trained_compute,
+            }
+        )
+    return {"runs": rows, "total_flops": sum(r.trained_compute for r in runs)}
 
 
 def _base_config(spec: Spec) -> config_lib.Config:
@@ -110,31 +156,115 @@ def auto_shapes(spec: Spec, rule: AutoShapes, flops: float, base: config_lib.Con
     return tuple(chosen)
 
 
-def _run(
-    spec: Spec, base: config_lib.Config, data: str, flops: float, shape: Shape, seed: int, holdout: bool
-) -> PlannedRun:
-    rules, T = spec.rules, spec.seq_len
-    model = _model(base, spec, shape)
-    n_flops = flop_params(model, T)
-    tokens_wanted = flops / (6.0 * n_flops)
-    step_tokens = min(max(tokens_wanted / rules.batch.target_steps, rules.batch.min_tokens), rules.batch.max_tokens)
+def _independent_runs(
+    spec: Spec, base: config_lib.Config, data: str, model: ModelConfig, seed: int, budgets: dict[float, bool]
+) -> list[PlannedRun]:
+    """cosine or wsd: one whole run per budget, its batch and warm-up sized for its own length."""
+    runs = []
+    n_flops = flop_params(model, spec.seq_len)
+    for flops, holdout in budgets.items():
+        batch = _batch(spec, n_flops, flops)
+        steps = _steps(spec, n_flops, flops, batch)
+        warmup = _warmup(spec, n_flops, batch, steps)
+        cfg = _config(spec, base, model, seed, batch, steps, warmup, flops, spec.rules.schedule)
+        runs.append(PlannedRun(run_id(cfg, data), cfg, flops, holdout, _account(cfg)))
+    return runs
+
+
+def _cooldown_family(
+    spec: Spec, base: config_lib.Config, data: str, model: ModelConfig, seed: int, budgets: dict[float, bool]
+) -> list[PlannedRun]:
+    """One trunk at the peak LR (never decayed) and a branch per budget that resumes the trunk's checkpoint where
+    its own decay starts: each branch is the wsd run of its budget, bit for bit, at the cost of its decay alone.
+    Every run of the family shares one batch and warm-up, sized for the smallest budget (so no branch is
+    step-starved); the larger budgets take more, smaller steps than a cosine run of theirs would."""
+    n_flops = flop_params(model, spec.seq_len)
+    batch = _batch(spec, n_flops, min(budgets))
+    steps = {flops: _steps(spec, n_flops, flops, batch) for flops in budgets}
+    warmup = _warmup(spec, n_flops, batch, min(steps.values()))
+    branches = []
+    for flops, holdout in budgets.items():
+        cfg = _config(spec, base, model, seed, batch, steps[flops], warmup, flops, "wsd")
+        decay = optimizer_lib.decay_steps(cfg.train.optimizer, steps[flops])
+        if decay >= steps[flops]:
+            raise ConfigError(
+                f"the d_model={model.d_model} run at {flops:.3g} FLOPs has {steps[flops]} step(s), too few to branch "
+                "from a trunk; raise its budget or use rules.schedule=wsd"
+            )
+        # The branch saves a few times during its decay: a killed one resumes there, not at its trunk's step.
+        train = dataclasses.replace(cfg.train, checkpoint_every=max(1, math.ceil(decay / spec.checkpoints_per_run)))
+        branches.append((dataclasses.replace(cfg, train=train).validate(), flops, holdout, steps[flops] - decay))
+    trunk = _trunk(spec, branches[0][0], sorted({step for *_, step in branches}))
+    trunk_id = run_id(trunk, data)
+    return [PlannedRun(trunk_id, trunk, max(budgets), False, _account(trunk), TRUNK)] + [
+        PlannedRun(run_id(cfg, data), cfg, flops, holdout, _account(cfg), BRANCH, trunk_id, step)
+        for cfg, flops, holdout, step in branches
+    ]
+
+
+def _trunk(spec: Spec, branch: config_lib.Config, branch_steps: list[int]) -> config_lib.Config:
+    """A branch's config trained at the peak LR up to the last branch point, keeping a checkpoint at each."""
+    steps, t = branch_steps[-1], branch.train
+    every = max(1, steps // spec.eval.per_run)
+    train = dataclasses.replace(
+        t,
+        steps=steps,
+        log_every=every,
+        eval_every=every,
+        checkpoint_every=max(1, math.ceil(steps / spec.checkpoints_per_run)),
+        checkpoint_steps=tuple(branch_steps),
+        optimizer=dataclasses.replace(t.optimizer, schedule="constant"),
+    )
+    return dataclasses.replace(branch, train=train).validate()
+
+
+def _batch(spec: Spec, n_flops: float, flops: float) -> int:
+    """Sequences per step: tokens per step = clip(D / target_steps, min_tokens, max_tokens), the nearest power of
+    two sequences, a multiple of `multiple_of`."""
+    rules, T = spec.rules.batch, spec.seq_len
+    step_tokens = min(max(flops / (6.0 * n_flops) / rules.target_steps, rules.min_tokens), rules.max_tokens)
     batch = 2 ** max(0, round(math.log2(step_tokens / T)))
-    batch = max(rules.batch.multiple_of, batch - batch % rules.batch.multiple_of)
-    steps = max(1, round(tokens_wanted / (batch * T)))
-    warmup = round(rules.warmup.tokens_per_param * n_flops / (batch * T))
-    warmup = min(max(warmup, rules.warmup.min_steps), max(1, int(rules.warmup.max_fraction * steps)))
+    return max(rules.multiple_of, batch - batch % rules.multiple_of)
+
+
+def _steps(spec: Spec, n_flops: float, flops: float, batch: int) -> int:
+    return max(1, round(flops / (6.0 * n_flops) / (batch * spec.seq_len)))
+
+
+def _warmup(spec: Spec, n_flops: float, batch: int, steps: int) -> int:
+    rule = spec.rules.warmup
+    warmup = round(rule.tokens_per_param * n_flops / (batch * spec.seq_len))
+    return min(max(warmup, rule.min_steps), max(1, int(rule.max_fraction * steps)))
+
+
+def _config(
+    spec: Spec,
+    base: config_lib.Config,
+    model: ModelConfig,
+    seed: int,
+    batch: int,
+    steps: int,
+    warmup: int,
+    flops: float,
+    schedule: str,
+) -> config_lib.Config:
+    """An ordinary run of `steps` steps with the spec's rules; `flops` only names the run in errors."""
+    rules, T = spec.rules, spec.seq_len
+    n_flops = flop_params(model, T)
     if spec.eval.sequences % batch:
         raise ConfigError(
             f"eval.sequences={spec.eval.sequences} is not a multiple of the {batch}-sequence batch of the "
-            f"d_model={shape.d_model} run at {flops:.3g} FLOPs; use a multiple of {batch} so every run sees the same "
+            f"d_model={model.d_model} run at {flops:.3g} FLOPs; use a multiple of {batch} so every run sees the same "
             "validation rows"
         )
     eval_every = max(1, steps // spec.eval.per_run)
     optimizer = OptimizerConfig(
         peak_lr=rules.lr.peak * (n_flops / rules.lr.at_params) ** rules.lr.exponent,
-        schedule=rules.schedule,
+        schedule=schedule,
         warmup_steps=warmup,
         min_lr_ratio=rules.min_lr_ratio,
+        decay_fraction=rules.cooldown_fraction,
+        decay_shape=rules.cooldown_shape,
         b1=rules.betas[0],
         b2=rules.betas[1],
         weight_decay=rules.weight_decay,
@@ -157,11 +287,9 @@ def _run(
         keep_checkpoints=1,
         optimizer=optimizer,
     )
-    cfg = dataclasses.replace(base, model=model, train=train).validate()
-    return PlannedRun(
-        run_id=run_id(cfg, data),
-        config=cfg,
-        budget=flops,
-        holdout=holdout,
-        accounting=account(model, T, steps * batch * T),
-    )
+    return dataclasses.replace(base, model=model, train=train).validate()
+
+
+def _account(cfg: config_lib.Config) -> Accounting:
+    t = cfg.train
+    return account(cfg.model, cfg.seq_len, t.steps * t.batch_size * cfg.seq_len)

@@ -87,7 +87,9 @@ def run_on_slice(job: dict, hosts: Hosts, envs: list[dict[str, str]]) -> RunResu
 
 def _host(job: dict, config: distributed.DistributedConfig) -> RunResult | None:
     distributed.initialize(config)  # before execute touches a device
-    return execute(job["config"], job["run_dir"], job["tokenizer"], job["compile_cache"])
+    return execute(
+        job["config"], job["run_dir"], job["tokenizer"], job["compile_cache"], job["branch_from"], job["branch_step"]
+    )
 
 
 def _gather(ray, refs: list) -> RunResult | Failure:

@@ -269,16 +269,26 @@ def _icl_section(eval_dir: Path) -> list[str]:
     if not results.is_file():
         return []
     table = results.read_text()
-    pngs = sorted(p.name for p in eval_dir.glob("icl_*.png"))
-    return [
+    curves = sorted(p.name for p in eval_dir.glob("icl_*.png"))
+    spreads = sorted(p.name for p in eval_dir.glob("sensitivity_*.png"))
+    lines = [
         "## In-context learning of the swept models",
         "",
         f"From `meshlm eval --sweep` ({EVAL}/results.md): accuracy against K per task and the ICL score (Olsson et "
         "al.: loss late in the context minus loss early; more negative = more in-context learning) against size.",
         "",
         table.replace("# meshlm eval\n", "", 1).replace("\n## ", "\n### "),
-        *(f"![{name}]({EVAL}/{name})\n" for name in pngs),
+        *(f"![{name}]({EVAL}/{name})\n" for name in curves),
     ]
+    if spreads:
+        lines += [
+            "Does sensitivity to meaningless choices shrink with scale? The standard deviation of each task's score at "
+            "its largest K over shot selections, shot orders and prompt formats (whichever the evaluation varied), "
+            "against size:",
+            "",
+            *(f"![{name}]({EVAL}/{name})\n" for name in spreads),
+        ]
+    return lines
 
 
 def write_report(out_dir: str | Path, observations: list[Observation], fit_result: FitResult) -> Path:

@@ -13,6 +13,7 @@ import pathlib
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 from meshlm.experiments.sweep import plan as plan_lib
 from meshlm.experiments.sweep.launchers import Job, Launcher
@@ -21,13 +22,16 @@ from meshlm.experiments.sweep.store import RETRYING, RunResult, Store
 from meshlm.model.errors import ConfigError
 from meshlm.training import config as config_lib
 from meshlm.training.atomic import write_atomic
+from meshlm.training.checkpoint import has_step
 from meshlm.training.data import build_pipeline
 from meshlm.training.errors import DataError
+from meshlm.training.run_dir import CHECKPOINTS
 from meshlm.training.train_config import TrackerConfig
 
 RUNS = "runs"
 DATA = "data"
 COMPILE_CACHE = "jax-cache"
+POLL_S = 10.0  # how often a free slot looks for a cooldown branch whose trunk checkpoint has appeared
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +48,7 @@ class Outcome:
     held_elsewhere: int  # claimed by another live runner
     failed: int  # by this invocation: a deterministic failure, or out of retries
     failed_before: int  # recorded failed by an earlier invocation and left alone (retry_failed=False)
+    waiting: int = 0  # cooldown branches whose trunk checkpoint is not there yet (trunk failed, or run elsewhere)
 
 
 def data_dir(out: pathlib.Path, cfg: config_lib.Config) -> pathlib.Path:
@@ -88,16 +93,16 @@ def estimate_seconds(spec: Spec, run: plan_lib.PlannedRun, measured: list[tuple[
     """Training plus evaluation FLOPs over a FLOP/s figure: measured on this DIR's finished runs of the same width
     when there are some, else the spec's table."""
     cfg = run.config
-    evals = cfg.train.steps // cfg.train.eval_every + 1
+    evals = (cfg.train.steps - run.branch_step) // cfg.train.eval_every + 1
     eval_flops = run.accounting.flops_per_token / 3.0 * spec.eval.sequences * cfg.seq_len * evals
     same_width = sorted(f for d, f in measured if d == cfg.model.d_model)
     if same_width:
         rate = same_width[len(same_width) // 2]
-        return (run.accounting.compute + eval_flops) / rate  # measured over whole attempts: overheads included
+        return (run.trained_compute + eval_flops) / rate  # measured over whole attempts: overheads included
     rate = next(
         (f for width, f in spec.estimate.flops_per_s if cfg.model.d_model <= width), spec.estimate.flops_per_s[-1][1]
     )
-    return (run.accounting.compute + eval_flops) / rate + spec.estimate.overhead_s
+    return (run.trained_compute + eval_flops) / rate + spec.estimate.overhead_s
 
 
 def code_revision() -> str:
@@ -122,7 +127,7 @@ def print_plan(spec: Spec, runs: list[plan_lib.PlannedRun], stats: DataStats, st
     measured = store.measured_flops_per_s() if store else []
     done = store.finished() if store else set()
     print(
-        f"sweep {spec.name}: {len(runs)} runs, {sum(r.accounting.compute for r in runs):.3g} FLOPs, data "
+        f"sweep {spec.name}: {len(runs)} runs, {sum(r.trained_compute for r in runs):.3g} FLOPs to train, data "
         + (
             f"{stats.tokens:.3g} training tokens{'' if stats.exact else ' (estimated)'}"
             if stats.tokens
@@ -143,6 +148,7 @@ def print_plan(spec: Spec, runs: list[plan_lib.PlannedRun], stats: DataStats, st
         total += seconds
         epochs = f"{a.tokens / stats.tokens:6.2f}" if stats.tokens else f"{'?':>6s}"
         tags = ["holdout"] * r.holdout + ["done"] * (r.run_id in done) + [f"seed={cfg.train.seed}"]
+        tags += [r.kind] * (r.kind != plan_lib.RUN) + [f"from {r.parent} at step {r.branch_step}"] * bool(r.parent)
         print(
             f"{r.run_id:16s} {r.budget:8.2g} {cfg.model.d_model:>4d}x{cfg.model.n_layers:<3d} {a.params_flops:9.3g} "
             f"{a.params_total:9.3g} {a.params_non_embedding:9.3g} {a.tokens:9.3g} {a.tokens / a.params_flops:6.1f} "
@@ -196,7 +202,9 @@ def run_sweep(
     todo = [r for r in runs if r.run_id not in done and r.run_id not in failed_before]
     by_id = {r.run_id: r for r in todo}
     bar = _ProgressBar(todo, enabled=progress)
-    queue = _Queue(todo)
+    queue = _Queue(
+        todo, ready=lambda run: not run.parent or has_step(out / RUNS / run.parent / CHECKPOINTS, run.branch_step)
+    )
     mine: set[str] = set()  # claimed by this runner: running, or waiting for a retry
     in_flight = finished = failed = held = 0
     try:
@@ -213,12 +221,14 @@ def run_sweep(
                 bar.started()
             wait_s = queue.wait_s(clock())
             if not in_flight:
-                if wait_s is None:
+                if wait_s is None:  # done, or only branches whose trunk no run here can train are left
                     break
                 sleep(wait_s)
                 continue
+            if queue.waiting() and in_flight < launcher.slots:  # a trunk in flight may write a branch's step
+                wait_s = min(POLL_S, POLL_S if wait_s is None else wait_s)
             ended = launcher.wait(timeout=wait_s)
-            if ended is None:  # a retry is due
+            if ended is None:  # a retry is due, or a look for branches whose trunk checkpoint has appeared
                 continue
             job, result = ended
             in_flight -= 1
@@ -247,17 +257,21 @@ def run_sweep(
             store.release(run_id)
         bar.close()
         store.close()
+    waiting = queue.waiting()
+    trunks = ", ".join(sorted({r.parent for r in waiting}))
     outcome = Outcome(
         finished=finished,
         skipped=sum(r.run_id in done for r in runs),
         held_elsewhere=held,
         failed=failed,
         failed_before=sum(r.run_id in failed_before for r in runs),
+        waiting=len(waiting),
     )
     log(
         f"sweep {spec.name}: {outcome.finished} runs finished now, {outcome.skipped} already done, "
         f"{outcome.held_elsewhere} held by other runners, {outcome.failed} failed"
         + (f", {outcome.failed_before} failed before (--retry-failed runs them)" if outcome.failed_before else "")
+        + (f", {outcome.waiting} cooldown branches wait for trunks {trunks} (re-run once trained)" if waiting else "")
         + f"; results in {out / 'results.sqlite'}"
     )
     return outcome
@@ -269,17 +283,26 @@ def backoff_s(spec: Spec, failures: int) -> float:
 
 
 class _Queue:
-    """Runs to start: retries whose backoff is over first (a run half done finishes sooner), then new runs."""
+    """Runs to start: retries whose backoff is over first (a run half done finishes sooner), then new runs once they
+    are `ready` (a cooldown branch: when its trunk's checkpoint is there)."""
 
-    def __init__(self, runs: list[plan_lib.PlannedRun]):
+    def __init__(self, runs: list[plan_lib.PlannedRun], ready: Callable[[plan_lib.PlannedRun], bool]):
         self._new = list(runs)
         self._retries: dict[str, tuple[float, plan_lib.PlannedRun]] = {}
+        self._ready = ready
 
     def pop(self, now: float) -> plan_lib.PlannedRun | None:
         due = min(((at, run_id) for run_id, (at, _) in self._retries.items() if at <= now), default=None)
         if due:
             return self._retries.pop(due[1])[1]
-        return self._new.pop(0) if self._new else None
+        run = next((r for r in self._new if self._ready(r)), None)
+        if run is not None:
+            self._new.remove(run)
+        return run
+
+    def waiting(self) -> list[plan_lib.PlannedRun]:
+        """New runs that are not ready yet."""
+        return [r for r in self._new if not self._ready(r)]
 
     def retry(self, run: plan_lib.PlannedRun, at: float) -> None:
         self._retries[run.run_id] = (at, run)
@@ -302,6 +325,8 @@ def _job(
         tokenizer=str((data_dir(out, run.config) / "tokenizer.model").resolve()),
         compile_cache=str((out / COMPILE_CACHE).resolve()) if compile_cache else "",
         attempt=attempt,
+        branch_from=str((out / RUNS / run.parent).resolve()) if run.parent else "",
+        branch_step=run.branch_step,
     )
 
 
@@ -323,7 +348,7 @@ class _ProgressBar:
         self.done = self.running = 0
         self.left = len(todo)
         self._bar = tqdm(
-            total=sum(r.accounting.compute for r in todo),
+            total=sum(r.trained_compute for r in todo),
             unit="FLOP",
             unit_scale=True,
             disable=not enabled,
@@ -342,14 +367,14 @@ class _ProgressBar:
 
     def skip(self, run: plan_lib.PlannedRun) -> None:
         self.left -= 1
-        self._bar.total -= run.accounting.compute
+        self._bar.total -= run.trained_compute
         self._describe()
 
     def finished(self, run: plan_lib.PlannedRun, line: str) -> None:
         self.running -= 1
         self.done += 1
         self._bar.write(line)
-        self._bar.update(run.accounting.compute)
+        self._bar.update(run.trained_compute)
         self._describe()
 
     def retrying(self, line: str) -> None:

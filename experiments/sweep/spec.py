@@ -75,7 +75,11 @@ class Rules:
     batch: BatchRule = dataclasses.field(default_factory=BatchRule)
     warmup: WarmupRule = dataclasses.field(default_factory=WarmupRule)
     lr: LRRule = dataclasses.field(default_factory=LRRule)
-    schedule: typing.Literal["cosine", "wsd"] = "cosine"  # its length is always the run's own token budget
+    # Its length is always the run's own token budget. cooldown: one constant-LR trunk per (shape, seed), each budget
+    # a branch from it that decays (docs/scaling.md, Cooldown branches).
+    schedule: typing.Literal["cosine", "wsd", "cooldown"] = "cosine"
+    cooldown_fraction: float = 0.2  # wsd and cooldown: the last fraction of each run decays
+    cooldown_shape: typing.Literal["linear", "1-sqrt"] = "linear"
     min_lr_ratio: float = 0.1
     betas: tuple[float, ...] = (0.9, 0.99)
     weight_decay: float = 0.1
@@ -145,6 +149,8 @@ class Spec:
             raise ConfigError("seeds is empty; give at least one, e.g. seeds: [0]")
         if len(self.rules.betas) != 2:
             raise ConfigError(f"rules.betas={list(self.rules.betas)} must be two numbers, e.g. [0.9, 0.99]")
+        if not 0 < self.rules.cooldown_fraction < 1:
+            raise ConfigError(f"rules.cooldown_fraction={self.rules.cooldown_fraction} must be in (0, 1), e.g. 0.2")
         if self.max_epochs <= 0 or self.checkpoints_per_run <= 0 or self.eval.per_run <= 0:
             raise ConfigError("max_epochs, checkpoints_per_run and eval.per_run must be positive")
         if self.retries < 0 or not 0 <= self.retry_backoff_s <= self.retry_backoff_max_s:

@@ -41,7 +41,9 @@ def read(directory: str | pathlib.Path) -> list[RunStatus]:
             state, steps, spec = states[run.run_id], run.config.train.steps, specs[sweep]
             step = steps if state.state == DONE else _last_step(path / RUNS / run.run_id)
             left = state.state not in (DONE, FAILED) and spec is not None
-            eta = estimate_seconds(spec, run, measured) * (1 - step / steps) if left else None
+            # A cooldown branch's estimate is for its decay alone: the steps from its trunk's.
+            to_go = (steps - max(step, run.branch_step)) / (steps - run.branch_step)
+            eta = estimate_seconds(spec, run, measured) * to_go if left else None
             out.append(RunStatus(run.run_id, state.state, step, steps, state.attempts, state.reason, eta))
     finally:
         store.close()

@@ -19,7 +19,7 @@ import uuid
 from meshlm.experiments.sweep.accounting import Accounting
 from meshlm.experiments.sweep.failures import Failure
 from meshlm.experiments.sweep.observations import Observation
-from meshlm.experiments.sweep.plan import PlannedRun
+from meshlm.experiments.sweep.plan import RUN, TRUNK, PlannedRun
 from meshlm.model.errors import ConfigError
 from meshlm.training import config as config_lib
 
@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS runs (
     params_non_embedding INTEGER NOT NULL, params_total INTEGER NOT NULL, params_flops REAL NOT NULL,
     flops_per_token REAL NOT NULL, tokens INTEGER NOT NULL, compute REAL NOT NULL,
     steps INTEGER NOT NULL, batch_size INTEGER NOT NULL, seq_len INTEGER NOT NULL, peak_lr REAL NOT NULL,
-    warmup_steps INTEGER NOT NULL, config TEXT NOT NULL, planned_at TEXT NOT NULL);
+    warmup_steps INTEGER NOT NULL, config TEXT NOT NULL, planned_at TEXT NOT NULL, kind TEXT, parent TEXT,
+    branch_step INTEGER);
 CREATE TABLE IF NOT EXISTS results (
     run_id TEXT PRIMARY KEY REFERENCES runs(run_id), final_val_loss REAL NOT NULL, final_train_loss REAL,
     val_curve TEXT NOT NULL, train_curve TEXT NOT NULL, wall_time_s REAL NOT NULL, tokens_per_s REAL,
@@ -48,8 +49,12 @@ CREATE TABLE IF NOT EXISTS states (
     reason TEXT NOT NULL, updated_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-# Columns added since the first stores; older files gain them (NULL in their old rows) when opened.
-_ADDED = {"failures": ("attempt INTEGER", "retryable INTEGER")}
+# Columns added since the first stores; older files gain them (NULL in their old rows) when opened. A run's kind
+# (plan.RUN, TRUNK or BRANCH; NULL: a run planned before there were kinds, an ordinary one), parent and branch step.
+_ADDED = {
+    "failures": ("attempt INTEGER", "retryable INTEGER"),
+    "runs": ("kind TEXT", "parent TEXT", "branch_step INTEGER"),
+}
 
 PENDING, RUNNING, RETRYING, DONE, FAILED = "pending", "running", "retrying", "done", "failed"
 
@@ -257,12 +262,24 @@ class Store:
     def planned(self) -> list[tuple[str, PlannedRun]]:
         """(sweep name, run) of every run in the store, in the order they were planned."""
         rows = self._db.execute(
-            "SELECT sweep, run_id, config, budget, holdout, params_non_embedding, params_total, params_flops, "
-            "flops_per_token, tokens, compute FROM runs ORDER BY rowid"
+            "SELECT sweep, run_id, config, budget, holdout, kind, parent, branch_step, params_non_embedding, "
+            "params_total, params_flops, flops_per_token, tokens, compute FROM runs ORDER BY rowid"
         ).fetchall()
         return [
-            (sweep, PlannedRun(rid, config_lib.from_dict(json.loads(cfg)), budget, bool(holdout), Accounting(*a)))
-            for sweep, rid, cfg, budget, holdout, *a in rows
+            (
+                sweep,
+                PlannedRun(
+                    rid,
+                    config_lib.from_dict(json.loads(cfg)),
+                    budget,
+                    bool(holdout),
+                    Accounting(*a),
+                    kind or RUN,
+                    parent or "",
+                    branch_step or 0,
+                ),
+            )
+            for sweep, rid, cfg, budget, holdout, kind, parent, branch_step, *a in rows
         ]
 
     def set_meta(self, key: str, value) -> None:
@@ -304,18 +321,24 @@ def _plan_row(sweep: str, r: PlannedRun) -> tuple:
         cfg.train.optimizer.warmup_steps,
         json.dumps(config_lib.to_dict(cfg), sort_keys=True),
         _now(),
+        r.kind,
+        r.parent or None,
+        r.branch_step if r.parent else None,
     )
 
 
 def observations(directory: str | pathlib.Path) -> list[Observation]:
-    """Every finished run in DIR/results.sqlite as an Observation (N = FLOP-equivalent params, D = tokens)."""
+    """Every finished run in DIR/results.sqlite as an Observation (N = FLOP-equivalent params, D = tokens); cooldown
+    trunks are left out (their loss, never decayed, is no run's final loss), their branches name them."""
     path = pathlib.Path(directory) / FILE
     if not path.is_file():
         raise ConfigError(f"{directory} holds no {FILE}; run `meshlm sweep run SPEC --out {directory}` first")
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60.0)
     rows = db.execute(
-        "SELECT r.params_flops, r.tokens, s.final_val_loss, r.compute, r.run_id, r.budget, r.holdout, s.val_curve "
-        "FROM runs r JOIN results s USING (run_id) ORDER BY r.budget, r.compute, r.run_id"
+        "SELECT r.params_flops, r.tokens, s.final_val_loss, r.compute, r.run_id, r.budget, r.holdout, s.val_curve, "
+        "r.parent FROM runs r JOIN results s USING (run_id) WHERE r.kind IS NOT ? ORDER BY r.budget, r.compute, "
+        "r.run_id",
+        (TRUNK,),
     ).fetchall()
     db.close()
     return [
@@ -328,6 +351,7 @@ def observations(directory: str | pathlib.Path) -> list[Observation]:
             budget=budget,
             holdout=bool(holdout),
             curve=tuple((float(t), float(v)) for t, v in json.loads(curve)),
+            trunk=parent or "",
         )
-        for n, d, loss, c, rid, budget, holdout, curve in rows
+        for n, d, loss, c, rid, budget, holdout, curve, parent in rows
     ]

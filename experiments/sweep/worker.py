@@ -30,7 +30,14 @@ def main() -> int:
     job = request["job"]
     path = pathlib.Path(job["run_dir"]) / OUTCOME
     try:
-        result = execute(job["config"], job["run_dir"], job["tokenizer"], job["compile_cache"])
+        result = execute(
+            job["config"],
+            job["run_dir"],
+            job["tokenizer"],
+            job["compile_cache"],
+            job["branch_from"],
+            job["branch_step"],
+        )
     except Exception as e:
         traceback.print_exc()  # into the run's sweep.log, where the launcher sends this process's output
         failure = classify(e)

@@ -18,8 +18,9 @@ _NEG = jnp.finfo(jnp.float32).min
 _PAD_SEGMENT = -1  # padded keys and queries: no real query shares it, so padding is never seen
 
 
-@register_kernel("blockwise")
-def attend(q_BHTK: jax.Array, k_BGSK: jax.Array, v_BGSK: jax.Array, mask: AttentionMask) -> jax.Array:
+def attend_with_lse(q_BHTK: jax.Array, k_BGSK: jax.Array, v_BGSK: jax.Array, mask: AttentionMask):
+    """(out_BHTK, lse_BHT): the attention and each query's log-sum-exp (running maximum + log normaliser), which
+    ring attention combines across the blocks of keys it receives."""
     B, H, T, K = q_BHTK.shape
     G, S = k_BGSK.shape[1], k_BGSK.shape[2]
     bq, bk = min(Q_BLOCK, T), min(KV_BLOCK, S)
@@ -73,8 +74,8 @@ def attend(q_BHTK: jax.Array, k_BGSK: jax.Array, v_BGSK: jax.Array, mask: Attent
             jnp.zeros((B, G, R, t), jnp.float32),
             jnp.zeros((B, G, R, t, v_BGSK.shape[-1]), jnp.float32),
         )
-        (_, norm_BGRt, acc_BGRtK), _ = jax.lax.scan(key_block, start, keys)
-        return (acc_BGRtK / norm_BGRt[..., None]).astype(v_BGSK.dtype)
+        (max_BGRt, norm_BGRt, acc_BGRtK), _ = jax.lax.scan(key_block, start, keys)
+        return (acc_BGRtK / norm_BGRt[..., None]).astype(v_BGSK.dtype), max_BGRt + jnp.log(norm_BGRt)
 
     queries = (
         _blocks(q_BGRTK, bq, axis=3),
@@ -82,9 +83,15 @@ def attend(q_BHTK: jax.Array, k_BGSK: jax.Array, v_BGSK: jax.Array, mask: Attent
         _blocks(q_segment_BT, bq, axis=1),
         None if q_branch_BT is None else _blocks(q_branch_BT, bq, axis=1),
     )
-    out_NBGRtK = jax.lax.map(query_block, queries)
+    out_NBGRtK, lse_NBGRt = jax.lax.map(query_block, queries)
     out_BGRTK = jnp.moveaxis(out_NBGRtK, 0, 3).reshape(B, G, H // G, -1, v_BGSK.shape[-1])
-    return out_BGRTK[:, :, :, :T].reshape(B, H, T, -1)
+    lse_BGRT = jnp.moveaxis(lse_NBGRt, 0, 3).reshape(B, G, H // G, -1)
+    return out_BGRTK[:, :, :, :T].reshape(B, H, T, -1), lse_BGRT[..., :T].reshape(B, H, T)
+
+
+@register_kernel("blockwise", block=attend_with_lse)
+def attend(q_BHTK: jax.Array, k_BGSK: jax.Array, v_BGSK: jax.Array, mask: AttentionMask) -> jax.Array:
+    return attend_with_lse(q_BHTK, k_BGSK, v_BGSK, mask)[0]
 
 
 def _pad(x: jax.Array, block: int, axis: int, value=0) -> jax.Array:

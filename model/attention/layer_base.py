@@ -6,6 +6,7 @@ x_BTD into heads-major queries, keys and values, passes what it caches `through_
 how many weights a token multiplies (for FLOPs).
 """
 
+import dataclasses
 import math
 from typing import ClassVar
 
@@ -13,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from meshlm.model import layout
 from meshlm.model.attention import registry
 from meshlm.model.attention.kv_cache import LayerCache
 from meshlm.model.config import ModelConfig
@@ -29,6 +31,30 @@ def project_to_heads(x_BTD: jax.Array, w: jax.Array, spec: str) -> jax.Array:
     time_major = "bt" + w_axes[1:]
     y = jnp.einsum(f"btd,{w_axes}->{time_major}", x_BTD, w)
     return y.transpose([time_major.index(axis) for axis in out_axes])
+
+
+@dataclasses.dataclass(frozen=True)
+class ScaledQueries:
+    """A kernel whose queries are multiplied first: every kernel scales q.k by 1/sqrt(d_head) itself, so muP's
+    scale (model.query_mult) reaches all of them, Pallas ones included, with no kernel knowing of it. A frozen
+    dataclass, so that equal configs give equal graphdefs."""
+
+    kernel: registry.KernelFn
+    factor: float
+
+    def __call__(self, q_BHTK: jax.Array, k_BGSK: jax.Array, v_BGSK: jax.Array, mask) -> jax.Array:
+        return self.kernel(q_BHTK * self.factor, k_BGSK, v_BGSK, mask)
+
+
+@dataclasses.dataclass(frozen=True)
+class AcrossDevices:
+    """A kernel called through the active layout, which runs it across the devices of a context-parallel mesh when
+    the sequence is spread over them (model/layout.py: attend), and calls it as it is otherwise."""
+
+    kernel: registry.KernelFn
+
+    def __call__(self, q_BHTK: jax.Array, k_BGSK: jax.Array, v_BGSK: jax.Array, mask) -> jax.Array:
+        return layout.attend(self.kernel, q_BHTK, k_BGSK, v_BGSK, mask)
 
 
 class AttentionLayer(nnx.Module):
@@ -67,7 +93,8 @@ class AttentionLayer(nnx.Module):
     def init_output(self, cfg: ModelConfig, rngs: nnx.Rngs) -> None:
         H, K, D = cfg.n_heads, cfg.head_dim, cfg.d_model
         self.cfg = cfg
-        self.attend = registry.kernel(cfg.attention)
+        kernel = AcrossDevices(registry.kernel(cfg.attention))
+        self.attend = kernel if cfg.query_mult == 1.0 else ScaledQueries(kernel, cfg.query_mult)
         self.w_out = param(rngs, (H, K, D), ("heads", "kv", "embed"), cfg, cfg.init_std / math.sqrt(2 * cfg.n_layers))
         self.b_out = param(rngs, (D,), ("embed",), cfg) if cfg.bias else None
 

@@ -25,7 +25,8 @@ class AttentionMask:
     `plain_causal` promises there is nothing but the causal rule (no segments, branches, window or bias), which lets
     fused kernels skip the mask tensor; `aligned` that queries and keys are the same tokens in order (training,
     scoring) and that no token sees a later one, so kernels can skip the blocks above the diagonal, and kernels
-    taking segment ids can serve packed rows.
+    taking segment ids can serve packed rows. `reordered`: the tokens of an aligned mask held out of time order
+    (context parallelism's load-balanced order, `in_order`); the indices still say the true order.
     """
 
     q_index_BT: jax.Array
@@ -38,6 +39,7 @@ class AttentionMask:
     plain_causal: bool = dataclasses.field(default=False, metadata=dict(static=True))
     alibi: bool = dataclasses.field(default=False, metadata=dict(static=True))
     aligned: bool = dataclasses.field(default=False, metadata=dict(static=True))
+    reordered: bool = dataclasses.field(default=False, metadata=dict(static=True))
 
     @classmethod
     def causal(cls, batch: int, length: int, segment_ids_BT: jax.Array | None = None) -> "AttentionMask":
@@ -52,6 +54,24 @@ class AttentionMask:
         branch's positions continuing the context's, every branch after its context in the row."""
         index_BT, segment_BT, branch_BT = (x.astype(jnp.int32) for x in (positions_BT, segment_ids_BT, branch_ids_BT))
         return cls(index_BT, index_BT, segment_BT, segment_BT, branch_BT, branch_BT, aligned=True)
+
+    def in_order(self, move) -> "AttentionMask":
+        """This aligned mask for its tokens moved into another order by `move` ([B, T] -> [B, T]). Kernels then see
+        neither `aligned` nor `plain_causal`: both promise that array order is time order."""
+        q_branch_BT = None if self.q_branch_BT is None else move(self.q_branch_BT)
+        index_BT, segment_BT = move(self.q_index_BT), move(self.q_segment_BT)
+        return dataclasses.replace(
+            self,
+            q_index_BT=index_BT,
+            kv_index_BS=index_BT,
+            q_segment_BT=segment_BT,
+            kv_segment_BS=segment_BT,
+            q_branch_BT=q_branch_BT,
+            kv_branch_BS=q_branch_BT,
+            plain_causal=False,
+            aligned=False,
+            reordered=True,
+        )
 
     @property
     def segments_only(self) -> bool:

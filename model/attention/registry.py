@@ -17,6 +17,15 @@ class KernelFn(Protocol):
     def __call__(self, q_BHTK: jax.Array, k_BGSK: jax.Array, v_BGSK: jax.Array, mask: AttentionMask) -> jax.Array: ...
 
 
+class BlockFn(Protocol):
+    """A kernel that also returns the log-sum-exp of each query's logits (f32, [B, H, T]), so that results over
+    different keys combine exactly (online softmax)."""
+
+    def __call__(
+        self, q_BHTK: jax.Array, k_BGSK: jax.Array, v_BGSK: jax.Array, mask: AttentionMask
+    ) -> tuple[jax.Array, jax.Array]: ...
+
+
 class _Registry:
     """Names -> objects, plus the module each came from (so an import path finds what its module registered)."""
 
@@ -63,14 +72,18 @@ class _Registry:
 _KERNELS = _Registry("kernel", "model.attention")
 _INEXACT: set[KernelFn] = set()  # kernels that compute something other than `reference`
 _NO_BIAS: set[KernelFn] = set()  # kernels with no logits to add ALiBi's bias to
+_BLOCKS: dict[KernelFn, BlockFn] = {}  # each kernel's form that also returns softmax statistics, where it has one
 _LAYERS = _Registry("layer", "model.attention_layer")
 # `auto`: the fastest kernel that is exact on each platform (docs/attention.md has the measurements behind it).
 AUTO = {"tpu": "splash", "gpu": "fused", "cpu": "blocked"}
 
 
-def register_kernel(name: str, *, exact: bool = True, bias: bool = True) -> Callable[[KernelFn], KernelFn]:
+def register_kernel(
+    name: str, *, exact: bool = True, bias: bool = True, block: BlockFn | None = None
+) -> Callable[[KernelFn], KernelFn]:
     """exact=False: the kernel computes something other than softmax attention as `reference` defines it, so the
-    shared suite does not compare the two. bias=False: it cannot take the mask's logit bias (ALiBi)."""
+    shared suite does not compare the two. bias=False: it cannot take the mask's logit bias (ALiBi). block: the same
+    attention returning each query's log-sum-exp too, which lets it serve as ring attention's inner block."""
 
     def add(fn: KernelFn) -> KernelFn:
         _KERNELS.add(name, fn, fn.__module__)
@@ -78,6 +91,8 @@ def register_kernel(name: str, *, exact: bool = True, bias: bool = True) -> Call
             _INEXACT.add(fn)
         if not bias:
             _NO_BIAS.add(fn)
+        if block is not None:
+            _BLOCKS[fn] = block
         return fn
 
     return add
@@ -105,6 +120,17 @@ def is_exact(name: str) -> bool:
 def takes_bias(name: str) -> bool:
     """Whether the kernel adds the mask's logit bias (ALiBi)."""
     return kernel(name) not in _NO_BIAS
+
+
+def block(kernel_fn: KernelFn) -> BlockFn | None:
+    """The kernel's form with softmax statistics (ring attention's inner block), or None if it has none."""
+    return _BLOCKS.get(kernel_fn)
+
+
+def kernel_name(kernel_fn: KernelFn) -> str:
+    """The name a kernel is registered under, for messages."""
+    _discover()
+    return next(name for name, fn in _KERNELS.entries.items() if fn is kernel_fn)
 
 
 def layer(name: str) -> type:

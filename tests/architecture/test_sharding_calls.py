@@ -1,5 +1,6 @@
 """Every sharding API call lives in parallel/: no other module names jax.sharding, places arrays (device_put,
-make_array_from_process_local_data), constrains them or builds a mesh. Read from the source with `ast`."""
+make_array_from_process_local_data), constrains them, builds a mesh, maps over one (shard_map) or calls a collective
+across its devices (ppermute, all_gather, ...). Read from the source with `ast`."""
 
 import ast
 import pathlib
@@ -24,6 +25,12 @@ SHARDING_NAMES = {
     "shard_map",
     "create_device_mesh",
     "create_hybrid_device_mesh",
+    "ppermute",
+    "all_gather",
+    "all_to_all",
+    "psum",
+    "psum_scatter",
+    "axis_index",
 }
 SHARDING_MODULES = ("jax.sharding", "jax.experimental.mesh_utils", "jax.experimental.shard_map")
 
@@ -72,6 +79,7 @@ def test_no_sharding_api_outside_parallel():
         "import jax\ndef f(x):\n    return jax.lax.with_sharding_constraint(x, None)\n",
         "import jax\nspec = jax.sharding.PartitionSpec()\n",
         "from jax.experimental import mesh_utils\n",
+        "import jax\ndef f(x):\n    return jax.lax.ppermute(x, 'context', [(0, 1), (1, 0)])\n",
     ],
 )
 def test_the_check_catches_a_sharding_call(source, monkeypatch):

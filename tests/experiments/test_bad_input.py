@@ -163,7 +163,7 @@ CASES = [
     (
         "train: unknown mesh axis",
         ["TRAIN", "--mesh", "pipeline=2"],
-        "unknown axis 'pipeline'; the axes are data, fsdp, tensor",
+        "unknown axis 'pipeline'; the axes are data, fsdp, context, tensor",
     ),
     ("train: section as value", ["TRAIN", "--set", "train.optimizer=adam"], "is a section; set one of its fields"),
     # train: tokenizers and vocabularies

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from meshlm.model import attention
+from meshlm.model import attention, layout
 from meshlm.model.attention import AttentionMask, KVCache
+from meshlm.model.errors import ConfigError
 from meshlm.model.transformer import Transformer
 from meshlm.parallel.config import MeshConfig
 from meshlm.parallel.sharding import Partitioner, model_axes
@@ -153,6 +154,82 @@ def test_kernel_keeps_continuations_of_a_shared_context_apart(kernel):
     assert not np.allclose(changed[0, :, 4:7], out[0, :, 4:7])
     context_changed = _jitted(kernel)(q, k, v.at[0, :, :4].add(10.0), mask)
     assert not np.allclose(context_changed[0, :, 7:10], out[0, :, 7:10])  # every continuation sees the context
+
+
+# -- every kernel across the devices of a context-parallel mesh ---------------------------------------------------
+
+slow = pytest.mark.slow
+# Kernels that return the log-sum-exps ring attention merges blocks by; every kernel serves the all-gather variant.
+RING = [k for k in KERNELS if attention.block(attention.kernel(k)) is not None]
+# (mask, key/value heads) at T = 64, cut into 2 x context chunks: causal, packed documents with multi-query heads,
+# shared-prefix rows with a traced window, and packed rows with a window and ALiBi.
+CONTEXT_CASES = {
+    "causal": (lambda: AttentionMask.causal(2, 64), 2),
+    "packed_mqa": (lambda: AttentionMask.causal(2, 64, _packed(64)), 1),
+    "shared_prefix_window": (lambda: _shared_prefix(64).with_window(jnp.int32(9)), 2),
+    "alibi_window": (lambda: AttentionMask.causal(2, 64, _packed(64)).with_window(jnp.int32(9)).with_alibi(), 4),
+}
+# The quick loop checks each kernel once, at context=4 on its hardest mask it takes; the rest are marked slow.
+CONTEXT_KERNELS = [
+    pytest.param(
+        kernel,
+        impl,
+        n,
+        case,
+        id=f"{kernel}-{impl}-context{n}-{case}",
+        marks=() if n == 4 and case == ("alibi_window" if attention.takes_bias(kernel) else "packed_mqa") else slow,
+    )
+    for impl, names in (("ring", RING), ("all_gather", KERNELS))
+    for kernel in names
+    for n in ((2, 4) if impl == "ring" else (4,))
+    for case in CONTEXT_CASES
+    # ALiBi is a logit bias: a kernel that takes none is never configured with it (the config refuses the pair).
+    if attention.takes_bias(kernel) or not CONTEXT_CASES[case][0]().alibi
+]
+
+
+def _across_context(kernel: str, mask: AttentionMask, mesh: MeshConfig | None):
+    """kernel(q, k, v) -> out: on one device, or with q, k, v and the mask in the load-balanced order of the
+    mesh's context axis and attention computed across it, the output back in time order."""
+    attend = attention.kernel(kernel)
+    if mesh is None:
+        return lambda q, k, v: attend(q, k, v, mask)
+    partitioner = Partitioner.build(mesh)
+    along_time = lambda x, move: jnp.swapaxes(move(jnp.swapaxes(x, 1, 2)), 1, 2)  # noqa: E731  heads-major arrays
+
+    def across(q, k, v):
+        with partitioner.activate():
+            q, k, v = (along_time(x, layout.to_context_order) for x in (q, k, v))
+            out = layout.attend(attend, q, k, v, mask.in_order(layout.to_context_order))
+            return along_time(out, layout.to_time_order)
+
+    return across
+
+
+@pytest.mark.parametrize("kernel, impl, n, case", CONTEXT_KERNELS)
+def test_kernel_across_a_context_axis_equals_one_device(kernel, impl, n, case):
+    make_mask, G = CONTEXT_CASES[case]
+    q, k, v = _qkv(T=64, S=64, G=G)
+    mesh, g = MeshConfig(f"data={8 // n},context={n}", context_impl=impl), jax.random.normal(jax.random.key(9), q.shape)
+
+    def values_and_grads(mesh):
+        attend = _across_context(kernel, make_mask(), mesh)
+        loss = lambda q, k, v: jnp.sum(attend(q, k, v) * g)  # noqa: E731
+        return jax.jit(lambda q, k, v: (attend(q, k, v), jax.grad(loss, argnums=(0, 1, 2))(q, k, v)))(q, k, v)
+
+    (got, got_grads), (want, want_grads) = values_and_grads(mesh), values_and_grads(None)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+    for got_grad, want_grad in zip(got_grads, want_grads):
+        np.testing.assert_allclose(got_grad, want_grad, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kernel", sorted(set(KERNELS) - set(RING)))
+def test_a_kernel_without_log_sum_exps_refuses_the_ring_naming_the_fix(kernel):
+    q, k, v = _qkv(T=64, S=64)
+    attend = _across_context(kernel, AttentionMask.causal(2, 64), MeshConfig("data=2,context=4"))
+    with pytest.raises(ConfigError, match="set mesh.context_impl=all_gather, or model.attention to one of") as e:
+        jax.jit(attend)(q, k, v)
+    assert "\n" not in str(e.value)
 
 
 # -- the kernels that are not softmax attention, against their definitions written out here -------------------
@@ -320,6 +397,24 @@ def test_sharded_equals_unsharded(variant, mesh):
     segment_BT = jnp.where(jnp.arange(16) < 6, 1, 2)[None].repeat(8, 0)
     want = _logits_on(cfg, tokens_BT, segment_BT, None)
     np.testing.assert_allclose(_logits_on(cfg, tokens_BT, segment_BT, MESHES[mesh]), want, atol=2e-5, rtol=2e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("impl", ["ring", "all_gather"])
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+def test_context_parallel_equals_unsharded(variant, impl):
+    """The whole model with every sequence spread over context=4 (with data=2): the same logits, in time order.
+    Kernels without log-sum-exps refuse the ring instead."""
+    cfg = variant_cfg(variant, "modern")
+    tokens_BT = jax.random.randint(jax.random.key(3), (4, 16), 0, cfg.vocab_size)
+    segment_BT = jnp.where(jnp.arange(16) < 6, 1, 2)[None].repeat(4, 0)
+    mesh = MeshConfig("data=2,context=4", context_impl=impl)
+    if impl == "ring" and attention.block(attention.kernel(cfg.attention)) is None:
+        with pytest.raises(ConfigError, match="mesh.context_impl=all_gather"):
+            _logits_on(cfg, tokens_BT, segment_BT, mesh)
+        return
+    want = _logits_on(cfg, tokens_BT, segment_BT, None)
+    np.testing.assert_allclose(_logits_on(cfg, tokens_BT, segment_BT, mesh), want, atol=2e-5, rtol=2e-5)
 
 
 @pytest.mark.parametrize("base", ["gpt", "modern"])

@@ -13,11 +13,12 @@ from meshlm.parallel.rules import RULES, partition, rules_for
 @pytest.mark.parametrize(
     "shape, sizes",
     [
-        ("data=-1", dict(data=8, fsdp=1, tensor=1)),
-        ("data=2,fsdp=2,tensor=2", dict(data=2, fsdp=2, tensor=2)),
-        ("tensor=2, fsdp=-1", dict(data=1, fsdp=4, tensor=2)),
-        ("data=4", dict(data=4, fsdp=1, tensor=1)),  # a mesh smaller than the machine uses its first devices
-        ("", dict(data=1, fsdp=1, tensor=1)),
+        ("data=-1", dict(data=8, fsdp=1, context=1, tensor=1)),
+        ("data=2,fsdp=2,tensor=2", dict(data=2, fsdp=2, context=1, tensor=2)),
+        ("tensor=2, fsdp=-1", dict(data=1, fsdp=4, context=1, tensor=2)),
+        ("data=4", dict(data=4, fsdp=1, context=1, tensor=1)),  # a mesh smaller than the machine uses its first devices
+        ("", dict(data=1, fsdp=1, context=1, tensor=1)),
+        ("data=2,context=-1", dict(data=2, fsdp=1, context=4, tensor=1)),
     ],
 )
 def test_mesh_shapes_resolve_against_the_device_count(shape, sizes):

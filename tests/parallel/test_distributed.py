@@ -1,4 +1,11 @@
-"""Where a process learns its place: flags over MESHLM_* variables; one-line errors for incomplete setups."""
+"""Where a process learns its place: flags over MESHLM_* variables; one-line errors for incomplete setups; processes
+that reach a collective further apart than gloo waits."""
+
+import os
+import re
+import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -35,3 +42,56 @@ def test_bad_environment_is_a_one_line_error():
 def test_single_process_helpers_need_no_collectives():
     assert gather_json({"a": [1, 2]}) == [{"a": [1, 2]}]
     assert first_process_first(lambda: 7) == 7
+
+
+_OUT_OF_STEP = """
+import sys, time
+import numpy as np
+from meshlm.parallel import distributed
+distributed.initialize(distributed.DistributedConfig(sys.argv[1], 2, int(sys.argv[2]), cpu_devices=4))
+import jax, jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+def summed(devices):
+    mesh = Mesh(np.array(devices), ("x",))
+    mine = sum(d.process_index == jax.process_index() for d in devices)
+    x = jax.make_array_from_process_local_data(NamedSharding(mesh, P("x")), np.ones(mine, np.float32))
+    return jax.jit(jnp.sum, out_shardings=NamedSharding(mesh, P())), x
+
+late = float(sys.argv[3]) if jax.process_index() == 1 else 0.0
+total, x = summed(jax.devices())  # every device: its context was made at start
+time.sleep(late)
+print("every device", float(total(x)))
+total, x = summed(jax.local_devices(process_index=0)[:2] + jax.local_devices(process_index=1)[:2])
+total = distributed.compiled_in_step(total)  # a new set of devices: met on before its first run
+time.sleep(late)
+print("four devices", float(total(x)))
+"""
+
+
+@pytest.mark.slow
+def test_processes_further_apart_than_gloo_waits_still_meet_at_their_collectives():
+    """Gloo fails a collective over a new set of devices if the processes reach it more than 30 s apart; process 1
+    comes 33 s late to both collectives here."""
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _OUT_OF_STEP, f"localhost:{port}", str(i), "33"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+        # Gloo writes its own lines to stdout too.
+        assert re.findall(r"(every device|four devices) ([\d.]+)", out) == [
+            ("every device", "8.0"),
+            ("four devices", "4.0"),
+        ]

@@ -18,6 +18,8 @@ STRATEGIES = {
     "tensor": (MeshConfig("data=4,tensor=2"), {"w_in": "tensor"}),
     "data_fsdp_tensor": (MeshConfig("data=2,fsdp=2,tensor=2"), {"w_in": ("fsdp", "tensor")}),
     "sequence": (MeshConfig("data=2,tensor=4", sequence_parallel=True), {"w_in": "tensor"}),
+    "context": (MeshConfig("data=2,context=4"), {}),
+    "fsdp_context_tensor": (MeshConfig("fsdp=2,context=2,tensor=2"), {"w_in": ("fsdp", "tensor")}),
 }
 
 

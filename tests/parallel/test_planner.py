@@ -24,6 +24,8 @@ from meshlm.training.config import Config, TrainConfig
     [
         (MeshConfig("data=2,fsdp=2,tensor=2"), "none"),
         (MeshConfig("data=2,tensor=4", sequence_parallel=True), "dots_saveable"),
+        (MeshConfig("data=2,context=4"), "none"),
+        (MeshConfig("data=2,context=4", context_impl="all_gather"), "full"),
     ],
 )
 def test_planner_agrees_with_xla_memory_analysis_within_15_percent(mesh, remat):
@@ -32,9 +34,9 @@ def test_planner_agrees_with_xla_memory_analysis_within_15_percent(mesh, remat):
     estimate = plan(model, train, mesh, 8, "h100", 0.4)
     xla = setup_lib.build(Config(model=model, train=train, mesh=mesh), Partitioner.build(mesh)).memory_analysis()
     # XLA's arguments: exactly the planner's parameters and optimizer state, this device's 4 batch arrays of
-    # 16 / data-parallel rows, and a few scalars (step, rng, optimizer counts).
-    rows = 16 // (estimate.mesh["data"] * estimate.mesh["fsdp"])
-    assert xla["arguments"] == pytest.approx(estimate.params + estimate.optimizer + 4 * rows * 256 * 4, abs=64)
+    # 16 / data-parallel rows (and 256 / context tokens), and a few scalars (step, rng, optimizer counts).
+    rows, tokens = 16 // (estimate.mesh["data"] * estimate.mesh["fsdp"]), 256 // estimate.mesh["context"]
+    assert xla["arguments"] == pytest.approx(estimate.params + estimate.optimizer + 4 * rows * tokens * 4, abs=64)
     assert abs(estimate.total / xla["total"] - 1) < 0.15, (estimate.total, xla)
 
 
@@ -42,7 +44,7 @@ def test_fsdp_plan_splits_175b_state_over_1024_chips():
     model = presets.get("gpt3-175b")
     p = plan(model, TrainConfig(batch_size=1024), MeshConfig("fsdp=-1"), 1024, "tpu-v5p", 0.4)
     total_params = count_params(model).total
-    assert p.chips == 1024 and p.mesh == dict(data=1, fsdp=1024, tensor=1)
+    assert p.chips == 1024 and p.mesh == dict(data=1, fsdp=1024, context=1, tensor=1)
     # Only b_qkv (3 x 96 x 128 per layer: no dimension 1024 divides) stays whole: 2% of the shard.
     assert total_params * 4 / 1024 <= p.params <= total_params * 4 / 1024 * 1.03
     assert p.grads == p.params
@@ -68,6 +70,27 @@ def test_planned_parameter_and_optimizer_bytes_are_those_of_the_real_sharded_tra
     assert device_bytes(state.params) == estimate.params
     scalars = sum(x.dtype.itemsize for x in jax.tree.leaves(state.opt_state) if x.ndim == 0)  # Adam's step counts
     assert device_bytes(state.opt_state) - scalars == estimate.optimizer
+
+
+def test_context_parallelism_divides_activations_and_counts_its_traffic():
+    """tiny (L 4, D 128, 4 heads of 32, F 512, V 4096, f32, no remat), 8 x 256 tokens on data=2 and context=4."""
+    model, train = presets.get("tiny"), TrainConfig(batch_size=8, seq_len=256)
+    one = plan(model, train, MeshConfig("data=2"), 2, "h100", 0.4)
+    ring = plan(model, train, MeshConfig("data=2,context=4"), 8, "h100", 0.4)
+    gather = plan(model, train, MeshConfig("data=2,context=4", context_impl="all_gather"), 8, "h100", 0.4)
+    # All-gather: a quarter of each sequence per device, its kernel's logits still over all 256 keys.
+    assert gather.activations == one.activations / 4
+    # Ring: 4 rows x 64 tokens, each keeping 4 (6 D + 4 A + 6 F) bytes a layer and no logits; the head's 35,840
+    # bytes a token (2 x 4 V + 24 D) outweigh one ring block's 9 H x 32 keys.
+    assert ring.activations == 4 * 64 * (4 * 4 * (6 * 128 + 4 * 128 + 6 * 512) + 35840)
+    # A block of keys and values is b = 2 x 256 tokens x 4 heads x 32 = 65,536 numbers. Ring, per layer: 3 passes of
+    # b f32 forward, 3 more and 4 of their f32 gradients backward; all-gather: 3 shards gathered, 3 reduce-scattered.
+    # Both add the final hidden states' return to time order, 256 x 128 x 4 bytes forward and backward.
+    b, back = 65536, 2 * 256 * 128 * 4
+    assert ring.context_bytes == 4 * (6 * b * 4 + 4 * b * 4) + back
+    assert gather.context_bytes == 4 * 6 * b * 4 + back
+    # The gradient all-reduce spans the context devices too (replicated weights): 2 (8 - 1)/8 of the parameters.
+    assert ring.ici_bytes == pytest.approx(2 * 7 / 8 * ring.params + ring.context_bytes)
 
 
 def test_remat_policies_order_activation_memory():
@@ -101,8 +124,18 @@ def test_plan_command_for_175b_prints_in_seconds(capsys):
     )
     out = capsys.readouterr().out
     assert time.perf_counter() - start < 30
-    assert "gpt3-175b on 1024 x tpu v5p, mesh data=1,fsdp=1024,tensor=1" in out and "of 95 GiB HBM: fits" in out
+    assert (
+        "gpt3-175b on 1024 x tpu v5p, mesh data=1,fsdp=1024,context=1,tensor=1" in out and "of 95 GiB HBM: fits" in out
+    )
     assert "XLA" not in out  # 1024 devices are not simulated
+
+
+def test_plan_command_prints_context_parallel_traffic(capsys):
+    argv = ["plan", "--preset", "tiny", "--mesh", "data=2,context=4", "--device", "h100", "--seq-len", "256"]
+    assert main(argv + ["--batch", "8", "--xla", "off"]) == 0
+    out = capsys.readouterr().out
+    assert "mesh data=2,fsdp=1,context=4,tensor=1" in out and "(1/4 of each: context parallelism, 64 tokens)" in out
+    assert "of which context" in out and "keys and values passed around the ring" in out
 
 
 def test_plan_command_json_includes_xla_analysis_for_small_meshes(capsys):

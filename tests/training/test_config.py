@@ -21,6 +21,16 @@ def test_json_round_trip_is_exact(tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["model"]["position"] == "rotary"
 
 
+def test_a_tuple_field_round_trips_through_json_and_as_to_dict_leaves_it():
+    """train.checkpoint_steps, kept by a sweep's cooldown trunk: a Ray task receives to_dict's tuples, not JSON."""
+    cfg = config_lib.from_preset("tiny", ["train.checkpoint_steps=16,33", "train.optimizer.decay_shape=1-sqrt"])
+    assert cfg.train.checkpoint_steps == (16, 33) and cfg.train.optimizer.decay_shape == "1-sqrt"
+    assert config_lib.from_dict(config_lib.to_dict(cfg)) == cfg
+    assert config_lib.from_dict(json.loads(json.dumps(config_lib.to_dict(cfg)))) == cfg
+    with pytest.raises(ConfigError, match="checkpoint_steps=0,4 must be positive"):
+        config_lib.from_preset("tiny", ["train.checkpoint_steps=0,4"]).validate()
+
+
 @pytest.mark.parametrize(
     "override, message",
     [

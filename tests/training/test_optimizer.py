@@ -1,4 +1,8 @@
+import dataclasses
+
+import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from meshlm.training.config import OptimizerConfig
@@ -19,6 +23,28 @@ def test_warmup_stable_decay_holds_the_peak_then_decays_linearly():
     lr = learning_rate_schedule(cfg, 100)
     assert float(lr(10)) == pytest.approx(1e-3) and float(lr(79)) == pytest.approx(1e-3)
     assert float(lr(90)) == pytest.approx(5e-4) and float(lr(100)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_wsd_decays_as_one_minus_sqrt_when_asked():
+    """Hägele et al.'s shape: peak x (1 - sqrt(t / decay)) down to the floor, here 0, over the last 20 steps."""
+    cfg = OptimizerConfig(
+        peak_lr=1e-3, warmup_steps=10, schedule="wsd", decay_fraction=0.2, decay_shape="1-sqrt", min_lr_ratio=0.0
+    )
+    lr = learning_rate_schedule(cfg, 100)
+    assert float(lr(80)) == pytest.approx(1e-3) and float(lr(85)) == pytest.approx(5e-4)  # sqrt(5/20) = 1/2
+    assert float(lr(95)) == pytest.approx(1e-3 * (1 - 0.75**0.5)) and float(lr(100)) == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("shape", ["linear", "1-sqrt"])
+def test_wsd_before_its_decay_is_the_constant_schedule_bit_for_bit(shape):
+    """A cooldown branch resumes a trunk trained on `constant`: every LR before the decay must be the same float."""
+    cfg = OptimizerConfig(peak_lr=3e-3, warmup_steps=7, schedule="wsd", decay_fraction=0.2, decay_shape=shape)
+    steps = jnp.arange(80)
+    wsd = jax.jit(jax.vmap(learning_rate_schedule(cfg, 100)))(steps)
+    constant = jax.jit(jax.vmap(learning_rate_schedule(dataclasses.replace(cfg, schedule="constant"), 80)))(steps)
+    assert np.array_equal(np.asarray(wsd), np.asarray(constant))
+    lr = learning_rate_schedule(cfg, 100)
+    assert float(lr(80)) == pytest.approx(3e-3) and float(lr(81)) < 3e-3  # the decay starts at step 80
 
 
 def test_weight_decay_skips_biases_and_norm_scales():

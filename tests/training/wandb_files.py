@@ -9,6 +9,7 @@ import pathlib
 import struct
 import zlib
 
+import wandb
 from wandb.proto import wandb_internal_pb2
 
 BLOCK = 32 * 1024
@@ -72,6 +73,7 @@ def read(folder: pathlib.Path) -> OfflineRun:
         elif kind == "summary":
             summary.update({_name(u): json.loads(u.value_json) for u in record.summary.update})
     config.pop("_wandb", None)
+    assert run is not None, f"{path} holds no run record ({path.stat().st_size} bytes)"
     return OfflineRun(
         folder=folder,
         run_id=run.run_id,
@@ -87,6 +89,8 @@ def read(folder: pathlib.Path) -> OfflineRun:
 
 def read_all(wandb_dir: pathlib.Path) -> list[OfflineRun]:
     """Every run in a W&B directory, oldest first (a resumed run starts a new folder with the same id)."""
+    # A finished run's records may still sit in wandb-core's write buffer (seen under load); teardown waits them out.
+    wandb.teardown()
     return [read(folder) for folder in sorted(wandb_dir.glob("offline-run-*"))]
 
 

@@ -131,6 +131,7 @@ def attention_probs(graphdef, state, tokens_BT: jax.Array) -> tuple[jax.Array, j
         if attn.q_norm is not None:
             q_BHTK, k_BHTK = attn.q_norm(q_BHTK), attn.k_norm(k_BHTK)
         q_BHTK, k_BHTK, layer_mask = apply_position(cfg, q_BHTK, k_BHTK, positions_BT, mask)
+        q_BHTK = q_BHTK * cfg.query_mult  # muP's q.k / d_head, as the model's attention layers scale it
         logits_BHTS = jnp.einsum("bhtk,bhsk->bhts", q_BHTK, k_BHTK).astype(jnp.float32) * cfg.head_dim**-0.5
         bias_BHTS = layer_mask.bias_BHTS(cfg.n_heads)
         if bias_BHTS is not None:
@@ -141,9 +142,7 @@ def attention_probs(graphdef, state, tokens_BT: jax.Array) -> tuple[jax.Array, j
         out_BHTK = jnp.einsum("bhts,bhsk->bhtk", probs_BHTS.astype(dtype), v_BHTK)
         x_BTD = x_BTD + attn.project_out(out_BHTK)
         x_BTD = x_BTD + block.mlp(block.mlp_norm(x_BTD))
-    x_BTD = model.final_norm(x_BTD)
-    w_out_DV = model.embed[...].T if cfg.tie_embeddings else model.unembed[...]
-    return jnp.stack(probs), (x_BTD @ w_out_DV.astype(dtype)).astype(jnp.float32)
+    return jnp.stack(probs), model.head(model.final_norm(x_BTD))
 
 
 def perplexity(lm: LanguageModel, texts: Sequence[str]) -> dict:
