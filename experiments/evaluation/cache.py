@@ -50,7 +50,7 @@ class RequestCache:
     ) -> list:
         """The value of every key, from the cache or from compute(indices of the missing keys) (JSON values);
         progress(n) counts the ones found."""
-        hashed = [hashlib.sha256(json.dumps([kind, k]).encode()).hexdigest() for k in keys]
+        hashed = [hashlib.sha256(json.dumps([kind, k], default=_token_id).encode()).hexdigest() for k in keys]
         found = {}
         for start in range(0, len(hashed), 500):  # SQLite's limit on bound parameters
             chunk = hashed[start : start + 500]
@@ -75,6 +75,13 @@ class RequestCache:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _token_id(value) -> int:
+    """A NumPy integer in a request (a probe's token rows) as the Python int it equals: the same request, one key."""
+    if isinstance(value, np.integer):
+        return int(value)
+    raise TypeError(f"a request holds a {type(value).__name__}, which has no JSON form")
 
 
 class CachedLanguageModel(LanguageModel):

@@ -3,6 +3,8 @@ requests, and other weights never read an entry."""
 
 import dataclasses
 
+import numpy as np
+import pytest
 from flax import nnx
 
 from meshlm.experiments.evaluation import harness
@@ -45,3 +47,18 @@ def test_a_rerun_scores_nothing_and_an_added_task_only_its_own(tmp_path):
     )
     harness.evaluate(other, tok, [_toy_task()], cache=cache, shots=(0,), batch_size=8)
     assert cache.hits == requests + 24  # other weights: every request scored anew
+
+
+def test_a_probe_s_numpy_token_rows_are_the_same_requests_as_python_ints(tmp_path):
+    cache, computed = RequestCache(tmp_path / FILE), []
+
+    def compute(missing: list[int]) -> list:
+        computed.append(missing)
+        return [[float(i)] for i in missing]
+
+    assert cache.through("m", "per_token", [[5, 6], [7]], compute) == [[0.0], [1.0]]
+    rows = [list(np.array([5, 6], np.int32)), list(np.array([7], np.int64))]  # as the induction probe's rows come
+    assert cache.through("m", "per_token", rows, compute) == [[0.0], [1.0]]
+    assert computed == [[0, 1]] and (cache.hits, cache.misses) == (2, 2)
+    with pytest.raises(TypeError, match="float32"):
+        cache.through("m", "per_token", [[np.float32(5)]], compute)
