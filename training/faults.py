@@ -5,7 +5,6 @@ MESHLM_KILL_AT=POINT:STEP: the process sends itself SIGKILL there (the kill-anyw
 MESHLM_KILL_SWEEP_AT=POINT:STEP: a sweep's worker sends SIGKILL there to its parent, the sweep's driver, then to
 itself: the whole sweep dies at that moment, as on a lost machine.
 MESHLM_SIGNAL_AT=POINT:STEP[:INT],...: it sends itself SIGTERM (SIGINT with :INT) at each, once (the preemption tests).
-MESHLM_DELAY_AT=POINT:STEP:SECONDS: it sleeps there (one process of several falling behind the others).
 
 Points: `setup` (config and tokenizer written, before the first step; STEP is the step resumed from), `compile`
 (inside JAX's compilation of the call that trains up to step STEP: a run's first call compiles), `step` (step
@@ -18,11 +17,10 @@ import time
 
 import jax
 
-ENV, SIGNAL_ENV, DELAY_ENV = "MESHLM_KILL_AT", "MESHLM_SIGNAL_AT", "MESHLM_DELAY_AT"
+ENV, SIGNAL_ENV = "MESHLM_KILL_AT", "MESHLM_SIGNAL_AT"
 SWEEP_ENV = "MESHLM_KILL_SWEEP_AT"
 _SPEC = os.environ.get(ENV, "")
 _SWEEP_SPEC = os.environ.get(SWEEP_ENV, "")
-_DELAY_AT, _, _DELAY_S = os.environ.get(DELAY_ENV, "").rpartition(":")
 _SIGNALS = {
     ":".join(entry.split(":")[:2]): signal.SIGINT if entry.endswith(":INT") else signal.SIGTERM
     for entry in os.environ.get(SIGNAL_ENV, "").split(",")
@@ -37,8 +35,6 @@ def kill_point(point: str, step: int) -> None:
     if _SWEEP_SPEC and _SWEEP_SPEC == f"{point}:{step}":
         os.kill(os.getppid(), signal.SIGKILL)
         os.kill(os.getpid(), signal.SIGKILL)
-    if _DELAY_AT and _DELAY_AT == f"{point}:{step}":
-        time.sleep(float(_DELAY_S))
     sig = _SIGNALS.pop(f"{point}:{step}", None)
     if sig is not None and point == "compile":
         _COMPILING.append(sig)
