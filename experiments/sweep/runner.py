@@ -226,7 +226,7 @@ def run_sweep(
                 sleep(wait_s)
                 continue
             if queue.waiting() and in_flight < launcher.slots:  # a trunk in flight may write a branch's step
-                wait_s = min(POLL_S, POLL_S if wait_s is None else wait_s)
+                wait_s = POLL_S if wait_s is None else min(POLL_S, wait_s)
             ended = launcher.wait(timeout=wait_s)
             if ended is None:  # a retry is due, or a look for branches whose trunk checkpoint has appeared
                 continue

@@ -3,7 +3,6 @@ that reach a collective further apart than gloo waits."""
 
 import os
 import re
-import socket
 import subprocess
 import sys
 
@@ -11,6 +10,7 @@ import pytest
 
 from meshlm.model.errors import ConfigError
 from meshlm.parallel.distributed import DistributedConfig, first_process_first, gather_json, initialize
+from tests.parallel.test_multihost import _free_port
 
 
 def test_flags_override_the_environment():
@@ -73,9 +73,7 @@ print("four devices", float(total(x)))
 def test_processes_further_apart_than_gloo_waits_still_meet_at_their_collectives():
     """Gloo fails a collective over a new set of devices if the processes reach it more than 30 s apart; process 1
     comes 33 s late to both collectives here."""
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        port = s.getsockname()[1]
+    port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     procs = [
         subprocess.Popen(
