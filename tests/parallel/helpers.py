@@ -52,31 +52,38 @@ def batches(
     return out
 
 
-def run(mesh: MeshConfig | None, steps: int, slice_of: Callable = slice_index):
+def run(
+    mesh: MeshConfig | None,
+    steps: int,
+    slice_of: Callable = slice_index,
+    model: ModelConfig = MODEL,
+    train: TrainConfig = TRAIN,
+):
     """(loss of each step, host params after each step, final state) from initial_state(); `slice_of` places the
-    devices in slices for a mesh with a dcn_ axis."""
-    optimizer = make_optimizer(TRAIN.optimizer, TRAIN.steps)
-    schedule = learning_rate_schedule(TRAIN.optimizer, TRAIN.steps)
-    graphdef = nnx.graphdef(nnx.eval_shape(lambda: Transformer(MODEL, nnx.Rngs(0))))
+    devices in slices for a mesh with a dcn_ axis. `model` and `train` may change what does not change the
+    initial state (remat, compute dtype, micro-batches)."""
+    optimizer = make_optimizer(train.optimizer, train.steps)
+    schedule = learning_rate_schedule(train.optimizer, train.steps)
+    graphdef = nnx.graphdef(nnx.eval_shape(lambda: Transformer(model, nnx.Rngs(0))))
     data = batches(steps)
     if mesh is None:
         state = jax.device_put(initial_state())
-        step = make_train_step(graphdef, optimizer, schedule, TRAIN, dropout=False)
+        step = make_train_step(graphdef, optimizer, schedule, train, dropout=False)
         return _steps(step, state, data)
     partitioner = Partitioner.build(mesh, slice_of=slice_of)
-    shardings = partitioner.state_shardings(initial_state(), model_axes(MODEL))
+    shardings = partitioner.state_shardings(initial_state(), model_axes(model))
     state = jax.device_put(initial_state(), shardings)
     step = make_train_step(
         graphdef,
         optimizer,
         schedule,
-        TRAIN,
+        train,
         dropout=False,
         state_sharding=shardings,
-        batch_sharding=partitioner.batch_sharding(TRAIN.batch_size, MODEL.n_ctx),
+        batch_sharding=partitioner.batch_sharding(train.batch_size, model.n_ctx),
     )
     with partitioner.activate():
-        return _steps(step, state, [partitioner.global_batch(b, TRAIN.batch_size) for b in data])
+        return _steps(step, state, [partitioner.global_batch(b, train.batch_size) for b in data])
 
 
 def _steps(step, state, data):

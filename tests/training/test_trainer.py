@@ -3,6 +3,7 @@
 import dataclasses
 import functools
 import json
+import math
 import types
 
 import jax
@@ -15,6 +16,7 @@ from meshlm.training import metrics as metrics_lib
 from meshlm.training import recipe
 from meshlm.training import trainer as trainer_lib
 from meshlm.training.trainer import Trainer, train
+from tests.experiments.evaluation import standard_fixtures as fx
 from tests.training.helpers import overrides_of, quiet, small_config, text_corpus, tick_train_calls
 
 
@@ -172,16 +174,26 @@ def test_hooks_run_every_n_steps_and_at_the_end_and_their_metrics_are_logged(cor
 
 def test_a_batch_ramp_follows_the_step_plan_and_resumes_exactly(corpus, tmp_path):
     ramp = {"train.batch_size": 8, "train.ramp_batch": 2, "train.ramp_tokens": 6 * 32 * 2, "train.eval_every": 100}
-    cfg = small_config(corpus, tmp_path, steps=8, **ramp)
+    # GPT-3's token clock: warm-up over the first 256 tokens, cosine to 10 % of the peak at 1,024 tokens.
+    clock = {"train.optimizer.warmup_steps": 0, "train.optimizer.warmup_tokens": 256}
+    clock |= {"train.optimizer.decay_tokens": 1024, "train.optimizer.peak_lr": 1e-3}
+    cfg = small_config(corpus, tmp_path, steps=8, **ramp, **clock)
     plan = recipe.step_plan(cfg.train, cfg.seq_len)
     # Megatron-LM's rule by hand: 1 + floor(tokens before the step / (384 / 3)) chunks of 2 sequences x 32 tokens.
-    assert [plan.batch_size_at(s) for s in range(8)] == [2, 2, 4, 6, 8, 8, 8, 8]
+    batches = [2, 2, 4, 6, 8, 8, 8, 8]
+    assert [plan.batch_size_at(s) for s in range(8)] == batches
     straight = train(cfg, tmp_path / "straight", progress=False, log=quiet)
     train(cfg, tmp_path / "resumed", progress=False, log=quiet, stop_after=3)  # stops inside the ramp
     resumed = train(cfg, tmp_path / "resumed", progress=False, log=quiet)
     records = metrics_lib.read(tmp_path / "straight")
     assert [(r["step"], r["batch_size"]) for r in records] == [(2, 2), (4, 6), (6, 8), (8, 8)]
     assert [r["tokens_seen"] for r in records] == [plan.tokens_at(r["step"]) for r in records]
+    # The logged LR is the one of the step's update, read on the token clock at the tokens seen before the step.
+    before = np.cumsum([0] + batches) * 32
+    for r in records:
+        t = min(before[r["step"] - 1], 1024)  # the floor after the decay's end (step 8 starts at 1,216 tokens)
+        cosine = 1e-4 + 0.5 * (1e-3 - 1e-4) * (1 + math.cos(math.pi * (t - 256) / (1024 - 256)))
+        assert r["lr"] == pytest.approx(1e-3 * t / 256 if t < 256 else cosine, rel=1e-6), r["step"]
     # The tokens the step counted (non-padding targets) never exceed the sequences the plan gave it.
     assert all(0 < r["tokens"] <= r["batch_size"] * 32 for r in records)
     for a, b in zip(jax.tree.leaves(straight.state), jax.tree.leaves(resumed.state)):
@@ -189,25 +201,34 @@ def test_a_batch_ramp_follows_the_step_plan_and_resumes_exactly(corpus, tmp_path
 
 
 def test_train_command_evaluates_few_shot_tasks_during_training(corpus, tmp_path):
+    """A built-in task and a standard benchmark from a file in its upstream schema (ARC), on the training mesh,
+    each equal to `meshlm eval` of the saved run."""
+    arc = tmp_path / "arc.jsonl"
+    fx.write(fx.ARC, arc)
+    tasks = f"label_mapping,arc_easy:{arc}"
     run = tmp_path / "run"
     argv = ["train", "--preset", "tiny", "--run-dir", str(run), "--no-progress"]
-    argv += ["--eval-tasks", "label_mapping", "--eval-every", "2", "--eval-shots", "0,2", "--eval-limit", "4"]
+    argv += ["--eval-tasks", tasks, "--eval-every", "2", "--eval-shots", "0,2", "--eval-limit", "4"]
     argv += [arg for item in overrides_of(small_config(corpus, tmp_path, steps=4)) for arg in ("--set", item)]
     assert main(argv) == 0
     evals = {r["step"]: r for r in metrics_lib.read(run) if any(k.startswith("eval/") for k in r)}
     assert sorted(evals) == [2, 4]
     for record in evals.values():
-        accs = {k: v for k, v in record.items() if k.startswith("eval/label_mapping/acc@")}
-        assert set(accs) == {"eval/label_mapping/acc@0", "eval/label_mapping/acc@2"}
+        for task in ("label_mapping", "arc_easy"):
+            accs = {k: v for k, v in record.items() if k.startswith(f"eval/{task}/acc@")}
+            assert set(accs) == {f"eval/{task}/acc@0", f"eval/{task}/acc@2"}
     # The hook at the last step scored the state the run saved: `meshlm eval` of the saved run, through the
     # checkpoint and its own model, gets the same accuracies.
     assert (
         main(
-            ["eval", "--run-dir", str(run), "--tasks", "label_mapping", "--shots", "0,2", "--limit", "4"]
+            ["eval", "--run-dir", str(run), "--tasks", tasks, "--shots", "0,2", "--limit", "4"]
             + ["--out", str(tmp_path / "eval"), "--no-progress"]
         )
         == 0
     )
-    shots = json.loads((tmp_path / "eval" / "results.json").read_text())["models"][0]["results"]["label_mapping"]
-    for k in (0, 2):
-        assert evals[4][f"eval/label_mapping/acc@{k}"] == shots["shots"][str(k)]["metrics"]["acc"]["mean"]
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())["models"][0]["results"]
+    for task in ("label_mapping", "arc_easy"):
+        for k in (0, 2):
+            for metric in ("acc", "acc_norm"):
+                logged = evals[4][f"eval/{task}/{metric}@{k}"]
+                assert logged == results[task]["shots"][str(k)]["metrics"][metric]["mean"], (task, k, metric)
