@@ -10,7 +10,7 @@ from flax import nnx
 from meshlm.experiments.evaluation import calibration, formats, metrics, shot_orders
 from meshlm.experiments.evaluation import tasks as tasks_lib
 from meshlm.experiments.evaluation.cache import CachedLanguageModel, RequestCache
-from meshlm.experiments.evaluation.prompts import Fitted, draw_shots, first_shots, fit
+from meshlm.experiments.evaluation.prompts import Fitted, PromptFormat, draw_shots, first_shots, fit
 from meshlm.experiments.evaluation.requests import LanguageModel
 from meshlm.experiments.evaluation.tasks import probes
 from meshlm.experiments.evaluation.tasks.base import Task
@@ -164,7 +164,7 @@ def run_task(lm: LanguageModel, task: Task, settings: EvalSettings) -> dict:
     """Every K, shot seed, order and format of a task. `shots` holds the task's own format; with --formats > 1,
     `formats` holds each metric's spread over formats per K and the formats themselves."""
     items = task.items[: settings.limit or None]
-    uncond = _unconditional(lm, task, items)  # its context is GPT-3's, in no format of the task
+    uncond = _unconditional(lm, task, items)  # in no format of the task: scored once
     skip = calibration.not_applicable(task)
     content_free = settings.content_free if settings.calibrate and not skip else ()
     chosen = formats.variants(task, settings.formats, settings.task_seed)
@@ -230,23 +230,33 @@ def _across_formats(task: Task, chosen, styled: Sequence[Task], by_format: Seque
     return {"n": len(chosen), "variants": variants, "shots": shots}
 
 
-def _unconditional(lm: LanguageModel, task: Task, items) -> list[list[float]] | list[None]:
-    """log P(choice | GPT-3's answer context): independent of K and of the shots, so scored once."""
-    if task.kind != "multiple_choice" or not task.uncond_context:
-        return [None] * len(items)
+def _unconditional(lm: LanguageModel, task: Task, items) -> list[dict[str, list[float]]]:
+    """Per item, each choice's log-probability without the question: after GPT-3's answer context ("uncond", for
+    acc_uncond) and after the empty context ("prior", for acc_mutual_info). Independent of K and the shots, so
+    scored once, in no format of the task. A choice keeps the separator it has after the real context (that
+    context's trailing whitespace, then the target delimiter), so all three score the same continuation tokens."""
+    contexts = {}
+    if task.kind == "multiple_choice" and task.uncond_context:
+        contexts["uncond"] = task.uncond_context
+    if task.kind == "multiple_choice" and task.mutual_info:
+        contexts["prior"] = ""
+    if not contexts:
+        return [{} for _ in items]
+    plain = PromptFormat(target_delimiter=task.fmt.target_delimiter)
     fitted = [
         fit(
             lm.tokenizer,
-            task.fmt,
+            plain,
             [],
-            dataclasses.replace(it, context=task.uncond_context),
+            dataclasses.replace(it, context=context + it.context[len(it.context.rstrip()) :]),
             _continuations(task, it),
             lm.n_ctx,
         )
         for it in items
+        for context in contexts.values()
     ]
     scored = iter(lm.loglikelihood_tokens([(f.context_ids, c) for f in fitted for c in f.continuation_ids]))
-    return [[next(scored).logprob for _ in it.choices] for it in items]
+    return [{name: [next(scored).logprob for _ in it.choices] for name in contexts} for it in items]
 
 
 def _continuations(task: Task, item) -> list[str]:
@@ -299,7 +309,9 @@ def _score(
             s = [next(scored) for _ in it.choices]
             lls = [x.logprob for x in s]
             per_item_lls.append(lls)
-            m = metrics.choice_metrics(lls, [x.n_tokens for x in s], it.choices, it.gold, u)
+            m = metrics.choice_metrics(
+                lls, [x.n_tokens for x in s], it.choices, it.gold, u.get("uncond"), u.get("prior")
+            )
             if p_cf is not None:
                 m[calibration.METRIC] = float(calibration.calibrated_prediction(lls, p_cf) == it.gold)
             per_item.append(m)
@@ -315,7 +327,9 @@ def _score(
         ]
         texts, _ = lm.generate_until([p.context_ids for p in prompts], task.until, task.max_gen_tokens)
         for m, text, it in zip(per_item, texts, items):
-            m["exact_match"] = metrics.exact_match(text, it.target)
+            m["exact_match"] = (
+                metrics.exact_match_aliases(text, it.aliases) if it.aliases else metrics.exact_match(text, it.target)
+            )
         fitted = prompts
     if samples is not None:
         texts = texts if task.kind == "generate" else [None] * len(items)
@@ -392,7 +406,8 @@ def estimated_rows(task: Task | str, settings: EvalSettings, n_ctx: int) -> int:
         )
     items = task.items[: settings.limit or None]
     per_setting = sum(len(it.choices) or (2 if task.kind == "generate" else 1) for it in items)
-    uncond = per_setting if task.kind == "multiple_choice" and task.uncond_context else 0
+    baselines = (bool(task.uncond_context) + task.mutual_info) if task.kind == "multiple_choice" else 0
+    uncond = per_setting * baselines
     if settings.calibrate and not calibration.not_applicable(task):
         per_setting *= 1 + len(settings.content_free)  # at most: coinciding requests are scored once
     runs = sum(len(settings.settings(k)) * shot_orders.count(settings.orders, k) for k in set(settings.shots))

@@ -2,6 +2,7 @@
 
 import math
 import re
+import string
 from collections.abc import Sequence
 
 import numpy as np
@@ -13,9 +14,11 @@ def choice_metrics(
     choices: Sequence[str],
     gold: int,
     uncond_logprobs: Sequence[float] | None = None,
+    prior_logprobs: Sequence[float] | None = None,
 ) -> dict[str, float]:
     """One multiple-choice item: 1.0 where the gold choice wins under each normalisation (ties go to the first
-    choice, like numpy's argmax in lm-eval)."""
+    choice, like numpy's argmax in lm-eval). uncond_logprobs: each choice after GPT-3's "Answer:"; prior_logprobs:
+    each choice after the empty context (lm-eval's acc_mutual_info)."""
     ll = np.asarray(logprobs, np.float64)
     out = {
         "acc": float(np.argmax(ll) == gold),
@@ -24,6 +27,8 @@ def choice_metrics(
     }
     if uncond_logprobs is not None:
         out["acc_uncond"] = float(np.argmax(ll - np.asarray(uncond_logprobs, np.float64)) == gold)
+    if prior_logprobs is not None:
+        out["acc_mutual_info"] = float(np.argmax(ll - np.asarray(prior_logprobs, np.float64)) == gold)
     return out
 
 
@@ -34,6 +39,21 @@ def normalise_answer(text: str) -> str:
 
 def exact_match(generated: str, target: str) -> float:
     return float(normalise_answer(generated) == normalise_answer(target))
+
+
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+def exact_match_aliases(generated: str, aliases: Sequence[str]) -> float:
+    """lm-eval's triviaqa exact_match: the generation stripped (its remove_whitespace filter) equals any alias once
+    both are lower-cased and their ASCII punctuation deleted (ignore_case, ignore_punctuation). Aliases are not
+    stripped; articles and inner spaces count (not SQuAD's normalisation). On NumPy string arrays as lm-eval's, so
+    its quirks stay: a letter that lower-cases longer ("İ") is cut to the array's width, trailing NULs dropped."""
+
+    def fold(texts: list[str]) -> np.ndarray:
+        return np.char.translate(np.char.lower(np.asarray(texts, dtype=str)), _PUNCTUATION)
+
+    return float(np.any(fold([generated.strip()] * len(aliases)) == fold(list(aliases))))
 
 
 def last_word_split(text: str) -> tuple[str, str]:

@@ -26,6 +26,9 @@ class Item:
     # Partial scoring (Winogrande): the choices are contexts and the target is scored after each; as a shot,
     # `context` (the gold choice) is followed by the target.
     partial: bool = False
+    # Generation items with several right answers (TriviaQA's aliases; the target is the one shots show): exact
+    # match is lm-eval's over all of them, case and punctuation ignored (metrics.exact_match_aliases).
+    aliases: tuple[str, ...] = ()
 
     @property
     def answer(self) -> str:

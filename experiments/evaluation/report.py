@@ -12,6 +12,7 @@ PROBE_COLUMNS = (
     ("induction", "loss_first_copy", "induction: loss, 1st copy"),
     ("induction", "loss_repeat", "induction: loss, repeat"),
     ("induction", "prefix_matching_max", "best head's prefix matching"),
+    ("induction", "copying_max", "best head's copying"),
     ("perplexity", "bits_per_byte", "bits per byte"),
 )
 
@@ -48,11 +49,15 @@ def markdown(models: list[dict], shots: list[int]) -> str:
         for m in models:
             cells = [_number(m["results"].get(probe, {}).get(key)) for probe, key, _ in probe_cols]
             icl = m["results"].get("icl_score", {})
-            if "icl_score_stderr" in icl:
-                measure = icl.get("measure", "icl_score@500-50").removeprefix("icl_score")
-                cells[[c[1] for c in probe_cols].index("icl_score")] += f" +- {icl['icl_score_stderr']:.3f} {measure}"
+            if "measure" in icl:  # the score's key names its indices: icl_score@LATE-EARLY
+                name = icl["measure"]
+                cell = f"{icl[name]:.3f} +- {icl[name + '_stderr']:.3f} {name.removeprefix('icl_score')}"
+                cells[[c[1] for c in probe_cols].index("icl_score")] = cell
             lines.append(f"| {m['name']} | {m['params']:,} | " + " | ".join(cells) + " |")
         lines.append("")
+        notes = [(m["name"], m["results"].get("icl_score", {}).get("note")) for m in models]
+        notes = [f"- ICL score of {name}: {note}." for name, note in notes if note]
+        lines += [*notes, ""] if notes else []
     lines.append("Cells: mean over shot seeds +- their standard deviation; [N%]: prompts with fewer than K shots.")
     return "\n".join(lines) + "\n"
 
@@ -230,7 +235,7 @@ def plot_sensitivity(models: list[dict], out_dir: pathlib.Path) -> list[pathlib.
 def plot_icl_scores(models: list[dict], out_dir: pathlib.Path) -> list[pathlib.Path]:
     """icl_scores.png: Olsson's ICL score (with its standard error) against parameters, one point per model."""
     points = [
-        (m["params"], m["results"]["icl_score"]) for m in models if "icl_score" in m["results"].get("icl_score", {})
+        (m["params"], m["results"]["icl_score"]) for m in models if "measure" in m["results"].get("icl_score", {})
     ]
     if not points:
         return []
@@ -243,15 +248,15 @@ def plot_icl_scores(models: list[dict], out_dir: pathlib.Path) -> list[pathlib.P
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     ax.errorbar(
         [p for p, _ in points],
-        [r["icl_score"] for _, r in points],
-        yerr=[r["icl_score_stderr"] for _, r in points],
+        [r[r["measure"]] for _, r in points],
+        yerr=[r[r["measure"] + "_stderr"] for _, r in points],
         marker="o",
         capsize=3,
     )
     for params, r in points:  # models of different n_ctx use different indices
         ax.annotate(
-            f"{r['late_index']}-{r['early_index']}",
-            (params, r["icl_score"]),
+            r["measure"].removeprefix("icl_score"),
+            (params, r[r["measure"]]),
             fontsize=7,
             xytext=(4, 4),
             textcoords="offset points",

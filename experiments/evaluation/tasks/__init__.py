@@ -1,7 +1,16 @@
-"""Task names and specs -> tasks: built-in generators, probes, files (jsonl:PATH, lambada:PATH, bigbench:PATH), and
-standard benchmarks by lm-eval's names (hellaswag:PATH, arc_easy:tfds, ...)."""
+"""Task names and specs -> tasks: built-in generators, probes, files (jsonl:PATH, lambada:PATH, bigbench:PATH),
+standard benchmarks by lm-eval's names (hellaswag:PATH, arc_easy:tfds, ...), and any file task with its prompt set
+in a YAML (task:PATH.yaml)."""
 
-from meshlm.experiments.evaluation.tasks import arithmetic, files, label_mapping, probes, scramble, standard
+from meshlm.experiments.evaluation.tasks import (
+    arithmetic,
+    files,
+    label_mapping,
+    probes,
+    scramble,
+    standard,
+    task_config,
+)
 from meshlm.experiments.evaluation.tasks.base import Task
 from meshlm.model.errors import ConfigError
 
@@ -12,7 +21,11 @@ FILE_KINDS = {"jsonl": files.load_jsonl, "lambada": files.load_lambada, "bigbenc
 
 def names() -> list[str]:
     return (
-        list(BUILT_IN) + list(GROUPS) + [f"{k}:PATH" for k in FILE_KINDS] + [f"{k}:PATH|tfds" for k in standard.SPECS]
+        list(BUILT_IN)
+        + list(GROUPS)
+        + [f"{k}:PATH" for k in FILE_KINDS]
+        + [f"{k}:PATH|tfds" for k in standard.SPECS]
+        + ["task:PATH.yaml"]
     )
 
 
@@ -28,6 +41,8 @@ def expand(specs: list[str]) -> list[str]:
 def resolve(spec: str, seed: int = 0) -> Task | str:
     """A prompt Task, or the name of a probe (probes run on the model directly)."""
     kind, sep, path = spec.partition(":")
+    if sep and kind == "task":
+        return task_config.load(path, lambda inner: resolve(inner, seed))
     if sep and kind in FILE_KINDS:
         return FILE_KINDS[kind](path)
     if sep and kind in standard.SPECS:

@@ -22,6 +22,7 @@ class Task:
     until: tuple[str, ...] = ("\n",)  # generation stops before any of these
     max_gen_tokens: int = 16
     uncond_context: str = "Answer:"  # GPT-3's answer context for unconditional normalisation; "" = not computed
+    mutual_info: bool = False  # acc_mutual_info: each choice also scored after the empty context (lm-eval's)
     greedy_metric: str = "acc"  # the name of "every target token was the argmax" (last_word_acc for LAMBADA)
 
     @property

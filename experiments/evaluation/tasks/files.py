@@ -110,6 +110,7 @@ def load_jsonl(path: str | pathlib.Path) -> Task:
         items=items,
         pool=pool,
         fewshot_split=fewshot,
+        mutual_info=multiple_choice,
     )
 
 
@@ -188,4 +189,5 @@ def load_bigbench(path: str | pathlib.Path) -> Task:
         pool=items,
         fewshot_split="examples",
         fmt=fmt,
+        mutual_info=multiple_choice,
     )

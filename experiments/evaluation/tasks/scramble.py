@@ -1,12 +1,15 @@
-"""GPT-3 section 3.9.2 word scrambling, regenerated from the word list shipped beside this file (words.txt).
+"""GPT-3 section 3.9.2 word scrambling, regenerated from wordfreq's English word frequencies.
 
 Format (GPT-3 Appendix G): "Please unscramble the letters into a word, and write that word:\\nasinoc = casino",
-one newline between examples. Word lengths follow the released files: 5-15 letters for A1, 6-15 for the others.
+one newline between examples. Words: the 10,000 most frequent of more than 4 and fewer than 15 letters (the paper's
+rule; wordfreq's English ranking stands in for Norvig's web counts, whose words are lowercase a-z too). Shortest
+words follow the released files: 5 letters for A1, 6 for the others.
 """
 
 import functools
-import importlib.resources
+import itertools
 import random
+import re
 
 from meshlm.experiments.evaluation.prompts import Item, PromptFormat
 from meshlm.experiments.evaluation.tasks.base import Task
@@ -17,21 +20,22 @@ FORMAT = PromptFormat(
     fewshot_delimiter="\n",
 )
 _INSERTED = " ./!"  # the characters GPT-3's random insertion puts between letters
+N_WORDS = 10_000
+WORD = re.compile(r"[a-z]{5,14}")  # GPT-3: "length more than 4 characters and less than 15 characters"
 
 
 @functools.cache
 def words() -> tuple[str, ...]:
-    text = importlib.resources.files(__package__).joinpath("words.txt").read_text()
-    seen: dict[str, None] = {}
-    for line in text.splitlines():
-        if not line.startswith("#"):
-            seen.update(dict.fromkeys(w for w in line.split() if w.isalpha() and 5 <= len(w) <= 15))
-    return tuple(seen)
+    """The N_WORDS most frequent English words that WORD matches, most frequent first."""
+    import wordfreq  # deferred: a quarter second of imports that only the word tasks need
+
+    return tuple(itertools.islice((w for w in wordfreq.iter_wordlist("en") if WORD.fullmatch(w)), N_WORDS))
 
 
 def cycle_letters(word: str, rng: random.Random) -> str:
-    k = rng.randrange(1, len(word))
-    return word[k:] + word[:k]
+    # Only rotations that change the word, as in the released files: some rotations of "hahaha" are "hahaha".
+    rotations = [word[k:] + word[:k] for k in range(1, len(word))]
+    return rng.choice([r for r in rotations if r != word])
 
 
 def _shuffled_middle(word: str, rng: random.Random, keep: int) -> str:

@@ -1,10 +1,13 @@
 """Standard benchmarks under lm-eval's task names, in their upstream schemas, prompted and scored as lm-eval's
-tasks of the same name (lm_eval/tasks/{hellaswag,arc,piqa,winogrande,openbookqa,super_glue,lambada}).
+tasks of the same name (lm_eval/tasks/{hellaswag,arc,piqa,winogrande,openbookqa,super_glue,lambada,race,storycloze,
+triviaqa}).
 
 `NAME:PATH[:SHOTS_PATH]` evaluates a file exported by HF datasets (shots from SHOTS_PATH, else from the file
-itself, never the item); `NAME:tfds` reads lm-eval's evaluated split and its training split from the TFDS catalog.
+itself, never the item); `NAME:tfds` reads lm-eval's evaluated split and its shot split (the training split; the
+validation or the evaluated one where lm-eval's dataset has no training split) from the TFDS catalog.
 """
 
+import ast
 import dataclasses
 import re
 from collections.abc import Callable
@@ -68,6 +71,44 @@ def lambada_openai(doc: dict) -> Item:
     return Item("", " ".join(words[:-1]), target=words[-1])
 
 
+_RACE_ANSWERS = {"A": 0, "B": 1, "C": 2, "D": 3}
+
+
+def _race_answer(problem: dict) -> str:
+    return problem["options"][_RACE_ANSWERS[problem["answer"]]]
+
+
+def race(doc: dict) -> Item:
+    """One item per article (lm-eval's preprocess_race): its last question, after the article and the earlier
+    questions answered; a cloze question (ending "  _  .") is written with its answer in place of the blank."""
+    if not isinstance(doc["problems"], str):
+        raise TypeError("`problems` must be a string holding a Python list of dicts, as EleutherAI/race stores it")
+    *earlier, last = ast.literal_eval(doc["problems"])
+    text = "Article: " + doc["article"] + "\n\n"
+    for problem in earlier:
+        if problem["question"][-6:] == "  _  .":
+            text += problem["question"][:-5] + _race_answer(problem) + "\n"
+        else:
+            text += "Question: " + problem["question"] + "\nAnswer: " + _race_answer(problem) + "\n"
+    choices = tuple(last["options"][i] for i in range(4))
+    return Item("", text + last["question"], choices=choices, gold=_RACE_ANSWERS[last["answer"]])
+
+
+STORY = tuple(f"input_sentence_{i}" for i in range(1, 5))
+
+
+def storycloze(doc: dict) -> Item:
+    gold = {1: 0, 2: 1}[int(doc["answer_right_ending"])]
+    story = " ".join(doc[field] for field in STORY)
+    return Item("", story, choices=(doc["sentence_quiz1"], doc["sentence_quiz2"]), gold=gold)
+
+
+def triviaqa(doc: dict) -> Item:
+    """The question mark is lm-eval's, added after the question's own; shots show the first alias."""
+    aliases = tuple(doc["answer"]["aliases"])
+    return Item("", f"Question: {doc['question']}?\nAnswer:", target=aliases[0], aliases=aliases)
+
+
 @dataclasses.dataclass(frozen=True)
 class Spec:
     to_item: Callable[[dict], Item]
@@ -76,6 +117,8 @@ class Spec:
     splits: tuple[str, str] = ("validation", "train")  # lm-eval's evaluated split and shot split, as TFDS names
     from_tfds: Callable[[dict], dict] = lambda row: row  # TFDS fields -> the upstream (HF) schema
     descriptors: tuple[str, ...] = ()  # field names --formats may restyle: none where the prompt has no fields
+    until: tuple[str, ...] = Task.until  # generation tasks: lm-eval's generation_kwargs
+    max_gen_tokens: int = Task.max_gen_tokens
 
 
 def _hellaswag_from_tfds(row: dict) -> dict:
@@ -88,6 +131,24 @@ def _arc_from_tfds(row: dict) -> dict:
     letters = "ABCDE"  # TFDS stores ARC's labels as class indices over A-E (numeric labels mapped to letters)
     choices = {"text": row["choices"]["text"], "label": [letters[i] for i in row["choices"]["label"]]}
     return row | {"choices": choices, "answerKey": letters[row["answerKey"]]}
+
+
+def _race_from_tfds(row: dict) -> dict:
+    """TFDS has one row per RACE file, its questions in parallel lists; EleutherAI/race one per article, its
+    problems a Python literal."""
+    problems = zip(row["questions"], row["answers"], row["options"])
+    return {
+        "article": row["article"],
+        "problems": repr([{"answer": a, "options": o, "question": q} for q, a, o in problems]),
+    }
+
+
+def _storycloze_from_tfds(row: dict) -> dict:
+    """TFDS keeps the story's four sentences joined by spaces; the prompt only joins them, so any four pieces
+    that join back (split at the first three spaces) give lm-eval's text."""
+    pieces = dict(zip(STORY, row["context"].split(" ", 3)))
+    endings = dict(zip(("sentence_quiz1", "sentence_quiz2"), row["endings"]))
+    return pieces | endings | {"answer_right_ending": row["label"]}
 
 
 QA = ("Question", "Answer")
@@ -108,6 +169,23 @@ SPECS = {
     "copa": Spec(copa, tfds="super_glue/copa"),
     "boolq": Spec(boolq, tfds="super_glue/boolq", descriptors=QA),
     "lambada_openai": Spec(lambada_openai, kind="loglikelihood"),
+    # EleutherAI/race has only the test split: lm-eval's shots come from it (never the item itself).
+    "race": Spec(race, tfds="race/high", splits=("test", "test"), from_tfds=_race_from_tfds),
+    "storycloze_2016": Spec(
+        storycloze, tfds="story_cloze/2016", splits=("test", "validation"), from_tfds=_storycloze_from_tfds
+    ),
+    "storycloze_2018": Spec(
+        storycloze, tfds="story_cloze/2018", splits=("test", "validation"), from_tfds=_storycloze_from_tfds
+    ),
+    # lm-eval's hf model generates up to 256 tokens when the task does not say (max_gen_toks).
+    "triviaqa": Spec(
+        triviaqa,
+        kind="generate",
+        tfds="trivia_qa/rc.nocontext",
+        descriptors=QA,
+        until=("\n", ".", ","),
+        max_gen_tokens=256,
+    ),
 }
 
 
@@ -116,7 +194,7 @@ def _items(name: str, rows: list[dict], where: str, prefix: str = "") -> tuple[I
     for i, row in enumerate(rows):
         try:
             item = SPECS[name].to_item(row)
-        except (KeyError, ValueError, TypeError, AttributeError) as e:
+        except (KeyError, ValueError, TypeError, AttributeError, IndexError, SyntaxError) as e:
             why = f"{type(e).__name__}: {e}"
             raise ConfigError(f"{where}: row {i + 1} is not in {name}'s upstream schema ({why})") from None
         items.append(dataclasses.replace(item, id=f"{prefix}{i}"))
@@ -129,10 +207,14 @@ def build(name: str, source: str) -> Task:
     if source == "tfds":
         if not spec.tfds:
             raise ConfigError(f"{name} is not in the TFDS catalog; pass {name}:PATH with a local file")
-        evaluated, shots = ([spec.from_tfds(r) for r in records.read_tfds(spec.tfds, split)] for split in spec.splits)
-        items = _items(name, evaluated, f"{spec.tfds}[{spec.splits[0]}]")
-        pool = _items(name, shots, f"{spec.tfds}[{spec.splits[1]}]", prefix="shots:")
-        fewshot_split = spec.splits[1]
+        evaluated, fewshot_split = spec.splits
+        items = _items(name, _tfds_rows(spec, evaluated), f"{spec.tfds}[{evaluated}]")
+        # Shots from the evaluated split itself share the items' ids, so no item is its own shot.
+        pool = (
+            items
+            if fewshot_split == evaluated
+            else _items(name, _tfds_rows(spec, fewshot_split), f"{spec.tfds}[{fewshot_split}]", prefix="shots:")
+        )
     else:
         path, _, shots_path = source.partition(":")
         items = _items(name, records.read_file(path), path)
@@ -140,4 +222,18 @@ def build(name: str, source: str) -> Task:
         pool = _items(name, records.read_file(shots_path), shots_path, prefix="shots:") if shots_path else items
         fewshot_split = shots_path or "evaluated"
     fmt = PromptFormat(descriptors=spec.descriptors)
-    return Task(name, spec.kind, items, pool, fewshot_split, fmt, uncond_context="")
+    return Task(
+        name,
+        spec.kind,
+        items,
+        pool,
+        fewshot_split,
+        fmt,
+        until=spec.until,
+        max_gen_tokens=spec.max_gen_tokens,
+        uncond_context="",
+    )
+
+
+def _tfds_rows(spec: Spec, split: str) -> list[dict]:
+    return [spec.from_tfds(row) for row in records.read_tfds(spec.tfds, split)]

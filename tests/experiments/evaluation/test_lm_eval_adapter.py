@@ -1,6 +1,7 @@
 """lm-eval with --model meshlm on local tasks (YAML + JSONL, no hub), against lm-eval's own `hf` model on the same
 converted weights: per-request log-likelihoods to 1e-4, the same acc and acc_norm, the same rolling
-log-likelihoods and the same greedy generations; and meshlm eval's zero-shot acc and acc_norm equal lm-eval's."""
+log-likelihoods and the same greedy generations; and meshlm eval's acc, acc_norm and acc_mutual_info equal lm-eval's
+at 0 and 4 shots, with byte-equal prompts and per-request log-likelihoods (the unconditional ones included)."""
 
 import json
 import os
@@ -13,20 +14,25 @@ import pytest
 
 from meshlm.experiments.cli import main
 from meshlm.experiments.convert import import_gpt2
+from meshlm.experiments.evaluation import harness, tasks
+from meshlm.experiments.evaluation.prompts import render
+from meshlm.experiments.evaluation.requests import LanguageModel
+from meshlm.training.run_dir import load_run
 from tests.experiments.convert import hf_dirs
+from tests.experiments.evaluation import lm_eval_models
 
 pytestmark = [pytest.mark.torch, pytest.mark.slow]
 
 WORDS = "the king queen said hello world to be or not question answer".split()
 
 
-def _mc_rows(n: int = 10) -> list[dict]:
-    rng = np.random.default_rng(3)
+def _mc_rows(n: int = 10, seed: int = 3, prefix: str = "", words: int = 6, choice_words: int = 3) -> list[dict]:
+    rng = np.random.default_rng(seed)
     rows = []
     for i in range(n):
-        context = " ".join(rng.choice(WORDS, size=6)) + "? Answer:"
-        choices = [" ".join(rng.choice(WORDS, size=int(rng.integers(1, 4)))) for _ in range(3)]
-        rows.append({"id": str(i), "context": context, "choices": choices, "gold": int(rng.integers(0, 3))})
+        context = " ".join(rng.choice(WORDS, size=words)) + "? Answer:"
+        choices = [" ".join(rng.choice(WORDS, size=int(rng.integers(1, choice_words + 1)))) for _ in range(3)]
+        rows.append({"id": f"{prefix}{i}", "context": context, "choices": choices, "gold": int(rng.integers(0, 3))})
     return rows
 
 
@@ -44,6 +50,25 @@ doc_to_target: gold
 metric_list:
   - metric: acc
   - metric: acc_norm
+""",
+    "mc_shots": """task: meshlm_test_mc_shots
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}/mc_short.jsonl
+    train: {data}/mc_train.jsonl
+test_split: test
+fewshot_split: train
+fewshot_config:
+  sampler: first_n
+output_type: multiple_choice
+doc_to_text: "{{{{context}}}}"
+doc_to_choice: choices
+doc_to_target: gold
+metric_list:
+  - metric: acc
+  - metric: acc_norm
+  - metric: acc_mutual_info
 """,
     "rolling": """task: meshlm_test_rolling
 dataset_path: json
@@ -88,6 +113,12 @@ def setup(tmp_path_factory):
     import_gpt2.convert(root / "hf", root / "run")
     (root / "data").mkdir()
     (root / "data" / "mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _mc_rows()))
+    # Short rows: four shots and a query fit n_ctx=64 (lm-eval would cut tokens where meshlm drops whole shots).
+    short, shots = (_mc_rows(n, seed, p, words=1, choice_words=1) for n, seed, p in ((10, 5, ""), (6, 4, "train")))
+    (root / "data" / "mc_short.jsonl").write_text("".join(json.dumps(r) + "\n" for r in short))
+    (root / "data" / "mc_train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in shots))
+    both = short + [r | {"split": "train"} for r in shots]  # meshlm's JSONL: one file, shots marked
+    (root / "data" / "mc_with_shots.jsonl").write_text("".join(json.dumps(r) + "\n" for r in both))
     texts = [" ".join(np.random.default_rng(i).choice(WORDS, size=40 + 30 * i)) for i in range(3)]  # 1-3 windows
     (root / "data" / "rolling.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     for prefix_name, prefix in (("plain", ""), ("eos", "<|endoftext|>")):
@@ -150,6 +181,50 @@ def test_meshlm_eval_scores_as_lm_eval_does(setup, tmp_path):
         atol=1e-4,
         rtol=0,
     )
+
+
+@pytest.mark.parametrize("k", [0, 4])
+def test_meshlm_eval_with_shots_and_mutual_info_scores_as_lm_eval_does(setup, tmp_path, k):
+    """lm-eval's first_n shots from its train split; meshlm's JSONL marks the same rows "split": "train" and takes
+    them with --fewshot-sampler first_n. acc_mutual_info's unconditional requests are lm-eval's ("", " choice"),
+    which both read as EOS then the choice."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    theirs = lm_eval.simple_evaluate(
+        model=lm_eval_models.eos_first_hflm(setup / "hf"),
+        tasks=["meshlm_test_mc_shots"],
+        num_fewshot=k,
+        log_samples=True,
+        task_manager=TaskManager(include_path=str(setup / "plain")),
+    )
+    samples = sorted(theirs["samples"]["meshlm_test_mc_shots"], key=lambda s: s["doc_id"])
+    spec = f"jsonl:{setup / 'data' / 'mc_with_shots.jsonl'}"
+    args = ["eval", "--run-dir", str(setup / "run"), "--tasks", spec, "--shots", str(k), "--out", str(tmp_path)]
+    assert main(args + ["--fewshot-sampler", "first_n", "--no-progress"]) == 0
+    (result,) = json.loads((tmp_path / "results.json").read_text())["models"][0]["results"].values()
+    assert result["shots"][str(k)]["shots_dropped"] == 0 and result["shots"][str(k)]["prompt_cut"] == 0
+    for metric in ("acc", "acc_norm", "acc_mutual_info"):
+        ours = result["shots"][str(k)]["metrics"][metric]["mean"]
+        assert ours == pytest.approx(theirs["results"]["meshlm_test_mc_shots"][f"{metric},none"], abs=1e-12), metric
+
+    task = tasks.resolve(spec)
+    shots = harness.shots_for(task, task.items, k, seed=0, sampler="first_n")
+    n = len(task.items[0].choices)
+    for sample, item, item_shots in zip(samples, task.items, shots, strict=True):
+        context = render(task.fmt, item_shots, item)
+        assert [tuple(a) for a in sample["arguments"]] == [(context, " " + c) for c in item.choices] + [
+            ("", " " + c) for c in item.choices
+        ]
+    run = load_run(setup / "run")
+    lm = LanguageModel(run.model, run.tokenizer, batch_size=8)
+    fitted = [f for fs in harness.fitted_prompts(lm, task, task.items, shots) for f in fs]
+    conditional = [
+        s.logprob for s in lm.loglikelihood_tokens([(f.context_ids, c) for f in fitted for c in f.continuation_ids])
+    ]
+    prior = [lp for u in harness._unconditional(lm, task, task.items) for lp in u["prior"]]
+    np.testing.assert_allclose(conditional, [r[0][0] for s in samples for r in s["resps"][:n]], atol=1e-5, rtol=1e-7)
+    np.testing.assert_allclose(prior, [r[0][0] for s in samples for r in s["resps"][n:]], atol=1e-5, rtol=1e-7)
 
 
 def _logprobs(resps: list) -> np.ndarray:

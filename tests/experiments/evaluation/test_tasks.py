@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import wordfreq
 
 from meshlm.experiments.evaluation import tasks
 from meshlm.experiments.evaluation.tasks import arithmetic, files, label_mapping, scramble
@@ -39,7 +40,15 @@ def test_scrambles_follow_gpt3_rules():
                 assert shown[::2] == word and set(shown[1::2]) <= set(" ./!")
             else:
                 assert shown == word[::-1]
-    assert all(5 <= len(w) <= 15 for w in scramble.words())
+
+
+def test_scrambles_draw_from_the_10000_most_frequent_words_of_5_to_14_letters():
+    words = scramble.words()
+    frequent = [w for w in wordfreq.top_n_list("en", 20_000) if w.isascii() and w.isalpha() and w.islower()]
+    assert words == tuple(w for w in frequent if 4 < len(w) < 15)[:10_000]
+    assert len(set(words)) == 10_000 and {"about", "people", "because"} <= set(words)
+    assert len(scramble.build("anagrams1").items) == 10_000  # A1 takes 5-letter words, the others 6 and up
+    assert len(scramble.build("cycle_letters").items) == sum(len(w) >= 6 for w in words) > 8_000
 
 
 def test_label_mapping_keys_always_carry_their_label():
