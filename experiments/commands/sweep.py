@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from meshlm.experiments.commands import _flags
-from meshlm.experiments.sweep import identify, parametric
+from meshlm.experiments.sweep import identify, parametric, validation
 from meshlm.experiments.sweep.fit import DEFAULT_RESAMPLES, FitResult, fit
 from meshlm.model.errors import ConfigError
 from meshlm.training.atomic import write_atomic
@@ -32,7 +32,8 @@ def add_arguments(p) -> None:
             "under DIR/runs/ID, results in DIR/results.sqlite. Re-running skips finished runs and resumes "
             "interrupted ones; two runners on one DIR never run the same run. A killed or crashed run is retried "
             "from its checkpoint (the spec's retries, with backoff); a config error, a non-finite loss or running out "
-            "of memory fails the run at once.",
+            "of memory fails the run at once. A spec with a tune: section runs its tune stage first and takes the "
+            "main runs' peak LR from its fit (DIR/tune.json).",
         )
     )
     _status_arguments(
@@ -65,8 +66,9 @@ def _run_arguments(p) -> None:
     p.add_argument(
         "--json",
         action="store_true",
-        help="with --dry-run: the plan as one JSON object, every run (id, kind, shape, N, D, C, budget, holdout, "
-        "parent, branch_step) and total_flops, the FLOPs the sweep trains",
+        help="with --dry-run: the plan as one JSON object, every run (id, kind, stage, shape, N, D, C, budget, "
+        "holdout, parent, branch_step, steps, batch_size, peak_lr) and total_flops, the FLOPs the sweep trains (tune "
+        "stage included); under a tune stage, main_lr says where the main runs' peak LR comes from",
     )
     p.add_argument(
         "--launcher",
@@ -111,16 +113,17 @@ def _run(args) -> None:
     if args.json and not args.dry_run:
         raise ConfigError("--json goes with --dry-run: meshlm sweep run SPEC --out DIR --dry-run --json")
     if args.dry_run:
-        runs = plan_lib.resolve(spec)
+        store = Store(out) if (out / FILE).exists() else None
+        tune_runs, runs, main_lr = runner.dry_run_plan(spec, store)
         # Preparing the data may print (TFDS does): with --json, stdout holds the JSON alone.
         with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
             stats = runner.data_stats(spec, out, runs)
         if args.json:
-            print(json.dumps(plan_lib.as_json(runs), indent=1))
+            plan = plan_lib.as_json(tune_runs + runs)
+            print(json.dumps({**plan, "main_lr": main_lr} if tune_runs else plan, indent=1))
         else:
-            store = Store(out) if (out / FILE).exists() else None
-            runner.print_plan(spec, runs, stats, store)
-        runner.check_epochs(spec, runs, stats)
+            runner.print_plan(spec, runs, stats, store, tune_runs=tune_runs, main_lr=main_lr)
+        runner.check_epochs(spec, tune_runs + runs, stats)
         return
     settings = dataclasses.asdict(spec.launcher)
     spec_kind = settings.pop("kind")
@@ -180,6 +183,11 @@ def _fit_arguments(p) -> None:
         "0 = all 4500)",
     )
     p.add_argument("--no-report", action="store_true", help="write fit.json only, no report.md and plots")
+    p.add_argument(
+        "--no-validate",
+        action="store_true",
+        help="skip the leave-one-budget-out refit (which predicts the largest fitted budget from the others)",
+    )
     _flags.add_tracker(
         p,
         help="wandb: log the fitted values and the report's plots to a W&B summary run in the sweep's group; "
@@ -213,6 +221,16 @@ def _lines(result: FitResult) -> list[str]:
     return out
 
 
+def _validation_lines(checked: validation.Validation) -> list[str]:
+    if checked.left_out_budget is None:
+        return [f"validation.skipped={checked.skipped}"]
+    out = [f"validation.left_out_budget={checked.left_out_budget:.6g}"]
+    for p in checked.left_out:
+        out.append(f"validation.{p.run_id}.relative_error={p.relative_error:.4g}")
+        out.append(f"validation.{p.run_id}.inside80={str(p.inside80).lower()}")
+    return out + [f"validation.coverage80={checked.coverage80:.4g} ({len(checked.predictions)} predicted runs)"]
+
+
 def _fit(args) -> None:
     if args.resamples < 0:
         raise ConfigError(f"--resamples {args.resamples} must be 0 or more (200 or more for usable intervals)")
@@ -232,10 +250,13 @@ def _fit(args) -> None:
 
         observations = store.observations(args.dir)
         out_dir = Path(args.out) if args.out else Path(args.dir)
-    result = fit(observations, resamples=args.resamples, seed=args.seed, starts=args.starts or None)
+    fit_args = {"resamples": args.resamples, "seed": args.seed, "starts": args.starts or None}
+    result = fit(observations, **fit_args)
+    checked = None if args.no_validate else validation.validate(observations, result, **fit_args)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(out_dir / "fit.json", json.dumps(result.to_json(), indent=1, allow_nan=False) + "\n")
-    print("\n".join(_lines(result)))
+    summary = result.to_json() | ({"validation": checked.to_json()} if checked else {})
+    write_atomic(out_dir / "fit.json", json.dumps(summary, indent=1, allow_nan=False) + "\n")
+    print("\n".join(_lines(result) + (_validation_lines(checked) if checked else [])))
     if not result.fits.parametric.converged:
         print("warning: no L-BFGS start converged; the best result is shown (try --starts 0)")
     if unidentified := identify.summary(result.not_identified):
@@ -244,7 +265,7 @@ def _fit(args) -> None:
     if not args.no_report:
         from meshlm.experiments.sweep.report import write_report
 
-        print(f"wrote {write_report(out_dir, observations, result)}")
+        print(f"wrote {write_report(out_dir, observations, result, sweep_dir=args.dir, validation=checked)}")
     _track_fit(args, out_dir, observations, result)
 
 

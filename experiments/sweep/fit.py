@@ -80,7 +80,7 @@ class FitResult:
     def to_json(self) -> dict:
         """Plain JSON types; quantities that could not be fitted are null."""
         iso = self.fits.isoflop
-        return _nan_to_none(
+        return nan_to_none(
             {
                 "fitted_runs": self.fitted_runs,
                 "resamples": self.resamples,
@@ -102,11 +102,11 @@ class FitResult:
         )
 
 
-def _nan_to_none(x):
+def nan_to_none(x):
     if isinstance(x, dict):
-        return {k: _nan_to_none(v) for k, v in x.items()}
+        return {k: nan_to_none(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
-        return [_nan_to_none(v) for v in x]
+        return [nan_to_none(v) for v in x]
     if isinstance(x, float) and math.isnan(x):
         return None
     return x

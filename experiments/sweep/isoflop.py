@@ -10,9 +10,8 @@ import dataclasses
 
 import numpy as np
 
+from meshlm.experiments.sweep import parabola
 from meshlm.experiments.sweep.powerlaw import PowerLaw, fit_power_law, group_by_budget
-
-MIN_SIZES = 3  # a parabola has three coefficients
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,36 +39,12 @@ class IsoflopFit:
 
 
 def _budget_fit(C: float, N: np.ndarray, loss: np.ndarray) -> BudgetFit:
-    x = np.log(N)
-    sizes = len(np.unique(x))
-    runs = dict(C=C, N=tuple(map(float, N)), loss=tuple(map(float, loss)), sizes=sizes)
-    if sizes < MIN_SIZES:
-        return BudgetFit(
-            **runs, coeffs=None, N_opt=None, D_opt=None, L_opt=None, flag=f"only {sizes} size(s); a parabola needs 3"
-        )
-    c0, c1, c2 = np.polyfit(x, loss, 2)
-    coeffs = (float(c0), float(c1), float(c2))
-    lowest = x[np.argmin(loss)]
-    if lowest in (x.min(), x.max()):
-        edge = "smallest" if lowest == x.min() else "largest"
-        return BudgetFit(
-            **runs,
-            coeffs=coeffs,
-            N_opt=None,
-            D_opt=None,
-            L_opt=None,
-            flag=f"lowest loss at the {edge} size: widen the grid",
-        )
-    if c0 <= 0:
-        return BudgetFit(**runs, coeffs=coeffs, N_opt=None, D_opt=None, L_opt=None, flag="parabola opens downwards")
-    vertex = -c1 / (2 * c0)
-    if not x.min() < vertex < x.max():
-        return BudgetFit(
-            **runs, coeffs=coeffs, N_opt=None, D_opt=None, L_opt=None, flag="parabola minimum outside the grid"
-        )
-    n_opt = float(np.exp(vertex))
-    l_opt = float(c2 - c1 * c1 / (4 * c0))
-    return BudgetFit(**runs, coeffs=coeffs, N_opt=n_opt, D_opt=C / (6.0 * n_opt), L_opt=l_opt, flag="")
+    v = parabola.vertex(np.log(N), loss, what="size")
+    runs = dict(C=C, N=tuple(map(float, N)), loss=tuple(map(float, loss)), sizes=len(np.unique(np.log(N))))
+    if v.flag:
+        return BudgetFit(**runs, coeffs=v.coeffs, N_opt=None, D_opt=None, L_opt=None, flag=v.flag)
+    n_opt = float(np.exp(v.x))
+    return BudgetFit(**runs, coeffs=v.coeffs, N_opt=n_opt, D_opt=C / (6.0 * n_opt), L_opt=v.y, flag="")
 
 
 def fit_isoflop(N, D, loss, C, budget=None) -> IsoflopFit:

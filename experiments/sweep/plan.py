@@ -6,6 +6,7 @@ import json
 import math
 
 from meshlm.experiments.sweep.accounting import Accounting, account, flop_params
+from meshlm.experiments.sweep.powerlaw import PowerLaw
 from meshlm.experiments.sweep.spec import AutoShapes, Budget, Shape, Spec
 from meshlm.model.config import ModelConfig
 from meshlm.model.errors import ConfigError
@@ -19,7 +20,19 @@ from meshlm.training.data_config import DataConfig
 VOCAB_MULTIPLE = 128  # the model's table is padded so the head matmul tiles well; the padding's FLOPs are counted
 
 
-RUN, TRUNK, BRANCH = "run", "trunk", "branch"
+RUN, TRUNK, BRANCH, TUNE = "run", "trunk", "branch", "tune"
+LR_DIGITS = 3  # a tuned LR's significant digits: a refit whose last bits differ on another machine keeps every id
+
+
+@dataclasses.dataclass(frozen=True)
+class Tuned:
+    """The tune stage's fitted rules (tune.py), which the main runs use instead of rules.lr and rules.batch."""
+
+    lr: PowerLaw  # peak LR against N_flops
+    batch: PowerLaw | None = None  # tokens per step against the run's budget C; None: rules.batch
+
+    def peak_lr(self, n_flops: float) -> float:
+        return float(f"{float(self.lr(n_flops)):.{LR_DIGITS}g}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +42,9 @@ class PlannedRun:
     budget: float  # the requested compute; accounting.compute is what the whole steps give (within 1/steps)
     holdout: bool
     accounting: Accounting
-    kind: str = RUN  # RUN: trained whole; TRUNK: a cooldown family's constant-LR part; BRANCH: one budget of it
+    # RUN: trained whole; TRUNK: a cooldown family's constant-LR part; BRANCH: one budget of it; TUNE: a point of the
+    # tune stage's grid (trained whole, never an observation)
+    kind: str = RUN
     parent: str = ""  # a branch's trunk (its run id)
     branch_step: int = 0  # a branch starts from its trunk's checkpoint of this step
 
@@ -64,9 +79,11 @@ def _not_default(values: dict, defaults: dict) -> dict:
     return out
 
 
-def resolve(spec: Spec) -> list[PlannedRun]:
-    """Every run of the sweep, by budget then size, cooldown trunks first and hold-outs last; a config listed twice
-    runs once. Under rules.schedule=cooldown each run of the grid is a branch of its (shape, seed)'s trunk."""
+def resolve(spec: Spec, tuned: Tuned | None = None) -> list[PlannedRun]:
+    """Every main run of the sweep, by budget then size, cooldown trunks first and hold-outs last; a config listed
+    twice runs once. Under rules.schedule=cooldown each run of the grid is a branch of its (shape, seed)'s trunk.
+    tuned: the tune stage's rules for the peak LR (and batch); None: the spec's rules (under a `tune:` section,
+    provisional: the ids change once the tune stage has been fitted)."""
     base = _base_config(spec)
     data = data_fingerprint.fingerprint(base.data)  # once: every run reads the same data
     grid: dict[tuple, dict[float, bool]] = {}  # (model, seed) -> {budget: holdout}
@@ -79,7 +96,7 @@ def resolve(spec: Spec) -> list[PlannedRun]:
     family = _cooldown_family if spec.rules.schedule == "cooldown" else _independent_runs
     runs: dict[str, PlannedRun] = {}
     for (model, seed), budgets in grid.items():
-        for run in family(spec, base, data, model, seed, budgets):
+        for run in family(spec, base, data, model, seed, budgets, tuned):
             if run.run_id not in runs or run.holdout:
                 runs[run.run_id] = run
     return sorted(
@@ -88,8 +105,63 @@ def resolve(spec: Spec) -> list[PlannedRun]:
     )
 
 
+def resolve_tune(spec: Spec) -> list[PlannedRun]:
+    """The tune stage: per tune shape and seed, a whole run of the tune budget at each LR of the grid (and each batch
+    of batch_grid), by size, batch and LR; [] without a `tune:` section."""
+    rule = spec.tune
+    if rule is None:
+        return []
+    base = _base_config(spec)
+    data = data_fingerprint.fingerprint(base.data)
+    if rule.shapes:
+        models = [_model(base, spec, shape) for shape in rule.shapes]
+    else:  # every shape of the fitted budgets, once
+        models = [_model(base, spec, shape) for budget in spec.budgets for shape in _shapes(spec, budget, base)]
+    schedule = "wsd" if spec.rules.schedule == "cooldown" else spec.rules.schedule  # what a branch runs
+    runs: dict[str, PlannedRun] = {}
+    for model in dict.fromkeys(models):
+        n_flops = flop_params(model, spec.seq_len)
+        flops = rule.budget(n_flops)
+        for batch in _tune_batches(spec, model, n_flops, flops):
+            steps = _steps(spec, n_flops, flops, batch)
+            warmup = _warmup(spec, n_flops, batch, steps)
+            for peak_lr in rule.peak_lrs(rule_lr(spec, n_flops)):
+                for seed in rule.seeds:
+                    cfg = _config(spec, base, model, seed, batch, steps, warmup, flops, schedule, peak_lr)
+                    rid = run_id(cfg, data)
+                    runs[rid] = PlannedRun(rid, cfg, flops, False, _account(cfg), TUNE)
+    return sorted(
+        runs.values(),
+        key=lambda r: (
+            r.accounting.params_flops,
+            r.config.train.batch_size,
+            r.config.train.optimizer.peak_lr,
+            r.config.train.seed,
+        ),
+    )
+
+
+def _tune_batches(spec: Spec, model: ModelConfig, n_flops: float, flops: float) -> list[int]:
+    """The batch of a tune run by the rules, or each multiple of it on tune.batch_grid (whole sequences)."""
+    batch = _batch(spec, n_flops, flops)
+    if not spec.tune.batch_grid:
+        return [batch]
+    out = []
+    for multiple in spec.tune.batch_grid:
+        sequences = multiple * batch
+        if sequences != round(sequences) or round(sequences) % spec.rules.batch.multiple_of:
+            raise ConfigError(
+                f"tune.batch_grid {multiple} x the {batch}-sequence batch of d_model={model.d_model} is "
+                f"{sequences:g} sequences, not a whole multiple of rules.batch.multiple_of="
+                f"{spec.rules.batch.multiple_of}; use multipliers such as [0.5, 1, 2]"
+            )
+        out.append(round(sequences))
+    return out
+
+
 def as_json(runs: list[PlannedRun]) -> dict:
-    """The plan as data (`meshlm sweep run --dry-run --json`); total_flops is what the sweep trains."""
+    """The plan as data (`meshlm sweep run --dry-run --json`), tune runs (stage "tune") and main runs (stage "main");
+    total_flops is what the sweep trains."""
     rows = []
     for r in runs:
         m, a = r.config.model, r.accounting
@@ -97,6 +169,7 @@ def as_json(runs: list[PlannedRun]) -> dict:
             {
                 "id": r.run_id,
                 "kind": r.kind,
+                "stage": "tune" if r.kind == TUNE else "main",
                 "shape": {"d_model": m.d_model, "n_layers": m.n_layers, "n_heads": m.n_heads},
                 "N": a.params_flops,
                 "D": a.tokens,
@@ -107,6 +180,7 @@ def as_json(runs: list[PlannedRun]) -> dict:
                 "branch_step": r.branch_step if r.parent else None,
                 "steps": r.config.train.steps,
                 "batch_size": r.config.train.batch_size,
+                "peak_lr": r.config.train.optimizer.peak_lr,
                 "trained_flops": r.trained_compute,
             }
         )
@@ -157,34 +231,48 @@ def auto_shapes(spec: Spec, rule: AutoShapes, flops: float, base: config_lib.Con
 
 
 def _independent_runs(
-    spec: Spec, base: config_lib.Config, data: str, model: ModelConfig, seed: int, budgets: dict[float, bool]
+    spec: Spec,
+    base: config_lib.Config,
+    data: str,
+    model: ModelConfig,
+    seed: int,
+    budgets: dict[float, bool],
+    tuned: Tuned | None,
 ) -> list[PlannedRun]:
     """cosine or wsd: one whole run per budget, its batch and warm-up sized for its own length."""
     runs = []
     n_flops = flop_params(model, spec.seq_len)
+    peak_lr = tuned.peak_lr(n_flops) if tuned else rule_lr(spec, n_flops)
     for flops, holdout in budgets.items():
-        batch = _batch(spec, n_flops, flops)
+        batch = _batch(spec, n_flops, flops, tuned)
         steps = _steps(spec, n_flops, flops, batch)
         warmup = _warmup(spec, n_flops, batch, steps)
-        cfg = _config(spec, base, model, seed, batch, steps, warmup, flops, spec.rules.schedule)
+        cfg = _config(spec, base, model, seed, batch, steps, warmup, flops, spec.rules.schedule, peak_lr)
         runs.append(PlannedRun(run_id(cfg, data), cfg, flops, holdout, _account(cfg)))
     return runs
 
 
 def _cooldown_family(
-    spec: Spec, base: config_lib.Config, data: str, model: ModelConfig, seed: int, budgets: dict[float, bool]
+    spec: Spec,
+    base: config_lib.Config,
+    data: str,
+    model: ModelConfig,
+    seed: int,
+    budgets: dict[float, bool],
+    tuned: Tuned | None,
 ) -> list[PlannedRun]:
     """One trunk at the peak LR (never decayed) and a branch per budget that resumes the trunk's checkpoint where
     its own decay starts: each branch is the wsd run of its budget, bit for bit, at the cost of its decay alone.
     Every run of the family shares one batch and warm-up, sized for the smallest budget (so no branch is
     step-starved); the larger budgets take more, smaller steps than a cosine run of theirs would."""
     n_flops = flop_params(model, spec.seq_len)
-    batch = _batch(spec, n_flops, min(budgets))
+    peak_lr = tuned.peak_lr(n_flops) if tuned else rule_lr(spec, n_flops)
+    batch = _batch(spec, n_flops, min(budgets), tuned)
     steps = {flops: _steps(spec, n_flops, flops, batch) for flops in budgets}
     warmup = _warmup(spec, n_flops, batch, min(steps.values()))
     branches = []
     for flops, holdout in budgets.items():
-        cfg = _config(spec, base, model, seed, batch, steps[flops], warmup, flops, "wsd")
+        cfg = _config(spec, base, model, seed, batch, steps[flops], warmup, flops, "wsd", peak_lr)
         decay = optimizer_lib.decay_steps(cfg.train.optimizer, steps[flops])
         if decay >= steps[flops]:
             raise ConfigError(
@@ -218,13 +306,22 @@ def _trunk(spec: Spec, branch: config_lib.Config, branch_steps: list[int]) -> co
     return dataclasses.replace(branch, train=train).validate()
 
 
-def _batch(spec: Spec, n_flops: float, flops: float) -> int:
-    """Sequences per step: tokens per step = clip(D / target_steps, min_tokens, max_tokens), the nearest power of
-    two sequences, a multiple of `multiple_of`."""
+def _batch(spec: Spec, n_flops: float, flops: float, tuned: Tuned | None = None) -> int:
+    """Sequences per step: tokens per step = clip(D / target_steps, min_tokens, max_tokens), or the tuned B*(C), as
+    the nearest power of two sequences, a multiple of `multiple_of`."""
     rules, T = spec.rules.batch, spec.seq_len
-    step_tokens = min(max(flops / (6.0 * n_flops) / rules.target_steps, rules.min_tokens), rules.max_tokens)
+    if tuned and tuned.batch:
+        step_tokens = float(tuned.batch(flops))
+    else:
+        step_tokens = min(max(flops / (6.0 * n_flops) / rules.target_steps, rules.min_tokens), rules.max_tokens)
     batch = 2 ** max(0, round(math.log2(step_tokens / T)))
     return max(rules.multiple_of, batch - batch % rules.multiple_of)
+
+
+def rule_lr(spec: Spec, n_flops: float) -> float:
+    """rules.lr: peak x (N / at_params) ^ exponent."""
+    rule = spec.rules.lr
+    return rule.peak * (n_flops / rule.at_params) ** rule.exponent
 
 
 def _steps(spec: Spec, n_flops: float, flops: float, batch: int) -> int:
@@ -247,10 +344,10 @@ def _config(
     warmup: int,
     flops: float,
     schedule: str,
+    peak_lr: float,
 ) -> config_lib.Config:
     """An ordinary run of `steps` steps with the spec's rules; `flops` only names the run in errors."""
     rules, T = spec.rules, spec.seq_len
-    n_flops = flop_params(model, T)
     if spec.eval.sequences % batch:
         raise ConfigError(
             f"eval.sequences={spec.eval.sequences} is not a multiple of the {batch}-sequence batch of the "
@@ -259,7 +356,7 @@ def _config(
         )
     eval_every = max(1, steps // spec.eval.per_run)
     optimizer = OptimizerConfig(
-        peak_lr=rules.lr.peak * (n_flops / rules.lr.at_params) ** rules.lr.exponent,
+        peak_lr=peak_lr,
         schedule=schedule,
         warmup_steps=warmup,
         min_lr_ratio=rules.min_lr_ratio,

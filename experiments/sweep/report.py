@@ -1,34 +1,20 @@
 """report.md and its PNG plots: IsoFLOP parabolas, N_opt and D_opt against C with bootstrap bands, loss curves,
 predicted against actual loss, residuals; tables of the fitted parameters and of the hold-out predictions."""
 
-import io
 import math
 from pathlib import Path
 
 import numpy as np
 
-from meshlm.experiments.sweep import badput, identify
+from meshlm.experiments.sweep import badput, identify, tune_report
 from meshlm.experiments.sweep.fit import FitResult
 from meshlm.experiments.sweep.observations import Observation
+from meshlm.experiments.sweep.plots import pyplot, save
+from meshlm.experiments.sweep.validation import Validation
 from meshlm.training.atomic import write_atomic
 
 EVAL = "eval"  # where `meshlm eval --sweep DIR` writes, inside the sweep directory
 PLOTS = ("isoflop", "optimal", "loss_curves", "predicted_vs_actual", "residuals")
-
-
-def _pyplot():
-    import matplotlib  # deferred: heavy, and only the report draws
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    write_atomic(path, buf.getvalue())
 
 
 def _compute_range(observations: list[Observation]) -> np.ndarray:
@@ -56,7 +42,7 @@ def _plot_isoflop(plt, result: FitResult, path: Path) -> None:
     ax.set_xscale("log")
     ax.set(xlabel="N (parameters)", ylabel="final loss", title="IsoFLOP parabolas (dashed: flagged and left out)")
     ax.legend(fontsize=7, ncol=2)
-    _save(fig, path)
+    save(fig, path)
     plt.close(fig)
 
 
@@ -82,7 +68,7 @@ def _plot_optimal(plt, result: FitResult, grid: np.ndarray, path: Path) -> None:
         ax.set_yscale("log")
         ax.set(xlabel="C (FLOPs)", ylabel=name)
         ax.legend(fontsize=7)
-    _save(fig, path)
+    save(fig, path)
     plt.close(fig)
 
 
@@ -106,7 +92,7 @@ def _plot_loss_curves(plt, result: FitResult, observations: list[Observation], g
     ax.set_xscale("log")
     ax.set(xlabel="C (FLOPs)", ylabel="validation loss", title="Loss against compute")
     ax.legend(fontsize=7)
-    _save(fig, path)
+    save(fig, path)
     plt.close(fig)
 
 
@@ -128,7 +114,7 @@ def _plot_predicted(plt, result: FitResult, observations: list[Observation], pat
     ax.plot(lims, lims, color="black", lw=0.8)
     ax.set(xlabel="predicted loss (Approach 3)", ylabel="actual loss", xlim=lims, ylim=lims)
     ax.set_title("Predicted against actual (red: hold-out, 80% interval)", fontsize=9)
-    _save(fig, path)
+    save(fig, path)
     plt.close(fig)
 
 
@@ -143,7 +129,7 @@ def _plot_residuals(plt, result: FitResult, observations: list[Observation], pat
     ax.set_xscale("log")
     ax.set(xlabel="C (FLOPs)", ylabel="(actual - predicted) / actual, %", title="Residuals of Approach 3")
     ax.legend(fontsize=7)
-    _save(fig, path)
+    save(fig, path)
     plt.close(fig)
 
 
@@ -191,6 +177,33 @@ def _tables(result: FitResult) -> list[str]:
                 f"{h.interval80[0]:.4f} – {h.interval80[1]:.4f} | {h.actual:.4f} | {h.relative_error:+.2%} | "
                 f"{'yes' if h.inside80 else 'no'} |"
             )
+    return lines
+
+
+def _validation_section(checked: Validation) -> list[str]:
+    """The leave-one-budget-out refit's predictions, and how often an 80 % interval held the actual loss."""
+    lines = ["", "Leave-one-budget-out (the law refitted without the largest fitted budget predicts its runs):", ""]
+    if checked.left_out_budget is None:
+        lines.append(f"Not run: {checked.skipped}.")
+    else:
+        lines += [
+            "| run | N | D | predicted | 80% interval | actual | relative error | inside |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for p in checked.left_out:
+            lines.append(
+                f"| {p.run_id} | {p.N:.3g} | {p.D:.3g} | {p.predicted:.4f} | {p.interval80[0]:.4f} – "
+                f"{p.interval80[1]:.4f} | {p.actual:.4f} | {p.relative_error:+.2%} | {'yes' if p.inside80 else 'no'} |"
+            )
+    n = len(checked.predictions)
+    if n:
+        inside = sum(p.inside80 for p in checked.predictions)
+        lines += [
+            "",
+            f"**Coverage: {inside} of {n} predicted runs ({checked.coverage80:.0%}) fall inside their 80 % interval** "
+            "(hold-outs and left-out runs together; calibrated intervals hold about 80 %; far fewer means they are "
+            "too narrow, and with few runs the count itself is noisy).",
+        ]
     return lines
 
 
@@ -275,7 +288,9 @@ def _icl_section(eval_dir: Path) -> list[str]:
         "## In-context learning of the swept models",
         "",
         f"From `meshlm eval --sweep` ({EVAL}/results.md): accuracy against K per task and the ICL score (Olsson et "
-        "al.: loss late in the context minus loss early; more negative = more in-context learning) against size.",
+        "al.: loss late in the context minus loss early; more negative = more in-context learning) against size. "
+        "Each score names its token indices: icl_score@500-50 is Olsson's; a model whose context ends before token "
+        "500 is scored at its last one (e.g. @256-50), another measure, which a note under the table points out.",
         "",
         table.replace("# meshlm eval\n", "", 1).replace("\n## ", "\n### "),
         *(f"![{name}]({EVAL}/{name})\n" for name in curves),
@@ -291,11 +306,18 @@ def _icl_section(eval_dir: Path) -> list[str]:
     return lines
 
 
-def write_report(out_dir: str | Path, observations: list[Observation], fit_result: FitResult) -> Path:
-    """Write report.md and its PNGs into out_dir; return the report's path."""
+def write_report(
+    out_dir: str | Path,
+    observations: list[Observation],
+    fit_result: FitResult,
+    sweep_dir: str | Path | None = None,
+    validation: Validation | None = None,
+) -> Path:
+    """Write report.md and its PNGs into out_dir; return the report's path. sweep_dir: where the sweep's tune.json
+    is, when it is not out_dir; validation: the leave-one-budget-out refit and the coverage, when it was run."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plt = _pyplot()
+    plt = pyplot()
     grid = _compute_range(observations)
     _plot_isoflop(plt, fit_result, out_dir / "isoflop.png")
     _plot_optimal(plt, fit_result, grid, out_dir / "optimal.png")
@@ -315,8 +337,10 @@ def write_report(out_dir: str | Path, observations: list[Observation], fit_resul
         "",
         *_identification_section(fit_result),
         *_tables(fit_result),
+        *(_validation_section(validation) if validation else []),
         "",
         *(f"![{name}]({name}.png)\n" for name in PLOTS),
+        *tune_report.section(Path(sweep_dir or out_dir), out_dir, plt),
         *_icl_section(out_dir / EVAL),
         *badput.section(out_dir / "runs"),
     ]

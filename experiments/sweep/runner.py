@@ -7,6 +7,7 @@ DIR/runs/ID/         one ordinary `meshlm train` run directory per run (config.j
 """
 
 import dataclasses
+import functools
 import hashlib
 import json
 import pathlib
@@ -16,6 +17,7 @@ import time
 from collections.abc import Callable
 
 from meshlm.experiments.sweep import plan as plan_lib
+from meshlm.experiments.sweep import tune as tune_lib
 from meshlm.experiments.sweep.launchers import Job, Launcher
 from meshlm.experiments.sweep.spec import Spec
 from meshlm.experiments.sweep.store import RETRYING, RunResult, Store
@@ -49,6 +51,7 @@ class Outcome:
     failed: int  # by this invocation: a deterministic failure, or out of retries
     failed_before: int  # recorded failed by an earlier invocation and left alone (retry_failed=False)
     waiting: int = 0  # cooldown branches whose trunk checkpoint is not there yet (trunk failed, or run elsewhere)
+    tune_pending: bool = False  # the main runs wait for tune runs that other runners hold
 
 
 def data_dir(out: pathlib.Path, cfg: config_lib.Config) -> pathlib.Path:
@@ -122,12 +125,39 @@ def code_revision() -> str:
         return f"meshlm {version('meshlm')}"
 
 
-def print_plan(spec: Spec, runs: list[plan_lib.PlannedRun], stats: DataStats, store: Store | None, out=None):
+def dry_run_plan(spec: Spec, store: Store | None) -> tuple[list[plan_lib.PlannedRun], list[plan_lib.PlannedRun], str]:
+    """(tune runs, main runs, where the main runs' peak LR comes from) for --dry-run: the main runs at the tune
+    stage's fit once every tune run in the store has ended, else at the rules (provisional)."""
+    tune_runs = plan_lib.resolve_tune(spec)
+    fitted = tune_lib.fit_stage(spec, tune_runs, store) if tune_runs and store else None
+    if fitted and fitted.rules:
+        lr = fitted.rules.lr
+        return tune_runs, plan_lib.resolve(spec, fitted.rules), f"tuned: LR*(N) = {lr.k:.3g} N^{lr.p:.3f}"
+    why = "the tune stage identified no size" if fitted else "until the tune stage has run"
+    main_lr = f"rules.lr {why}: provisional, their ids change once it is fitted" if tune_runs else ""
+    return tune_runs, plan_lib.resolve(spec), main_lr
+
+
+def print_plan(
+    spec: Spec,
+    runs: list[plan_lib.PlannedRun],
+    stats: DataStats,
+    store: Store | None,
+    out=None,
+    tune_runs: list[plan_lib.PlannedRun] = (),
+    main_lr: str = "",
+):
+    """The plan as a table: the tune stage's runs apart, first, then the main runs, whose peak LR `main_lr` says
+    where it comes from."""
     out = out or sys.stdout
     measured = store.measured_flops_per_s() if store else []
     done = store.finished() if store else set()
+    every = [*tune_runs, *runs]
+    tune_flops = sum(r.trained_compute for r in tune_runs)
     print(
-        f"sweep {spec.name}: {len(runs)} runs, {sum(r.trained_compute for r in runs):.3g} FLOPs to train, data "
+        f"sweep {spec.name}: {len(every)} runs, {sum(r.trained_compute for r in every):.3g} FLOPs to train"
+        + (f" ({len(tune_runs)} tune runs, {tune_flops:.3g} FLOPs)" if tune_runs else "")
+        + ", data "
         + (
             f"{stats.tokens:.3g} training tokens{'' if stats.exact else ' (estimated)'}"
             if stats.tokens
@@ -135,6 +165,19 @@ def print_plan(spec: Spec, runs: list[plan_lib.PlannedRun], stats: DataStats, st
         ),
         file=out,
     )
+    total = 0.0
+    if tune_runs:
+        tuned = "peak LR and batch" if spec.tune.batch_grid else "peak LR"
+        print(f"tune stage, first (its fit, {tune_lib.FILE}, sets the main runs' {tuned}):", file=out)
+        total += _print_runs(spec, tune_runs, stats, measured, done, out)
+        print(f"main runs ({main_lr}):", file=out)
+    total += _print_runs(spec, runs, stats, measured, done, out)
+    source = "measured FLOP/s of finished runs where there are some, else the spec's estimate table"
+    print(f"estimated time left: {duration(total)} with one run at a time ({source})", file=out)
+
+
+def _print_runs(spec: Spec, runs: list[plan_lib.PlannedRun], stats: DataStats, measured, done: set[str], out) -> float:
+    """One line per run under a header; returns the estimated seconds of those not done."""
     header = (
         f"{'run':16s} {'budget':>8s} {'d x L':>8s} {'N_flops':>9s} {'N_total':>9s} {'N_nonemb':>9s} "
         f"{'tokens':>9s} {'tok/N':>6s} {'C':>9s} {'steps':>6s} {'batch':>5s} {'lr':>8s} {'epochs':>6s} "
@@ -156,8 +199,7 @@ def print_plan(spec: Spec, runs: list[plan_lib.PlannedRun], stats: DataStats, st
             f"{epochs} {duration(seconds):>6s}  {' '.join(tags)}",
             file=out,
         )
-    source = "measured FLOP/s of finished runs where there are some, else the spec's estimate table"
-    print(f"estimated time left: {duration(total)} with one run at a time ({source})", file=out)
+    return total
 
 
 def duration(seconds: float) -> str:
@@ -179,6 +221,8 @@ def run_sweep(
     """Run every planned run that is neither finished nor held by another live runner; resumable at any point.
     A killed or crashed run is retried (spec.retries, with backoff) from its checkpoint; one that failed
     deterministically, or ran out of retries, is recorded failed and left alone until retry_failed=True.
+    Under a `tune:` section the tune stage runs first; its fit (DIR/tune.json) sets the main runs' peak LR (and
+    batch), so the main runs are planned only once every tune run has ended.
 
     tracker: where every run logs (None: as the spec says); W&B groups the runs under the sweep's name.
 
@@ -187,94 +231,166 @@ def run_sweep(
     out = pathlib.Path(out)
     if tracker is not None:  # W&B shows the sweep's runs as one group
         tracker = dataclasses.replace(tracker, group=tracker.group or spec.name)
-    runs = plan_lib.resolve(spec)
+    tune_runs = plan_lib.resolve_tune(spec)
+    runs = plan_lib.resolve(spec)  # under a tune stage, provisional: for the data and the epoch check only
     stats = data_stats(spec, out, runs)
     if stats.tokens is None:
         raise ConfigError(stats.note)
-    check_epochs(spec, runs, stats)
+    check_epochs(spec, tune_runs + runs, stats)
     store = Store(out)
-    store.add_plan(spec.name, runs)
-    revision = code_revision()
     store.set_meta(f"spec:{spec.name}", dataclasses.asdict(spec))  # for the report: the rules behind the runs
     if retry_failed:
         store.reset_failed()
-    done, failed_before = store.finished(), store.failed()
-    todo = [r for r in runs if r.run_id not in done and r.run_id not in failed_before]
-    by_id = {r.run_id: r for r in todo}
-    bar = _ProgressBar(todo, enabled=progress)
-    queue = _Queue(
-        todo, ready=lambda run: not run.parent or has_step(out / RUNS / run.parent / CHECKPOINTS, run.branch_step)
-    )
-    mine: set[str] = set()  # claimed by this runner: running, or waiting for a retry
-    in_flight = finished = failed = held = 0
+    jobs = functools.partial(_job, out=out, compile_cache=compile_cache, tracker=tracker)
+    driver = _Driver(spec, out, store, launcher, jobs, progress, clock, sleep)
+    note = ""
     try:
-        while True:
-            while in_flight < launcher.slots and (run := queue.pop(clock())):
-                if run.run_id not in mine and not store.claim(run.run_id):
-                    held += run.run_id not in store.finished()
-                    bar.skip(run)
-                    continue
-                mine.add(run.run_id)
-                attempt = store.start_attempt(run.run_id)
-                launcher.submit(_job(run, out, compile_cache, tracker, attempt))
-                in_flight += 1
-                bar.started()
-            wait_s = queue.wait_s(clock())
-            if not in_flight:
-                if wait_s is None:  # done, or only branches whose trunk no run here can train are left
-                    break
-                sleep(wait_s)
-                continue
-            if queue.waiting() and in_flight < launcher.slots:  # a trunk in flight may write a branch's step
-                wait_s = POLL_S if wait_s is None else min(POLL_S, wait_s)
-            ended = launcher.wait(timeout=wait_s)
-            if ended is None:  # a retry is due, or a look for branches whose trunk checkpoint has appeared
-                continue
-            job, result = ended
-            in_flight -= 1
-            run = by_id[job.run_id]
-            if isinstance(result, RunResult):
-                store.record_result(job.run_id, result, revision)
-                mine.discard(job.run_id)
-                finished += 1
-                bar.finished(run, _summary(run, result))
-                continue
-            state = store.record_failure(job.run_id, result, spec.retries)
-            if state.state == RETRYING:
-                delay = backoff_s(spec, state.failures)
-                queue.retry(run, clock() + delay)
-                bar.retrying(
-                    f"{job.run_id} try {job.attempt} failed ({result.reason}); "
-                    f"retry {state.failures} of {spec.retries} in {duration(delay)}"
-                )
-            else:
-                mine.discard(job.run_id)
-                failed += 1
-                bar.finished(run, f"{job.run_id} FAILED on try {job.attempt}: {result.reason}")
+        tally = driver.run(tune_runs)
+        if tune_runs:
+            runs, note = _tuned_runs(spec, out, tune_runs, store, log)
+            check_epochs(spec, runs, stats)
+        tally += driver.run(runs)
     finally:
         launcher.close()
-        for run_id in mine:
-            store.release(run_id)
-        bar.close()
+        driver.release()
         store.close()
-    waiting = queue.waiting()
-    trunks = ", ".join(sorted({r.parent for r in waiting}))
+    trunks = ", ".join(sorted({r.parent for r in tally.waiting}))
     outcome = Outcome(
-        finished=finished,
-        skipped=sum(r.run_id in done for r in runs),
-        held_elsewhere=held,
-        failed=failed,
-        failed_before=sum(r.run_id in failed_before for r in runs),
-        waiting=len(waiting),
+        finished=tally.finished,
+        skipped=tally.skipped,
+        held_elsewhere=tally.held,
+        failed=tally.failed,
+        failed_before=tally.failed_before,
+        waiting=len(tally.waiting),
+        tune_pending=bool(tune_runs) and not runs,
     )
     log(
         f"sweep {spec.name}: {outcome.finished} runs finished now, {outcome.skipped} already done, "
         f"{outcome.held_elsewhere} held by other runners, {outcome.failed} failed"
         + (f", {outcome.failed_before} failed before (--retry-failed runs them)" if outcome.failed_before else "")
-        + (f", {outcome.waiting} cooldown branches wait for trunks {trunks} (re-run once trained)" if waiting else "")
+        + (f", {outcome.waiting} cooldown branches wait for trunks {trunks} (re-run once trained)" if trunks else "")
+        + (f"; {note}" if note else "")
         + f"; results in {out / 'results.sqlite'}"
     )
     return outcome
+
+
+def _tuned_runs(
+    spec: Spec, out: pathlib.Path, tune_runs: list[plan_lib.PlannedRun], store: Store, log
+) -> tuple[list[plan_lib.PlannedRun], str]:
+    """The main runs at the tune stage's fitted rules, once it has ended ([] before), and a line on the fit."""
+    fitted = tune_lib.fit_stage(spec, tune_runs, store)
+    if fitted is None:
+        return [], "the main runs wait for the tune stage, whose runs other runners hold (re-run once they finish)"
+    path = tune_lib.write(out, fitted)
+    for s in fitted.shapes:
+        if s.reason:
+            log(f"tune: {s.d_model}x{s.n_layers} (N={s.N:.3g}) is not identified, left out of LR*(N): {s.reason}")
+    if fitted.rules is None:
+        raise ConfigError(
+            f"the tune stage identified no size's LR* (every U-curve's minimum is off its grid; {path}); move or "
+            "widen tune.lr_grid and re-run: finished tune runs are kept"
+        )
+    runs = plan_lib.resolve(spec, fitted.rules)
+    return runs, tune_lib.summary(fitted, runs) + f" ({path})"
+
+
+@dataclasses.dataclass
+class _Tally:
+    finished: int = 0  # by this invocation
+    skipped: int = 0  # already in the store
+    held: int = 0  # claimed by another live runner
+    failed: int = 0  # by this invocation
+    failed_before: int = 0  # recorded failed by an earlier invocation
+    waiting: list = dataclasses.field(default_factory=list)  # cooldown branches whose trunk checkpoint is not there
+
+    def __add__(self, other: "_Tally") -> "_Tally":
+        return _Tally(*(getattr(self, f.name) + getattr(other, f.name) for f in dataclasses.fields(self)))
+
+
+class _Driver:
+    """Runs a list of planned runs (a stage) to its end on one launcher: claims, launches, records, retries. The
+    claims it holds last across stages; release() gives them back once the launcher is closed."""
+
+    def __init__(
+        self, spec: Spec, out: pathlib.Path, store: Store, launcher: Launcher, job, progress: bool, clock, sleep
+    ):
+        self.spec, self.out, self.store, self.launcher, self.job = spec, out, store, launcher, job
+        self.progress, self.clock, self.sleep = progress, clock, sleep
+        self.revision = code_revision()
+        self.mine: set[str] = set()  # claimed by this runner: running, or waiting for a retry
+
+    def release(self) -> None:
+        for run_id in self.mine:
+            self.store.release(run_id)
+
+    def run(self, runs: list[plan_lib.PlannedRun]) -> _Tally:
+        if not runs:
+            return _Tally()
+        store, launcher, clock = self.store, self.launcher, self.clock
+        store.add_plan(self.spec.name, runs)
+        done, failed_before = store.finished(), store.failed()
+        todo = [r for r in runs if r.run_id not in done and r.run_id not in failed_before]
+        by_id = {r.run_id: r for r in todo}
+        trunks = self.out / RUNS
+        queue = _Queue(
+            todo, ready=lambda run: not run.parent or has_step(trunks / run.parent / CHECKPOINTS, run.branch_step)
+        )
+        tally = _Tally(
+            skipped=sum(r.run_id in done for r in runs), failed_before=sum(r.run_id in failed_before for r in runs)
+        )
+        in_flight = 0
+        bar = _ProgressBar(todo, enabled=self.progress)
+        try:
+            while True:
+                while in_flight < launcher.slots and (run := queue.pop(clock())):
+                    if run.run_id not in self.mine and not store.claim(run.run_id):
+                        tally.held += run.run_id not in store.finished()
+                        bar.skip(run)
+                        continue
+                    self.mine.add(run.run_id)
+                    launcher.submit(self.job(run, attempt=store.start_attempt(run.run_id)))
+                    in_flight += 1
+                    bar.started()
+                wait_s = queue.wait_s(clock())
+                if not in_flight:
+                    if wait_s is None:  # done, or only branches whose trunk no run here can train are left
+                        break
+                    self.sleep(wait_s)
+                    continue
+                if queue.waiting() and in_flight < launcher.slots:  # a trunk in flight may write a branch's step
+                    wait_s = POLL_S if wait_s is None else min(POLL_S, wait_s)
+                ended = launcher.wait(timeout=wait_s)
+                if ended is None:  # a retry is due, or a look for branches whose trunk checkpoint has appeared
+                    continue
+                job, result = ended
+                in_flight -= 1
+                self._record(by_id[job.run_id], job, result, queue, bar, tally)
+        finally:
+            bar.close()
+        tally.waiting = queue.waiting()
+        return tally
+
+    def _record(self, run: plan_lib.PlannedRun, job: Job, result, queue: "_Queue", bar, tally: _Tally) -> None:
+        """A run's try has ended: store its result, or its failure and what comes next (a retry, or failed)."""
+        if isinstance(result, RunResult):
+            self.store.record_result(job.run_id, result, self.revision)
+            self.mine.discard(job.run_id)
+            tally.finished += 1
+            bar.finished(run, _summary(run, result))
+            return
+        state = self.store.record_failure(job.run_id, result, self.spec.retries)
+        if state.state == RETRYING:
+            delay = backoff_s(self.spec, state.failures)
+            queue.retry(run, self.clock() + delay)
+            bar.retrying(
+                f"{job.run_id} try {job.attempt} failed ({result.reason}); "
+                f"retry {state.failures} of {self.spec.retries} in {duration(delay)}"
+            )
+        else:
+            self.mine.discard(job.run_id)
+            tally.failed += 1
+            bar.finished(run, f"{job.run_id} FAILED on try {job.attempt}: {result.reason}")
 
 
 def backoff_s(spec: Spec, failures: int) -> float:
@@ -332,8 +448,9 @@ def _job(
 
 def _summary(run: plan_lib.PlannedRun, result: RunResult) -> str:
     m, a = run.config.model, run.accounting
+    tune = f" tune lr {run.config.train.optimizer.peak_lr:.3g}" if run.kind == plan_lib.TUNE else ""
     return (
-        f"{run.run_id} {m.d_model}x{m.n_layers} N={a.params_flops:.3g} D={a.tokens:.3g} C={a.compute:.3g}"
+        f"{run.run_id} {m.d_model}x{m.n_layers} N={a.params_flops:.3g} D={a.tokens:.3g} C={a.compute:.3g}{tune}"
         f"{' holdout' if run.holdout else ''}: val_loss {result.final_val_loss:.4f} in {result.wall_time_s:.0f}s"
         + (f" (resumed at step {result.resumed_from_step})" if result.resumed_from_step else "")
     )

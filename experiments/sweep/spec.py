@@ -86,6 +86,60 @@ class Rules:
     grad_clip: float = 1.0
 
 
+DEFAULT_TUNE_TOKENS_PER_PARAM = 20.0  # about compute-optimal, where Porian et al. (2024) tuned
+DEFAULT_LR_GRID = (0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneRule:
+    """The tune stage (docs/scaling.md, Per-size tuning): per shape, one short run at each peak LR of a grid (and each
+    batch of batch_grid) before the main runs; their final losses give each size's LR* (a parabola in log LR), and a
+    power law through them LR*(N) (and B*(C)), which the main runs use instead of rules.lr (and rules.batch)."""
+
+    tokens_per_param: float | None = None  # each tune run trains this many tokens per parameter (default 20) ...
+    flops: float | None = None  # ... or this many FLOPs, the same for every shape
+    lr_grid: tuple[float, ...] | None = None  # multipliers of rules.lr at each shape's N (default 1/4 ... 4) ...
+    lrs: tuple[float, ...] | None = None  # ... or absolute peak LRs, the same for every shape
+    batch_grid: tuple[float, ...] = ()  # multipliers of the rules.batch batch; () = the batch is not tuned
+    shapes: tuple[Shape, ...] = ()  # () = every shape of the fitted budgets
+    seeds: tuple[int, ...] = (0,)
+
+    def validate(self) -> None:
+        if self.tokens_per_param is not None and self.flops is not None:
+            raise ConfigError("tune gives both tokens_per_param and flops; keep one (the budget of each tune run)")
+        if any(v is not None and v <= 0 for v in (self.tokens_per_param, self.flops)):
+            raise ConfigError("tune.tokens_per_param and tune.flops must be positive, e.g. tokens_per_param: 20")
+        if self.lr_grid is not None and self.lrs is not None:
+            raise ConfigError("tune gives both lr_grid (multipliers of rules.lr) and lrs (absolute LRs); keep one")
+        for name in ("lr_grid", "lrs", "batch_grid"):
+            values = getattr(self, name)
+            if values is None or (name == "batch_grid" and not values):
+                continue
+            if any(v <= 0 for v in values) or len(set(values)) != len(values):
+                raise ConfigError(f"tune.{name}={list(values)} must be distinct positive numbers")
+            if len(values) < 3:
+                raise ConfigError(f"tune.{name} has {len(values)} value(s); a parabola needs 3, e.g. [0.5, 1, 2]")
+        if self.batch_grid and self.flops is not None:
+            raise ConfigError(
+                "tune.batch_grid with tune.flops: every tune run then has the same compute, so B*(C) cannot be "
+                "fitted; give tune.tokens_per_param instead"
+            )
+        if not self.seeds:
+            raise ConfigError("tune.seeds is empty; give at least one, e.g. seeds: [0]")
+
+    def budget(self, n_flops: float) -> float:
+        """The FLOPs of a tune run of a model with n_flops FLOP-equivalent parameters."""
+        if self.flops is not None:
+            return self.flops
+        return 6.0 * (self.tokens_per_param or DEFAULT_TUNE_TOKENS_PER_PARAM) * n_flops * n_flops
+
+    def peak_lrs(self, rule_lr: float) -> tuple[float, ...]:
+        """The grid at a shape whose rules.lr LR is rule_lr."""
+        if self.lrs is not None:
+            return self.lrs
+        return tuple(m * rule_lr for m in self.lr_grid or DEFAULT_LR_GRID)
+
+
 @dataclasses.dataclass(frozen=True)
 class EvalRule:
     sequences: int = 128  # the fixed validation set: the first `sequences` rows, the same for every run
@@ -127,6 +181,7 @@ class Spec:
     seeds: tuple[int, ...] = (0,)
     holdout: tuple[Budget, ...] = ()
     rules: Rules = dataclasses.field(default_factory=Rules)
+    tune: TuneRule | None = None  # None: every run's peak LR (and batch) from the rules
     eval: EvalRule = dataclasses.field(default_factory=EvalRule)
     checkpoints_per_run: int = 4
     max_epochs: float = 1.0  # no run may see more than this many passes over the training split
@@ -158,6 +213,8 @@ class Spec:
                 f"retries={self.retries}, retry_backoff_s={self.retry_backoff_s}, retry_backoff_max_s="
                 f"{self.retry_backoff_max_s}: need retries >= 0 and 0 <= retry_backoff_s <= retry_backoff_max_s"
             )
+        if self.tune is not None:
+            self.tune.validate()
         return self
 
 

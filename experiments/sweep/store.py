@@ -19,7 +19,7 @@ import uuid
 from meshlm.experiments.sweep.accounting import Accounting
 from meshlm.experiments.sweep.failures import Failure
 from meshlm.experiments.sweep.observations import Observation
-from meshlm.experiments.sweep.plan import RUN, TRUNK, PlannedRun
+from meshlm.experiments.sweep.plan import RUN, TRUNK, TUNE, PlannedRun
 from meshlm.model.errors import ConfigError
 from meshlm.training import config as config_lib
 
@@ -50,7 +50,8 @@ CREATE TABLE IF NOT EXISTS states (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 # Columns added since the first stores; older files gain them (NULL in their old rows) when opened. A run's kind
-# (plan.RUN, TRUNK or BRANCH; NULL: a run planned before there were kinds, an ordinary one), parent and branch step.
+# (plan.RUN, TRUNK, BRANCH or TUNE; NULL: a run planned before there were kinds, an ordinary one), parent and branch
+# step.
 _ADDED = {
     "failures": ("attempt INTEGER", "retryable INTEGER"),
     "runs": ("kind TEXT", "parent TEXT", "branch_step INTEGER"),
@@ -143,16 +144,25 @@ class Store:
         self._db.close()
 
     def add_plan(self, sweep: str, runs: list[PlannedRun]) -> None:
-        rows = [_plan_row(sweep, r) for r in runs]
+        """Add the runs, or update the sweep, budget, holdout and kind of those planned before. A main run whose config
+        is also a point of the tune stage stays a main run (an observation): a tune plan never changes a row."""
+        columns = ", ".join("?" * len(_plan_row(sweep, runs[0])))
         with self._transaction() as db:
-            db.executemany(
-                f"INSERT INTO runs VALUES ({', '.join('?' * len(rows[0]))}) ON CONFLICT(run_id) DO UPDATE SET "
-                "sweep = excluded.sweep, budget = excluded.budget, holdout = excluded.holdout",
-                rows,
-            )
+            for r in runs:
+                update = (
+                    "NOTHING"
+                    if r.kind == TUNE
+                    else "UPDATE SET sweep = excluded.sweep, budget = excluded.budget, holdout = excluded.holdout, "
+                    "kind = excluded.kind"
+                )
+                db.execute(f"INSERT INTO runs VALUES ({columns}) ON CONFLICT(run_id) DO {update}", _plan_row(sweep, r))
 
     def finished(self) -> set[str]:
         return {r[0] for r in self._db.execute("SELECT run_id FROM results")}
+
+    def final_losses(self) -> dict[str, float]:
+        """run id -> final validation loss, of every finished run."""
+        return dict(self._db.execute("SELECT run_id, final_val_loss FROM results").fetchall())
 
     def claim(self, run_id: str) -> bool:
         """Take the run for this runner: False when it is finished or held by a live runner."""
@@ -329,16 +339,17 @@ def _plan_row(sweep: str, r: PlannedRun) -> tuple:
 
 def observations(directory: str | pathlib.Path) -> list[Observation]:
     """Every finished run in DIR/results.sqlite as an Observation (N = FLOP-equivalent params, D = tokens); cooldown
-    trunks are left out (their loss, never decayed, is no run's final loss), their branches name them."""
+    trunks are left out (their loss, never decayed, is no run's final loss), their branches name them, and so are
+    tune runs (off-optimal LRs at a small budget: tune.json holds them)."""
     path = pathlib.Path(directory) / FILE
     if not path.is_file():
         raise ConfigError(f"{directory} holds no {FILE}; run `meshlm sweep run SPEC --out {directory}` first")
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60.0)
     rows = db.execute(
         "SELECT r.params_flops, r.tokens, s.final_val_loss, r.compute, r.run_id, r.budget, r.holdout, s.val_curve, "
-        "r.parent FROM runs r JOIN results s USING (run_id) WHERE r.kind IS NOT ? ORDER BY r.budget, r.compute, "
-        "r.run_id",
-        (TRUNK,),
+        "r.parent FROM runs r JOIN results s USING (run_id) WHERE r.kind IS NULL OR r.kind NOT IN (?, ?) "
+        "ORDER BY r.budget, r.compute, r.run_id",
+        (TRUNK, TUNE),
     ).fetchall()
     db.close()
     return [

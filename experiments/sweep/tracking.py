@@ -4,6 +4,7 @@ report's plots go to a summary run of their own in that group."""
 import dataclasses
 import pathlib
 
+from meshlm.experiments.sweep import tune_report
 from meshlm.experiments.sweep.fit import FitResult
 from meshlm.experiments.sweep.observations import Observation
 from meshlm.experiments.sweep.report import PLOTS
@@ -41,5 +42,6 @@ def log_fit(out_dir: pathlib.Path, result: FitResult, tracker: TrackerConfig, se
     run = open_tracker(named, out_dir, settings, log=print, job_type="fit")
     run.summarize(summary(result))
     if plots:
-        run.images({plot: out_dir / f"{plot}.png" for plot in PLOTS})
+        tuning = [plot for plot in tune_report.PLOTS if (out_dir / f"{plot}.png").is_file()]  # with a tune stage
+        run.images({plot: out_dir / f"{plot}.png" for plot in PLOTS + tuple(tuning)})
     run.close()

@@ -73,6 +73,15 @@ def test_fit_table_prints_name_value_lines_and_writes_fit_json_and_report(tmp_pa
         assert (tmp_path / f"{png}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Hold-out runs" in report
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    # Leave-one-budget-out: the table names no budgets, so the runs are grouped by compute; the top group (1e21)
+    # is predicted by a law fitted on the three below it, within the noise, and counted with the hold-out.
+    checked = saved["validation"]
+    assert checked["left_out_budget"] == pytest.approx(1e21, rel=1e-6) and len(checked["left_out"]) == 6
+    assert all(abs(p["relative_error"]) < 0.02 for p in checked["left_out"])
+    inside = [p["inside80"] for p in checked["held_out"] + checked["left_out"]]
+    assert checked["predicted"] == 7 and checked["coverage80"] == pytest.approx(sum(inside) / 7)
+    assert float(printed["validation.coverage80"].split()[0]) == pytest.approx(checked["coverage80"], rel=1e-3)
+    assert f"{sum(inside)} of 7 predicted runs" in report and "Leave-one-budget-out" in report
 
 
 # Epoch AI's reconstruction of Chinchilla's Fig. 4 (github.com/epoch-research/analyzing-chinchilla,
