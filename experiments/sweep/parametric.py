@@ -47,6 +47,10 @@ class LossLaw:
 
     @property
     def G(self) -> float:
+        """NaN where a term does not fall (alpha, A, beta or B at 0, as a fit at its bounds can end): then no finite
+        size is optimal, and N_opt, D_opt and L_opt are not defined."""
+        if min(self.alpha * self.A, self.beta * self.B) <= 0:
+            return math.nan
         return (self.alpha * self.A / (self.beta * self.B)) ** (1.0 / (self.alpha + self.beta))
 
     def n_opt(self, C):

@@ -1,5 +1,6 @@
 """Approach 3: the objective, the closed forms, and recovery of a known law from noisy IsoFLOP points."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -73,3 +74,12 @@ def test_exact_points_give_the_law_back():
     law = fit_parametric([o.N for o in obs], [o.D for o in obs], [o.loss for o in obs], starts=16).law
     for name in ("E", "alpha", "beta"):
         assert getattr(law, name) == pytest.approx(getattr(EPOCH, name), rel=1e-3)
+
+
+@pytest.mark.parametrize("free", ["alpha", "A", "beta", "B"])
+def test_a_term_that_does_not_fall_has_no_finite_optimum(free):
+    # A fit can end with beta (or B, alpha, A) at 0: the loss then never rewards that side, so no finite split of
+    # the compute is optimal. The closed forms are NaN (not identified), never a ZeroDivisionError.
+    law = dataclasses.replace(HOFFMANN, **{free: 0.0})
+    assert math.isnan(law.G) and math.isnan(float(law.n_opt(1e21))) and math.isnan(float(law.l_opt(1e21)))
+    assert not math.isnan(float(law.loss(1e9, 1e11)))
