@@ -163,12 +163,17 @@ def test_the_plan_lists_tune_runs_apart_and_main_runs_take_the_fitted_lr_under_n
 
 
 def test_the_gpu_ladder_tunes_three_sizes_for_a_seventh_of_its_main_runs():
-    """docs/scaling.md's figures: 15 tune runs, 6.1e19 FLOPs, 14% of the main runs' FLOPs."""
+    """docs/scaling.md's figures, by hand: 3 sizes x 5 LRs, each run at 20 tokens per FLOP-equivalent parameter
+    (C = 6 N D = 120 N^2); the main runs train their budgets, 5 sizes at each of the 5 fitted budgets and 2
+    hold-outs at 1e20. Whole steps may pass a budget by under one batch: 1 %."""
     ladder = spec_lib.load(os.path.join(os.path.dirname(plan_lib.__file__), "..", "sweeps", "gpu-ladder.yaml"))
     tune_runs, main_runs = plan_lib.resolve_tune(ladder), plan_lib.resolve(ladder)
+    assert len(tune_runs) == 15 and len({r.accounting.params_flops for r in tune_runs}) == 3
     tuned = sum(r.trained_compute for r in tune_runs)
-    assert len(tune_runs) == 15 and tuned == pytest.approx(6.06e19, rel=0.01)
-    assert tuned / sum(r.trained_compute for r in main_runs) == pytest.approx(0.135, abs=0.005)
+    assert tuned == pytest.approx(sum(120 * r.accounting.params_flops**2 for r in tune_runs), rel=0.01)
+    main = sum(r.trained_compute for r in main_runs)
+    assert main == pytest.approx(5 * (1.0e18 + 2.5e18 + 6.0e18 + 1.5e19 + 2.5e19) + 2 * 1.0e20, rel=0.01)
+    assert tuned == pytest.approx(6.06e19, rel=0.01) and tuned / main == pytest.approx(0.135, abs=0.005)
 
 
 def test_tune_spec_errors_name_the_fix():
