@@ -89,6 +89,11 @@ def _run_arguments(p) -> None:
     )
     p.add_argument("--tpus-per-host", type=float, metavar="N", help="ray: TPU chips each host's process reserves")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (one line per finished run)")
+    _flags.add_set(
+        p,
+        help="override one field of the spec, the value read as YAML (repeatable), e.g. --set rules.schedule=cosine "
+        "--set holdout=[]; every run's config is the spec's `overrides:` list",
+    )
     p.add_argument(
         "--retry-failed",
         action="store_true",
@@ -108,7 +113,7 @@ def _run(args) -> None:
     from meshlm.experiments.sweep import spec as spec_lib
     from meshlm.experiments.sweep.store import FILE, Store
 
-    spec = spec_lib.load(args.spec)
+    spec = spec_lib.load(args.spec, args.set)
     out = Path(args.out)
     if args.json and not args.dry_run:
         raise ConfigError("--json goes with --dry-run: meshlm sweep run SPEC --out DIR --dry-run --json")
@@ -166,7 +171,9 @@ def _fit_arguments(p) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("dir", nargs="?", metavar="DIR", help="a sweep directory written by meshlm sweep run")
     src.add_argument(
-        "--table", metavar="FILE.csv", help="a CSV table with columns N,D,loss (C, budget, holdout optional)"
+        "--table",
+        metavar="FILE.csv",
+        help="a CSV table with columns N,D,loss (C, budget, holdout, unique_tokens optional)",
     )
     p.add_argument(
         "--out", metavar="DIR", help="where fit.json and the report go (default: DIR, or the table's folder)"
@@ -183,6 +190,11 @@ def _fit_arguments(p) -> None:
         "0 = all 4500)",
     )
     p.add_argument("--no-report", action="store_true", help="write fit.json only, no report.md and plots")
+    p.add_argument(
+        "--raw-tokens",
+        action="store_true",
+        help="fit runs that repeated data at the tokens they read, not at Muennighoff et al.'s effective D",
+    )
     p.add_argument(
         "--no-validate",
         action="store_true",
@@ -209,6 +221,12 @@ def _lines(result: FitResult) -> list[str]:
             out.append(f"{name}.hi80={ci['hi80']:.6g}")
         if name in result.not_identified:
             out.append(f"{name}.identified=false")
+    if result.epochs:
+        out += [
+            f"repeated_data.runs={len(result.epochs)}",
+            f"repeated_data.max_epochs={max(result.epochs.values()):.3g}",
+            f"repeated_data.effective_data={str(result.effective_data).lower()}",
+        ]
     for h in result.holdout:
         key = f"holdout.{h.run_id}"
         out += [
@@ -250,7 +268,12 @@ def _fit(args) -> None:
 
         observations = store.observations(args.dir)
         out_dir = Path(args.out) if args.out else Path(args.dir)
-    fit_args = {"resamples": args.resamples, "seed": args.seed, "starts": args.starts or None}
+    fit_args = {
+        "resamples": args.resamples,
+        "seed": args.seed,
+        "starts": args.starts or None,
+        "effective_data": not args.raw_tokens,
+    }
     result = fit(observations, **fit_args)
     checked = None if args.no_validate else validation.validate(observations, result, **fit_args)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,9 @@ Every fitted and derived quantity lives in one flat dict of name -> value, so th
 resample the fitted runs with replacement, refit everything (Approach 3 warm-started from the full-data optimum),
 and read the 10th/90th (80 %) and 2.5th/97.5th (95 %) percentiles of each name. Each name is then judged
 identified or not (identify.py): a fit that converged can still leave a parameter free.
+
+Runs that read their training split more than once enter the D-dependent laws (Approach 3 and L(D)) at their
+effective D (repetition.py), unless effective_data=False; Approaches 1 and 2 work in compute and are unchanged.
 """
 
 import dataclasses
@@ -12,7 +15,7 @@ import math
 
 import numpy as np
 
-from meshlm.experiments.sweep import envelope, identify, isoflop, kaplan, parametric
+from meshlm.experiments.sweep import envelope, identify, isoflop, kaplan, parametric, repetition
 from meshlm.experiments.sweep.observations import Observation
 from meshlm.model.errors import ConfigError
 
@@ -27,6 +30,7 @@ class HoldoutPrediction:
     N: float
     D: float
     C: float
+    D_effective: float  # the D the law was evaluated at: D, or less for a run that repeated data
     actual: float
     predicted: float
     interval80: tuple[float, float]  # bootstrap laws plus resampled fit residuals: where a new run would land
@@ -64,6 +68,8 @@ class FitResult:
     fitted_runs: int
     resamples: int
     seed: int
+    effective_data: bool = True
+    epochs: dict[str, float] = dataclasses.field(default_factory=dict)  # run id -> epochs, for runs past one
 
     @property
     def identified(self) -> dict[str, bool]:
@@ -86,6 +92,11 @@ class FitResult:
                 "resamples": self.resamples,
                 "seed": self.seed,
                 "huber_delta": parametric.HUBER_DELTA,
+                "repeated_data": {
+                    "effective_data": self.effective_data,
+                    "r_star": repetition.R_D_STAR,
+                    "epochs": self.epochs,
+                },
                 "converged": self.fits.parametric.converged,
                 "objective": self.fits.parametric.objective,
                 "values": self.values,
@@ -116,13 +127,25 @@ def _budget_key(C: float) -> str:
     return f"{C:.3g}"
 
 
-def _fit_all(runs: list[Observation], starts: int | None, warm_start: parametric.LossLaw | None) -> Fits:
-    N, D, loss = (np.array([getattr(r, k) for r in runs]) for k in ("N", "D", "loss"))
+def law_tokens(runs: list[Observation], effective: bool) -> np.ndarray:
+    """The D each run enters the D-dependent laws at: its effective D when it repeated data and effective is set."""
+    D = np.array([r.D for r in runs], dtype=float)
+    if not effective:
+        return D
+    return repetition.effective_tokens(D, [np.nan if r.unique_tokens is None else r.unique_tokens for r in runs])
+
+
+def _fit_all(
+    runs: list[Observation], starts: int | None, warm_start: parametric.LossLaw | None, effective: bool
+) -> Fits:
+    N, loss = (np.array([getattr(r, k) for r in runs]) for k in ("N", "loss"))
+    D = law_tokens(runs, effective)
+    raw_D = np.array([r.D for r in runs], dtype=float)
     C = np.array([r.compute for r in runs])
     budget = np.array([np.nan if r.budget is None else r.budget for r in runs])
     return Fits(
         parametric=parametric.fit_parametric(N, D, loss, starts=starts, warm_start=warm_start),
-        isoflop=isoflop.fit_isoflop(N, D, loss, C, budget),
+        isoflop=isoflop.fit_isoflop(N, raw_D, loss, C, budget),
         envelope=envelope.fit_envelope(envelope.curves_of(runs)),
         loss_vs_n=kaplan.fit_one_variable(N, loss),
         loss_vs_d=kaplan.fit_one_variable(D, loss),
@@ -159,11 +182,11 @@ def _interval(samples: np.ndarray) -> dict[str, float]:
 
 
 def _predict_holdout(
-    runs: list[Observation], laws: list[parametric.LossLaw], law, residuals: np.ndarray, rng
+    runs: list[Observation], laws: list[parametric.LossLaw], law, residuals: np.ndarray, rng, effective: bool
 ) -> tuple[HoldoutPrediction, ...]:
     out = []
-    for r in runs:
-        boot = np.array([w.loss(r.N, r.D) for w in laws] or [np.nan])
+    for r, D in zip(runs, law_tokens(runs, effective)):
+        boot = np.array([w.loss(r.N, D) for w in laws] or [np.nan])
         noisy = boot * np.exp(rng.choice(residuals, size=len(boot)))
         out.append(
             HoldoutPrediction(
@@ -171,8 +194,9 @@ def _predict_holdout(
                 N=r.N,
                 D=r.D,
                 C=r.compute,
+                D_effective=float(D),
                 actual=r.loss,
-                predicted=float(law.loss(r.N, r.D)),
+                predicted=float(law.loss(r.N, D)),
                 interval80=tuple(float(v) for v in np.percentile(noisy, [10, 90])),
                 param_interval80=tuple(float(v) for v in np.percentile(boot, [10, 90])),
             )
@@ -185,8 +209,10 @@ def fit(
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
     starts: int | None = parametric.DEFAULT_STARTS,
+    effective_data: bool = True,
 ) -> FitResult:
-    """Fit all laws on the non-hold-out runs, bootstrap `resamples` times (seeded), predict the hold-out runs."""
+    """Fit all laws on the non-hold-out runs, bootstrap `resamples` times (seeded), predict the hold-out runs.
+    effective_data: runs that repeated data count their effective D (repetition.py), not the tokens they read."""
     runs = [o for o in observations if not o.holdout]
     held = [o for o in observations if o.holdout]
     if len(runs) < MIN_RUNS:
@@ -195,22 +221,23 @@ def fit(
             "un-mark hold-outs"
         )
     with parametric.single_threaded():
-        fits = _fit_all(runs, starts=starts, warm_start=None)
+        fits = _fit_all(runs, starts=starts, warm_start=None, effective=effective_data)
         budgets = tuple(sorted({b.C for b in fits.isoflop.budgets} | {o.budget or o.compute for o in held}))
         values = _values(fits, budgets)
         rng = np.random.default_rng(seed)
         rows = []
         for _ in range(resamples):
             pick = rng.integers(0, len(runs), size=len(runs))
-            boot = _fit_all([runs[i] for i in pick], starts=0, warm_start=fits.parametric.law)
+            boot = _fit_all([runs[i] for i in pick], starts=0, warm_start=fits.parametric.law, effective=effective_data)
             rows.append(_values(boot, budgets))
     samples = {k: np.array([row[k] for row in rows]) for k in values}
     # no interval for a quantity the full data could not give: resamples with duplicated runs sometimes can
     intervals = {k: _interval(v if math.isfinite(values[k]) else np.array([])) for k, v in samples.items()}
     law = fits.parametric.law
-    shares = parametric.term_shares(law, [r.N for r in runs], [r.D for r in runs])
+    D = law_tokens(runs, effective_data)
+    shares = parametric.term_shares(law, [r.N for r in runs], D)
     not_identified = identify.classify(values, intervals, samples, parametric.BOUNDS, shares)
-    residuals = np.log([r.loss for r in runs]) - np.log([law.loss(r.N, r.D) for r in runs])
+    residuals = np.log([r.loss for r in runs]) - np.log([law.loss(r.N, d) for r, d in zip(runs, D)])
     result = FitResult(
         values=values,
         intervals=intervals,
@@ -222,6 +249,8 @@ def fit(
         fitted_runs=len(runs),
         resamples=resamples,
         seed=seed,
+        effective_data=effective_data,
+        epochs={o.run_id: o.epochs for o in observations if o.epochs is not None and o.epochs > 1},
     )
-    holdout = _predict_holdout(held, result.bootstrap_laws(), law, residuals, rng)
+    holdout = _predict_holdout(held, result.bootstrap_laws(), law, residuals, rng, effective_data)
     return dataclasses.replace(result, holdout=holdout)

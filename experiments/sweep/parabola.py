@@ -39,3 +39,18 @@ def vertex(x, y, what: str = "point") -> Vertex:
     if not x.min() < at < x.max():
         return Vertex(coeffs, None, None, "parabola minimum outside the grid")
     return Vertex(coeffs, float(at), float(c2 - c1 * c1 / (4 * c0)), "")
+
+
+def vertex_near_lowest(x, y, what: str = "point") -> Vertex:
+    """The parabola through the lowest point and its two neighbours (in x), flagged as vertex() flags. For a U whose
+    walls are not quadratic: the tune stage's loss rises far more steeply past LR* than below it, and runs near
+    divergence level off high, so a parabola through the whole grid is pulled off the bottom, or out of the grid."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(np.unique(x)) < MIN_POINTS:
+        return vertex(x, y, what)
+    order = np.argsort(x)
+    x, y = x[order], y[order]
+    lowest = int(np.argmin(y))
+    if lowest in (0, len(x) - 1):
+        return vertex(x, y, what)
+    return vertex(x[lowest - 1 : lowest + 2], y[lowest - 1 : lowest + 2], what)

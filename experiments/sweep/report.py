@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 
 from meshlm.experiments.sweep import badput, identify, tune_report
-from meshlm.experiments.sweep.fit import FitResult
+from meshlm.experiments.sweep.fit import FitResult, law_tokens
 from meshlm.experiments.sweep.observations import Observation
 from meshlm.experiments.sweep.plots import pyplot, save
+from meshlm.experiments.sweep.repetition import R_D_STAR
 from meshlm.experiments.sweep.validation import Validation
 from meshlm.training.atomic import write_atomic
 
@@ -96,10 +97,15 @@ def _plot_loss_curves(plt, result: FitResult, observations: list[Observation], g
     plt.close(fig)
 
 
+def _predictions(result: FitResult, runs: list[Observation]) -> list[float]:
+    """Approach 3 at each run's N and the D the fit used (effective D for runs that repeated data)."""
+    return [float(result.law.loss(o.N, d)) for o, d in zip(runs, law_tokens(runs, result.effective_data))]
+
+
 def _plot_predicted(plt, result: FitResult, observations: list[Observation], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5, 5))
     fitted = [o for o in observations if not o.holdout]
-    ax.scatter([result.law.loss(o.N, o.D) for o in fitted], [o.loss for o in fitted], s=12, color="0.3", label="fitted")
+    ax.scatter(_predictions(result, fitted), [o.loss for o in fitted], s=12, color="0.3", label="fitted")
     for h in result.holdout:
         ax.errorbar(
             h.predicted,
@@ -109,7 +115,7 @@ def _plot_predicted(plt, result: FitResult, observations: list[Observation], pat
             color="C3",
             capsize=3,
         )
-    values = [o.loss for o in observations] + [result.law.loss(o.N, o.D) for o in observations]
+    values = [o.loss for o in observations] + _predictions(result, observations)
     lims = (min(values) * 0.98, max(values) * 1.02)
     ax.plot(lims, lims, color="black", lw=0.8)
     ax.set(xlabel="predicted loss (Approach 3)", ylabel="actual loss", xlim=lims, ylim=lims)
@@ -123,7 +129,7 @@ def _plot_residuals(plt, result: FitResult, observations: list[Observation], pat
     for held, color, label in ((False, "0.3", "fitted"), (True, "C3", "hold-out")):
         runs = [o for o in observations if o.holdout == held]
         if runs:
-            rel = [(o.loss - result.law.loss(o.N, o.D)) / o.loss * 100 for o in runs]
+            rel = [(o.loss - p) / o.loss * 100 for o, p in zip(runs, _predictions(result, runs))]
             ax.scatter([o.compute for o in runs], rel, s=14, color=color, label=label)
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xscale("log")
@@ -275,6 +281,28 @@ def _identification_section(result: FitResult) -> list[str]:
     return [*lines, ""]
 
 
+def _repeated_data_section(result: FitResult) -> list[str]:
+    """Which runs read their data more than once, and what the fit made of it."""
+    if not result.epochs:
+        return []
+    epochs = sorted(result.epochs.values())
+    how = (
+        "Approach 3 and L(D) take each at Muennighoff et al.'s effective D, D' = U + U R* (1 - exp(-R / R*)) with "
+        f"R = D / U - 1 and R* = {R_D_STAR:.5g} (docs/scaling.md, Repeated data); Approaches 1 and 2 work in "
+        "compute and do not change"
+        if result.effective_data
+        else "the fit took them at the tokens they read (`--raw-tokens`): repeats count as fresh data, which puts "
+        "those runs above the surface fresh data would give"
+    )
+    return [
+        "## Repeated data",
+        "",
+        f"{len(epochs)} run(s) read their training split more than once ({epochs[0]:.2f} to {epochs[-1]:.2f} epochs); "
+        f"{how}. The laws' D_opt and tokens per parameter are for fresh data.",
+        "",
+    ]
+
+
 def _icl_section(eval_dir: Path) -> list[str]:
     """The few-shot evaluation of the swept models, when there is one: `meshlm eval --sweep DIR` writes DIR/eval, whose
     results.md is embedded as it is (the report reads the evaluator's file, not its code)."""
@@ -336,6 +364,7 @@ def write_report(
         f"N_opt ~ C^{law.a:.3f}, D_opt ~ C^{law.b:.3f}.",
         "",
         *_identification_section(fit_result),
+        *_repeated_data_section(fit_result),
         *_tables(fit_result),
         *(_validation_section(validation) if validation else []),
         "",

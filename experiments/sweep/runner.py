@@ -242,7 +242,7 @@ def run_sweep(
     if retry_failed:
         store.reset_failed()
     jobs = functools.partial(_job, out=out, compile_cache=compile_cache, tracker=tracker)
-    driver = _Driver(spec, out, store, launcher, jobs, progress, clock, sleep)
+    driver = _Driver(spec, out, store, launcher, jobs, progress, clock, sleep, stats.tokens)
     note = ""
     try:
         tally = driver.run(tune_runs)
@@ -313,10 +313,19 @@ class _Driver:
     claims it holds last across stages; release() gives them back once the launcher is closed."""
 
     def __init__(
-        self, spec: Spec, out: pathlib.Path, store: Store, launcher: Launcher, job, progress: bool, clock, sleep
+        self,
+        spec: Spec,
+        out: pathlib.Path,
+        store: Store,
+        launcher: Launcher,
+        job,
+        progress: bool,
+        clock,
+        sleep,
+        data_tokens: float | None,
     ):
         self.spec, self.out, self.store, self.launcher, self.job = spec, out, store, launcher, job
-        self.progress, self.clock, self.sleep = progress, clock, sleep
+        self.progress, self.clock, self.sleep, self.data_tokens = progress, clock, sleep, data_tokens
         self.revision = code_revision()
         self.mine: set[str] = set()  # claimed by this runner: running, or waiting for a retry
 
@@ -328,7 +337,7 @@ class _Driver:
         if not runs:
             return _Tally()
         store, launcher, clock = self.store, self.launcher, self.clock
-        store.add_plan(self.spec.name, runs)
+        store.add_plan(self.spec.name, runs, self.data_tokens)
         done, failed_before = store.finished(), store.failed()
         todo = [r for r in runs if r.run_id not in done and r.run_id not in failed_before]
         by_id = {r.run_id: r for r in todo}

@@ -218,7 +218,8 @@ class Spec:
         return self
 
 
-def load(path: str | pathlib.Path) -> Spec:
+def load(path: str | pathlib.Path, overrides: typing.Sequence[str] = ()) -> Spec:
+    """The spec in `path`, with `overrides` (`key.path=VALUE`, VALUE read as YAML) set over its fields."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise ConfigError(f"sweep spec {path} does not exist; pass a YAML file such as experiments/sweeps/demo.yaml")
@@ -226,7 +227,34 @@ def load(path: str | pathlib.Path) -> Spec:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    for item in overrides:
+        raw = override(raw, item)
     return parse(raw, where=str(path))
+
+
+def override(raw: typing.Any, item: str) -> typing.Any:
+    """raw with one field set: `rules.schedule=cosine`, `tune=null`, `seeds=[0, 1]` (the value is YAML)."""
+    key, sep, text = item.partition("=")
+    keys = key.strip().split(".")
+    if not sep or not all(keys):
+        raise ConfigError(f"--set {item!r} is not of the form key.path=value, e.g. --set rules.schedule=cosine")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {item!r}: the value is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"--set {item!r}: the spec is not a YAML mapping")
+    raw = dict(raw)
+    node = raw
+    for depth, name in enumerate(keys[:-1]):
+        child = node.get(name, {})
+        if not isinstance(child, dict):
+            where = ".".join(keys[: depth + 1])
+            raise ConfigError(f"--set {item!r}: {where} is {child!r} in the spec, not a section with fields")
+        node[name] = dict(child)
+        node = node[name]
+    node[keys[-1]] = value
+    return raw
 
 
 def parse(raw: typing.Any, where: str = "spec") -> Spec:

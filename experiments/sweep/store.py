@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS runs (
     flops_per_token REAL NOT NULL, tokens INTEGER NOT NULL, compute REAL NOT NULL,
     steps INTEGER NOT NULL, batch_size INTEGER NOT NULL, seq_len INTEGER NOT NULL, peak_lr REAL NOT NULL,
     warmup_steps INTEGER NOT NULL, config TEXT NOT NULL, planned_at TEXT NOT NULL, kind TEXT, parent TEXT,
-    branch_step INTEGER);
+    branch_step INTEGER, data_tokens REAL);
 CREATE TABLE IF NOT EXISTS results (
     run_id TEXT PRIMARY KEY REFERENCES runs(run_id), final_val_loss REAL NOT NULL, final_train_loss REAL,
     val_curve TEXT NOT NULL, train_curve TEXT NOT NULL, wall_time_s REAL NOT NULL, tokens_per_s REAL,
@@ -51,10 +51,10 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 # Columns added since the first stores; older files gain them (NULL in their old rows) when opened. A run's kind
 # (plan.RUN, TRUNK, BRANCH or TUNE; NULL: a run planned before there were kinds, an ordinary one), parent and branch
-# step.
+# step; data_tokens: the training split's tokens when it was planned, so that the fitter knows each run's epochs.
 _ADDED = {
     "failures": ("attempt INTEGER", "retryable INTEGER"),
-    "runs": ("kind TEXT", "parent TEXT", "branch_step INTEGER"),
+    "runs": ("kind TEXT", "parent TEXT", "branch_step INTEGER", "data_tokens REAL"),
 }
 
 PENDING, RUNNING, RETRYING, DONE, FAILED = "pending", "running", "retrying", "done", "failed"
@@ -143,19 +143,21 @@ class Store:
     def close(self) -> None:
         self._db.close()
 
-    def add_plan(self, sweep: str, runs: list[PlannedRun]) -> None:
-        """Add the runs, or update the sweep, budget, holdout and kind of those planned before. A main run whose config
-        is also a point of the tune stage stays a main run (an observation): a tune plan never changes a row."""
-        columns = ", ".join("?" * len(_plan_row(sweep, runs[0])))
+    def add_plan(self, sweep: str, runs: list[PlannedRun], data_tokens: float | None = None) -> None:
+        """Add the runs, or update the sweep, budget, holdout, kind and data_tokens (the training split's tokens, for
+        each run's epochs) of those planned before. A main run whose config is also a point of the tune stage stays a
+        main run (an observation): a tune plan never changes a row."""
+        columns = ", ".join("?" * len(_plan_row(sweep, runs[0], data_tokens)))
         with self._transaction() as db:
             for r in runs:
                 update = (
                     "NOTHING"
                     if r.kind == TUNE
                     else "UPDATE SET sweep = excluded.sweep, budget = excluded.budget, holdout = excluded.holdout, "
-                    "kind = excluded.kind"
+                    "kind = excluded.kind, data_tokens = excluded.data_tokens"
                 )
-                db.execute(f"INSERT INTO runs VALUES ({columns}) ON CONFLICT(run_id) DO {update}", _plan_row(sweep, r))
+                row = _plan_row(sweep, r, data_tokens)
+                db.execute(f"INSERT INTO runs VALUES ({columns}) ON CONFLICT(run_id) DO {update}", row)
 
     def finished(self) -> set[str]:
         return {r[0] for r in self._db.execute("SELECT run_id FROM results")}
@@ -308,7 +310,7 @@ class Store:
         ).fetchall()
 
 
-def _plan_row(sweep: str, r: PlannedRun) -> tuple:
+def _plan_row(sweep: str, r: PlannedRun, data_tokens: float | None) -> tuple:
     cfg, a = r.config, r.accounting
     return (
         r.run_id,
@@ -334,6 +336,7 @@ def _plan_row(sweep: str, r: PlannedRun) -> tuple:
         r.kind,
         r.parent or None,
         r.branch_step if r.parent else None,
+        data_tokens,
     )
 
 
@@ -347,7 +350,8 @@ def observations(directory: str | pathlib.Path) -> list[Observation]:
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60.0)
     rows = db.execute(
         "SELECT r.params_flops, r.tokens, s.final_val_loss, r.compute, r.run_id, r.budget, r.holdout, s.val_curve, "
-        "r.parent FROM runs r JOIN results s USING (run_id) WHERE r.kind IS NULL OR r.kind NOT IN (?, ?) "
+        "r.parent, r.data_tokens FROM runs r JOIN results s USING (run_id) "
+        "WHERE r.kind IS NULL OR r.kind NOT IN (?, ?) "
         "ORDER BY r.budget, r.compute, r.run_id",
         (TRUNK, TUNE),
     ).fetchall()
@@ -363,6 +367,7 @@ def observations(directory: str | pathlib.Path) -> list[Observation]:
             holdout=bool(holdout),
             curve=tuple((float(t), float(v)) for t, v in json.loads(curve)),
             trunk=parent or "",
+            unique_tokens=data_tokens,
         )
-        for n, d, loss, c, rid, budget, holdout, curve, parent in rows
+        for n, d, loss, c, rid, budget, holdout, curve, parent, data_tokens in rows
     ]

@@ -1,4 +1,5 @@
-"""Read a CSV table of runs (columns N, D, loss; optional C, budget, holdout, run_id) into Observations."""
+"""Read a CSV table of runs (columns N, D, loss; optional C, budget, holdout, run_id, unique_tokens: the training
+split's size, for runs that repeat data) into Observations."""
 
 import csv
 import math
@@ -8,7 +9,7 @@ from meshlm.experiments.sweep.observations import Observation
 from meshlm.model.errors import ConfigError
 
 REQUIRED = ("N", "D", "loss")
-POSITIVE = ("N", "D", "loss", "C", "budget")
+POSITIVE = ("N", "D", "loss", "C", "budget", "unique_tokens")
 TRUE, FALSE = ("1", "true", "yes"), ("", "0", "false", "no")
 
 
@@ -58,6 +59,7 @@ def read_table(path: str | Path) -> list[Observation]:
                 budget=values.get("budget"),
                 holdout=_flag(path, line, row.get("holdout", "")),
                 run_id=row.get("run_id", "") or f"line{line}",
+                unique_tokens=values.get("unique_tokens"),
             )
         )
     return observations

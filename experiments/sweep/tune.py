@@ -1,10 +1,11 @@
 """The tune stage's fit (spec `tune:`; docs/scaling.md, Per-size tuning).
 
-Per shape (and batch), a parabola in ln LR through the final validation losses of its tune runs (the mean over
-seeds) gives that size's LR*, where the grid brackets the minimum. With a batch grid, a parabola in ln B through each
-batch's lowest loss gives B*, and LR* is read at B* between the batches' own LR*. Power laws through the shapes that
-are identified give LR*(N) (and B*(C)), which plan.resolve then uses for the main runs. A shape whose minimum the grid
-does not bracket is *not identified*: it is named with the reason and left out of the power laws, never extrapolated.
+Per shape (and batch), a parabola in ln LR through the lowest final validation loss of its tune runs (the mean over
+seeds) and the LRs either side of it gives that size's LR*, where the grid brackets the minimum. With a batch grid,
+a parabola in ln B through each batch's lowest loss gives B*, and LR* is read at B* between the batches' own LR*.
+Power laws through the shapes that are identified give LR*(N) (and B*(C)), which plan.resolve then uses for the main
+runs. A shape whose minimum the grid does not bracket is *not identified*: it is named with the reason and left out
+of the power laws, never extrapolated.
 """
 
 import dataclasses
@@ -132,7 +133,7 @@ def _curve(runs: list[PlannedRun], losses: dict[str, float]) -> Curve:
         lr=tuple(done),
         loss=tuple(mean),
         failed=tuple(sorted(lr for lr, values in by_lr.items() if not values)),
-        fit=parabola.vertex(np.log(done), mean, what="LR"),
+        fit=parabola.vertex_near_lowest(np.log(done), mean, what="LR"),
     )
 
 

@@ -141,3 +141,28 @@ def test_report_says_in_words_what_is_not_identified(tmp_path):
     assert "Approach 3 converged, but not every quantity is identified: E" in report
     assert "- **E** is not identified: at its lower bound" in report
     assert "| E | 2.061e-09 |" in report and "| **no**: at its lower bound" in report
+
+
+def test_fit_table_with_repeated_data_says_so_and_raw_tokens_turns_the_correction_off(tmp_path, capsys):
+    from meshlm.experiments.sweep.repetition import effective_tokens
+
+    U = 2e9
+    runs = isoflop_sweep(HOFFMANN, np.logspace(18, 20, 4), sizes_per_budget=6)
+    rows = [f"{o.N!r},{o.D!r},{float(HOFFMANN.loss(o.N, effective_tokens(o.D, U)))!r},{U!r}" for o in runs]
+    table = _write(tmp_path / "t.csv", "N,D,loss,unique_tokens", rows)
+    repeated = {f"line{i + 2}": o.D / U for i, o in enumerate(runs) if o.D > U}
+    assert len(repeated) >= 4
+    base = ["sweep", "fit", "--table", str(table), "--resamples", "0", "--starts", "8", "--no-validate"]
+    fits = {}
+    for name, extra in (("effective", []), ("raw", ["--raw-tokens", "--no-report"])):
+        assert cli.main([*base, "--out", str(tmp_path / name), *extra]) == 0
+        printed = dict(line.split("=", 1) for line in capsys.readouterr().out.splitlines() if "=" in line)
+        fits[name] = json.loads((tmp_path / name / "fit.json").read_text())
+        assert printed["repeated_data.runs"] == str(len(repeated))
+        assert float(printed["repeated_data.max_epochs"]) == pytest.approx(max(repeated.values()), rel=5e-3)
+        assert printed["repeated_data.effective_data"] == ("true" if name == "effective" else "false")
+    assert fits["effective"]["repeated_data"]["epochs"] == pytest.approx(repeated)
+    assert fits["effective"]["values"]["beta"] == pytest.approx(HOFFMANN.beta, rel=2e-3)
+    assert abs(fits["raw"]["values"]["beta"] - HOFFMANN.beta) > 0.01
+    report = (tmp_path / "effective" / "report.md").read_text()
+    assert "## Repeated data" in report and f"{len(repeated)} run(s) read their training split more than once" in report

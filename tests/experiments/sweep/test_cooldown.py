@@ -110,23 +110,26 @@ def test_total_flops_count_each_trunk_once_and_each_branch_s_decay():
 
 def test_on_the_cpu_ladder_the_saving_is_what_the_grid_allows():
     """A trunk trains (1 - f) of its largest budget once; each branch its last f. So the cooldown plan costs
-    (1 - f) x (sum of each shape's largest budget) + f x (all budgets): 0.83 of the cosine plan on the ladder, whose
-    shapes sit at one to three budgets 3x apart (f -> 0 would still leave 0.785). Several budgets per shape, close
-    together, save more: 7 budgets sqrt(2) apart cost under half."""
+    (1 - f) x (sum over (shape, seed) of its largest budget) + f x (all budgets). The ladder's fitted grid puts each
+    shape at four to six budgets sqrt(2) apart: under half of the cosine plan. Its hold-outs are dearer to branch
+    (the larger-N one and the second seed are trunks of their own), which brings the whole plan to about 0.6."""
     with open(LADDER) as f:
         ladder = yaml.safe_load(f)
     flops = _totals(ladder)
     budgets = ladder["budgets"] + ladder["holdout"]
-    every = sum(float(b["flops"]) * len(b["shapes"]) for b in budgets)
+    every = sum(float(b["flops"]) * len(b["shapes"]) * len(b.get("seeds", [0])) for b in budgets)
     largest: dict = {}
     for b in budgets:
         for shape in b["shapes"]:
-            key = (shape["d_model"], shape["n_layers"])
-            largest[key] = max(largest.get(key, 0.0), float(b["flops"]))
+            for seed in b.get("seeds", ladder["seeds"]):
+                key = (shape["d_model"], shape["n_layers"], seed)
+                largest[key] = max(largest.get(key, 0.0), float(b["flops"]))
     assert flops["cosine"] == pytest.approx(every, rel=0.01)
     bound = (0.8 * sum(largest.values()) + 0.2 * every) / every
     assert flops["cooldown"] / flops["cosine"] == pytest.approx(bound, abs=0.01)
-    assert 0.8 < flops["cooldown"] / flops["cosine"] < 0.85
+    assert 0.58 < flops["cooldown"] / flops["cosine"] < 0.62
+    grid = _totals({**ladder, "holdout": []})
+    assert 0.45 < grid["cooldown"] / grid["cosine"] < 0.5
     shape = [{"d_model": 48, "n_layers": 3}]
     dense = _totals(
         {**ladder, "budgets": [{"flops": 3e11 * 2 ** (k / 2), "shapes": shape} for k in range(7)], "holdout": []}

@@ -57,3 +57,40 @@ def test_cli_reports_spec_errors_with_exit_code_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("meshlm: error: ") and "unknown key 'seed'" in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_set_overrides_fields_by_dotted_path_with_yaml_values(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "name: s\nbudgets: [1e11, 3e11]\nshapes: [{d_model: 32, n_layers: 2}]\nrules: {lr: {peak: 1.0e-2}}\n"
+        "holdout: [{flops: 1e12, shapes: [{d_model: 64, n_layers: 2}]}]\ntune: {flops: 1e11}\n"
+    )
+    plain = spec_lib.load(path)
+    spec = spec_lib.load(
+        path, ["rules.schedule=wsd", "rules.lr.exponent=-0.5", "holdout=[]", "tune=null", "seeds=[0, 1]"]
+    )
+    assert (plain.rules.schedule, spec.rules.schedule) == ("cosine", "wsd")
+    assert spec.rules.lr == spec_lib.LRRule(peak=1e-2, exponent=-0.5)  # the spec's peak kept beside the new exponent
+    assert (plain.holdout != (), spec.holdout) == (True, ())
+    assert (plain.tune is not None, spec.tune) == (True, None)
+    assert spec.seeds == (0, 1) and spec.budgets == plain.budgets
+    assert spec_lib.load(path, ["eval.per_run=3"]).eval == spec_lib.EvalRule(per_run=3)  # a section the file lacks
+    assert path.read_text().count("tune") == 1  # the file is never written
+
+
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        ("rules.schedule", "is not of the form key.path=value"),
+        ("name.first=x", "name is 's' in the spec, not a section"),
+        ("rules.shedule=cosine", "unknown key 'shedule' in Rules"),
+        ("rules.schedule=linear", "expected one of cosine, wsd, cooldown"),
+        ("seeds=[0", "the value is not valid YAML"),
+    ],
+)
+def test_set_errors_name_the_key(tmp_path, item, message):
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\nbudgets: [1e11]\nshapes: [{d_model: 32, n_layers: 2}]\n")
+    with pytest.raises(ConfigError) as e:
+        spec_lib.load(path, [item])
+    assert message in str(e.value) and "\n" not in str(e.value)

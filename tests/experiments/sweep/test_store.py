@@ -112,6 +112,7 @@ def test_observations_carry_the_accounting_and_the_holdout_tag(tmp_path, runs):
         assert o.loss == 3.0 + i and o.holdout == run.holdout
         assert o.curve == ((100.0, 4.0), (200.0, 3.5))
     assert sum(o.holdout for o in obs.values()) == 1
+    assert all(o.unique_tokens is None and o.epochs is None for o in obs.values())  # planned without a count
 
 
 def test_observations_of_a_directory_without_a_store_is_a_one_line_error(tmp_path):
@@ -159,3 +160,16 @@ def test_a_store_written_before_retries_opens_with_every_row(tmp_path, runs):
     assert states[runs[0].run_id].state == "done"
     assert states[runs[1].run_id].state == PENDING  # as before retries: a failure recorded then is run again
     assert [o.run_id for o in observations(tmp_path)] == [runs[0].run_id]
+
+
+def test_each_run_records_the_split_it_read_so_its_epochs_are_known(tmp_path, runs):
+    store = Store(tmp_path)
+    U = runs[0].accounting.tokens / 2.5
+    store.add_plan("s", runs, data_tokens=U)
+    for run in runs:
+        store.record_result(run.run_id, RESULT, revision="abc")
+    obs = {o.run_id: o for o in observations(tmp_path)}
+    assert obs[runs[0].run_id].epochs == pytest.approx(2.5)
+    for run in runs:
+        assert obs[run.run_id].unique_tokens == U
+        assert obs[run.run_id].epochs == pytest.approx(run.accounting.tokens / U)

@@ -9,6 +9,7 @@ import math
 import os
 import sqlite3
 
+import numpy as np
 import pytest
 
 from meshlm.experiments.cli import main
@@ -125,6 +126,24 @@ def test_with_one_size_identified_the_exponent_is_the_rules_and_failed_runs_are_
     assert "the exponent is rules.lr's" in tune.summary(fitted, plan_lib.resolve(spec, fitted.rules))
 
 
+def test_lr_star_comes_from_the_bottom_of_the_u_not_its_walls():
+    """The 32x2 tune curve of the CPU ladder (3e11 FLOPs; docs/scaling.md): the loss rises steeply past LR* and the
+    runs near divergence level off, so a parabola through all five points puts its minimum outside the grid. Through
+    the lowest point and its neighbours it sits between them, near the lowest LR. A quadratic U is exact either way."""
+    lr = np.log([0.00308, 0.00616, 0.0123, 0.0246, 0.0492])
+    loss = [3.2327, 3.1971, 3.2552, 3.5008, 3.4764]
+    assert parabola.vertex(lr, loss, what="LR").flag == "parabola minimum outside the grid"
+    v = parabola.vertex_near_lowest(lr, loss, what="LR")
+    assert v.flag == "" and lr[0] < v.x < lr[2] and abs(v.x - lr[1]) < 0.2
+    assert v.y == pytest.approx(3.1964, abs=1e-4)
+    x = np.linspace(-3.0, 3.0, 7)
+    shuffled = [5, 0, 3, 6, 1, 4, 2]
+    near = parabola.vertex_near_lowest(x[shuffled], (2.0 * (x - 0.7) ** 2 + 1.0)[shuffled])
+    assert near.x == pytest.approx(0.7) and near.y == pytest.approx(1.0)
+    edge = parabola.vertex_near_lowest(x, -x, what="LR")
+    assert edge.flag == "lowest loss at the largest LR: widen the grid"
+
+
 def test_the_parabola_flags_what_it_cannot_bracket():
     x = [0.0, 1.0, 2.0, 3.0]
     assert parabola.vertex(x, [1.0, 0.5, 0.6, 1.2]).x == pytest.approx(1.4, abs=0.1)
@@ -162,18 +181,33 @@ def test_the_plan_lists_tune_runs_apart_and_main_runs_take_the_fitted_lr_under_n
     assert plan["total_flops"] == pytest.approx(sum(r.trained_compute for r in tune_runs + tuned))
 
 
-def test_the_gpu_ladder_tunes_three_sizes_for_a_seventh_of_its_main_runs():
+def test_the_gpu_ladder_tunes_three_sizes_for_a_sixth_of_its_main_runs():
     """docs/scaling.md's figures, by hand: 3 sizes x 5 LRs, each run at 20 tokens per FLOP-equivalent parameter
-    (C = 6 N D = 120 N^2); the main runs train their budgets, 5 sizes at each of the 5 fitted budgets and 2
-    hold-outs at 1e20. Whole steps may pass a budget by under one batch: 1 %."""
+    (C = 6 N D = 120 N^2). The main runs are cooldown branches: each shape's trunk trains 0.8 of its largest budget
+    once, each branch the last 0.2 of its own; the two 1e20 hold-outs are shapes of their own. Whole steps may pass a
+    budget by under one batch: 1 %."""
     ladder = spec_lib.load(os.path.join(os.path.dirname(plan_lib.__file__), "..", "sweeps", "gpu-ladder.yaml"))
     tune_runs, main_runs = plan_lib.resolve_tune(ladder), plan_lib.resolve(ladder)
     assert len(tune_runs) == 15 and len({r.accounting.params_flops for r in tune_runs}) == 3
     tuned = sum(r.trained_compute for r in tune_runs)
     assert tuned == pytest.approx(sum(120 * r.accounting.params_flops**2 for r in tune_runs), rel=0.01)
+    windows = {  # budget: shapes at it, as the spec lists them
+        1e18: 4,
+        1.41e18: 4,
+        2e18: 4,
+        2.83e18: 4,
+        4e18: 5,
+        5.66e18: 4,
+        8e18: 4,
+        1.13e19: 4,
+        1.6e19: 4,
+        2.26e19: 4,
+    }
+    every = sum(C * n for C, n in windows.items()) + 2 * 1e20
+    largest = 1e18 + 4e18 + 8e18 + 4 * 2.26e19 + 2 * 1e20  # 384x6, 512x8, 640x10, then 768x12 to 1536x24; hold-outs
     main = sum(r.trained_compute for r in main_runs)
-    assert main == pytest.approx(5 * (1.0e18 + 2.5e18 + 6.0e18 + 1.5e19 + 2.5e19) + 2 * 1.0e20, rel=0.01)
-    assert tuned == pytest.approx(6.06e19, rel=0.01) and tuned / main == pytest.approx(0.135, abs=0.005)
+    assert main == pytest.approx(0.8 * largest + 0.2 * every, rel=0.01)
+    assert tuned == pytest.approx(6.06e19, rel=0.01) and tuned / main == pytest.approx(0.176, abs=0.005)
 
 
 def test_tune_spec_errors_name_the_fix():
