@@ -117,6 +117,10 @@ class Partitioner:
         """Host or single-device parameters placed on the mesh by the rules."""
         return jax.device_put(params, self.param_shardings(params, axes))
 
+    def place_replicated(self, x: np.ndarray) -> jax.Array:
+        """A host array whole on every device of the mesh."""
+        return jax.device_put(x, self.replicated())
+
     def place_rows(self, *arrays_B: np.ndarray) -> list[jax.Array]:
         """Whole [B, ...] host arrays (the same on every process) placed on the mesh, rows split over the batch axes."""
         return [jax.device_put(x, self.sharding(x.shape, BATCH_AXES[:1] + (None,) * (x.ndim - 1))) for x in arrays_B]

@@ -42,6 +42,22 @@ def _one_minus_sqrt(peak: float, floor: float, steps: int) -> optax.Schedule:
 _DECAYS = {"linear": optax.linear_schedule, "1-sqrt": _one_minus_sqrt}
 
 
+def scale_by_learning_rate(schedule: optax.Schedule) -> optax.GradientTransformationExtraArgs:
+    """optax.scale_by_learning_rate(schedule), except that update(..., learning_rate=lr) applies the rate it is
+    given. The train step passes it from outside its compiled program: runs that differ only in their schedule (a
+    sweep's LR grid, its cooldown branches) then compile one program and share the persistent compilation cache.
+    The state is the schedule's step count either way, so checkpoints keep their layout."""
+    scale = optax.scale_by_learning_rate(schedule)
+
+    def update(updates, state, params=None, *, learning_rate=None, **extra_args):
+        if learning_rate is None:
+            return scale.update(updates, state, params)
+        updates = jax.tree.map(lambda u: jnp.asarray(-learning_rate, u.dtype) * u, updates)
+        return updates, optax.ScaleByScheduleState(count=optax.safe_increment(state.count))
+
+    return optax.GradientTransformationExtraArgs(scale.init, update)
+
+
 def decay_mask(params) -> dict:
     """Weight decay on weight matrices and embeddings; never on biases (`b_*`, `bias`) or norm scales."""
 
@@ -58,17 +74,16 @@ def make_optimizer(
     """AdamW on `schedule` (e.g. recipe.learning_rate_schedule's token clock), or on the step schedule of cfg.
     `lr_scales` (a multiplier per parameter, as muP gives: model/mup.py) scales each parameter's learning rate."""
     schedule = schedule or learning_rate_schedule(cfg, total_steps)
-    if lr_scales is None:
-        adamw = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=decay_mask)
-    else:
-        # optax.adamw's chain with the multipliers on Adam's direction alone: the decay per step stays
-        # lr x weight_decay at every width, as microsoft/mup's MuAdamW keeps it (muP's LR / m would weaken it).
-        adamw = optax.chain(
-            optax.scale_by_adam(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps),
-            optax.stateless(lambda updates, _: jax.tree.map(lambda u, s: u * s, updates, lr_scales)),
-            optax.add_decayed_weights(cfg.weight_decay, decay_mask),
-            optax.scale_by_learning_rate(schedule),
-        )
+    # optax.adamw's chain, written out so that its last link takes the step's rate as an argument. Under muP the
+    # multipliers act on Adam's direction alone: the decay per step stays lr x weight_decay at every width, as
+    # microsoft/mup's MuAdamW keeps it (muP's LR / m would weaken it).
+    multipliers = () if lr_scales is None else (optax.stateless(lambda u, _: jax.tree.map(jnp.multiply, u, lr_scales)),)
+    adamw = optax.chain(
+        optax.scale_by_adam(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps),
+        *multipliers,
+        optax.add_decayed_weights(cfg.weight_decay, decay_mask),
+        scale_by_learning_rate(schedule),
+    )
     if cfg.grad_clip > 0:
         return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), adamw)
     return adamw

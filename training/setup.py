@@ -20,7 +20,7 @@ from meshlm.training import batch_ramp, recipe
 from meshlm.training.checkpoint import Checkpointer
 from meshlm.training.config import Config
 from meshlm.training.optimizer import make_optimizer
-from meshlm.training.train_step import TrainState, init_state, make_eval_step, make_train_step
+from meshlm.training.train_step import ScheduledStep, TrainState, init_state, make_eval_step, make_step_program
 
 BATCH_KEYS = ("inputs", "targets", "segment_ids", "positions")
 
@@ -91,7 +91,7 @@ class TrainSetup:
                 stacked,
             )
         else:
-            # Through any wrappers (the rules', a test's) to the jitted function.
+            # Through any wrappers (a test's) to the step that has a lower().
             step = inspect.unwrap(self.train_steps if stacked else self.train_step, stop=lambda f: hasattr(f, "lower"))
         with self.partitioner.activate():
             return step.lower(self.abstract_state() if state is None else state, batch or self.abstract_batch())
@@ -131,8 +131,8 @@ def build(cfg: Config, partitioner: Partitioner | None = None) -> TrainSetup:
         param_axes=param_axes,
         state_sharding=state_sharding,
         batch_sharding=partitioner.batch_sharding(t.batch_size, cfg.seq_len),
-        train_step=partitioner.under_rules(distributed.compiled_in_step(step_of(stacked=False))),
-        train_steps=partitioner.under_rules(distributed.compiled_in_step(step_of(stacked=True))),
+        train_step=step_of(stacked=False),
+        train_steps=step_of(stacked=True),
         eval_step=partitioner.under_rules(distributed.compiled_in_step(make_eval_step(graphdef))),
     )
 
@@ -152,10 +152,9 @@ def _jit_train_step(
     stacked: bool,
 ) -> Callable:
     batch_sharding = partitioner.stacked_batch_sharding if stacked else partitioner.batch_sharding
-    return make_train_step(
+    program = make_step_program(
         graphdef,
         optimizer,
-        schedule,
         ramp.accumulation,  # a ramp's chunks are accumulated micro-batches
         dropout=cfg.model.dropout > 0,
         state_sharding=state_sharding,
@@ -164,3 +163,4 @@ def _jit_train_step(
         compiler_options=partitioner.compiler_options(),
         stacked=stacked,
     )
+    return ScheduledStep(partitioner.under_rules(distributed.compiled_in_step(program)), schedule, stacked)

@@ -1,6 +1,7 @@
 """The train state and the jitted functions that advance it: by one step, or by several in one call."""
 
 import dataclasses
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -87,9 +88,17 @@ def make_gradient_fn(graphdef, cfg: TrainConfig) -> Callable:
 
 
 def make_train_step(
+    graphdef, optimizer: optax.GradientTransformationExtraArgs, schedule: optax.Schedule, cfg: TrainConfig, **options
+) -> "ScheduledStep":
+    """(state, batch) -> (state, metrics), the state donated: make_step_program's program (`options` are its
+    keywords) driven by `schedule`."""
+    program = make_step_program(graphdef, optimizer, cfg, **options)
+    return ScheduledStep(program, schedule, options.get("stacked", False))
+
+
+def make_step_program(
     graphdef,
-    optimizer: optax.GradientTransformation,
-    schedule: optax.Schedule,
+    optimizer: optax.GradientTransformationExtraArgs,
     cfg: TrainConfig,
     dropout: bool,
     state_sharding=None,
@@ -98,18 +107,19 @@ def make_train_step(
     compiler_options: dict[str, str] | None = None,
     stacked: bool = False,
 ) -> Callable:
-    """(state, batch) -> (state, metrics), the state donated. Shardings (from meshlm.parallel) place the state
-    and batch on a mesh; None leaves placement to JAX. Under a batch ramp, `micro_batches_at(step)` says how many
-    of the batch's micro-batches hold data at that step (training/batch_ramp.py). `compiler_options` go to XLA
-    (Partitioner.compiler_options). `stacked`: batches come stacked on a leading axis and one call runs a step per
-    batch (a scan), its metrics stacked likewise (train.steps_per_call)."""
+    """(state, batch, lr) -> (state, metrics), jitted, the state donated; `optimizer` from make_optimizer, which
+    applies the `lr` it is given. Shardings (from meshlm.parallel) place the state and batch on a mesh; None leaves
+    placement to JAX. Under a batch ramp, `micro_batches_at(step)` says how many of the batch's micro-batches hold
+    data at that step (training/batch_ramp.py). `compiler_options` go to XLA (Partitioner.compiler_options).
+    `stacked`: batches and rates come stacked on a leading axis and one call runs a step per batch (a scan), its
+    metrics stacked likewise (train.steps_per_call)."""
     accumulate = make_gradient_fn(graphdef, cfg)
 
-    def step(state: TrainState, batch: Batch):
+    def step(state: TrainState, batch: Batch, lr: jax.Array):
         key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step) if dropout else None
         n_micro = None if micro_batches_at is None else micro_batches_at(state.step)
         grads, loss_sum, tokens = accumulate(state.params, batch, key, n_micro)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params, learning_rate=lr)
         params = optax.apply_updates(state.params, updates)
         loss = loss_sum / jnp.maximum(tokens, 1.0)
         # A non-finite loss or gradient is never applied: parameters and optimizer moments stay as they were and
@@ -122,23 +132,53 @@ def make_train_step(
         metrics = dict(
             loss=loss,
             grad_norm=optax.tree.norm(grads),
-            lr=schedule(state.step),
+            lr=lr,
             tokens=tokens,
             finite=finite,
             grad_finite=grad_finite,  # one flag per parameter, in jax.tree.leaves order, for the diagnosis
         )
         return TrainState(state.step + 1, params, opt_state, state.rng), metrics
 
-    fn = (lambda state, batches: jax.lax.scan(step, state, batches)) if stacked else step
+    def steps(state: TrainState, batches: Batch, lrs: jax.Array):
+        return jax.lax.scan(lambda s, xs: step(s, *xs), state, (batches, lrs))
+
+    fn = steps if stacked else step
     if state_sharding is None:
         return jax.jit(fn, donate_argnums=0, compiler_options=compiler_options)
     return jax.jit(
         fn,
         donate_argnums=0,
-        in_shardings=(state_sharding, batch_sharding),
+        in_shardings=(state_sharding, batch_sharding, state_sharding.step),  # the rates replicated, as the step is
         out_shardings=(state_sharding, None),
         compiler_options=compiler_options,
     )
+
+
+class ScheduledStep:
+    """(state, batch) -> program(state, batch, lr), the rate of each step from `schedule` by a small program of its
+    own: the step's program holds no schedule constants, so every run of one shape shares it (and its entry in
+    JAX's persistent compilation cache) whatever its peak LR, length or cooldown. Dispatched without waiting on
+    the device: the rate is computed from state.step where it lies."""
+
+    def __init__(self, program: Callable, schedule: optax.Schedule, stacked: bool):
+        self.program, self.stacked = program, stacked
+        rate = lambda step: jnp.asarray(schedule(step), jnp.float32)
+        self._rates = jax.jit(jax.vmap(rate) if stacked else rate)
+
+    def __call__(self, state: TrainState, batch: Batch):
+        return self.program(state, batch, self._rates(self._steps(state, batch)))
+
+    def lower(self, state: TrainState, batch: Batch):
+        """The step's program lowered for (state, batch), its rates abstract: what one call compiles."""
+        rates = jax.ShapeDtypeStruct(jax.tree.leaves(batch)[0].shape[:1] if self.stacked else (), jnp.float32)
+        jitted = inspect.unwrap(self.program, stop=lambda f: hasattr(f, "lower"))
+        return jitted.lower(state, batch, rates)
+
+    def _steps(self, state: TrainState, batch: Batch):
+        if not self.stacked:
+            return state.step
+        n = jax.tree.leaves(batch)[0].shape[0]
+        return state.step + jnp.arange(n, dtype=state.step.dtype)
 
 
 def make_eval_step(graphdef) -> Callable:

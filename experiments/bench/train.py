@@ -33,9 +33,9 @@ def data_parallel_devices(batch: int) -> list:
 
 
 def build_train_step(cfg: config_lib.Config, devices: list):
-    """(compiled call, state, batch, trace s, compile s) for random batches, data parallel over `devices`: one call
-    runs train.steps_per_call steps, as the trainer's calls between logs do. A batch ramp is switched off: every
-    timed step is a full batch, as after the ramp."""
+    """(compiled call (state, batch), state, batch, trace s, compile s) for random batches, data parallel over
+    `devices`: one call runs train.steps_per_call steps, as the trainer's calls between logs do. A batch ramp is
+    switched off: every timed step is a full batch, as after the ramp."""
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, ramp_tokens=0))
     B, T, N = cfg.train.batch_size, cfg.seq_len, cfg.train.steps_per_call
     setup = setup_lib.build(cfg, Partitioner.build(MeshConfig(shape=f"data={len(devices)}"), devices))
@@ -47,7 +47,9 @@ def build_train_step(cfg: config_lib.Config, devices: list):
     lowered = setup.lower(state, batch, stacked=N > 1)
     traced = time.perf_counter()
     compiled = lowered.compile()
-    return compiled, state, batch, traced - start, time.perf_counter() - traced
+    # The program takes each step's rate as an argument (training/train_step.py); any rate costs the same.
+    rates = setup.partitioner.place_replicated(np.full((N,) if N > 1 else (), cfg.train.optimizer.peak_lr, np.float32))
+    return (lambda s, b: compiled(s, b, rates)), state, batch, traced - start, time.perf_counter() - traced
 
 
 def bench_train(

@@ -67,8 +67,9 @@ def _run_arguments(p) -> None:
         "--json",
         action="store_true",
         help="with --dry-run: the plan as one JSON object, every run (id, kind, stage, shape, N, D, C, budget, "
-        "holdout, parent, branch_step, steps, batch_size, peak_lr) and total_flops, the FLOPs the sweep trains (tune "
-        "stage included); under a tune stage, main_lr says where the main runs' peak LR comes from",
+        "holdout, parent, branch_step, steps, batch_size, peak_lr), total_flops, the FLOPs the sweep trains (tune "
+        "stage included), and flops, the same split into tune, fitted and holdout; under a tune stage, main_lr says "
+        "where the main runs' peak LR comes from",
     )
     p.add_argument(
         "--launcher",

@@ -161,7 +161,7 @@ def _tune_batches(spec: Spec, model: ModelConfig, n_flops: float, flops: float) 
 
 def as_json(runs: list[PlannedRun]) -> dict:
     """The plan as data (`meshlm sweep run --dry-run --json`), tune runs (stage "tune") and main runs (stage "main");
-    total_flops is what the sweep trains."""
+    total_flops is what the sweep trains, flops the same split by what it pays for."""
     rows = []
     for r in runs:
         m, a = r.config.model, r.accounting
@@ -184,7 +184,28 @@ def as_json(runs: list[PlannedRun]) -> dict:
                 "trained_flops": r.trained_compute,
             }
         )
-    return {"runs": rows, "total_flops": sum(r.trained_compute for r in runs)}
+    return {"runs": rows, "total_flops": sum(r.trained_compute for r in runs), "flops": flops_by_part(runs)}
+
+
+def flops_by_part(runs: list[PlannedRun]) -> dict[str, float]:
+    """The FLOPs trained for the tune stage, for the fitted grid (its runs, or its branches and the trunk steps they
+    start from) and for the hold-outs (the rest: their runs, branches and trunk steps past the last fitted branch).
+    Comparing schedules, "fitted" is the grid's cost; tune stage and hold-outs cost about the same under either."""
+    last_fitted = {}  # trunk id -> the last step a fitted branch starts from
+    for r in runs:
+        if r.kind == BRANCH and not r.holdout:
+            last_fitted[r.parent] = max(last_fitted.get(r.parent, 0), r.branch_step)
+    parts = {"tune": 0.0, "fitted": 0.0, "holdout": 0.0}
+    for r in runs:
+        if r.kind == TUNE:
+            parts["tune"] += r.trained_compute
+        elif r.kind == TRUNK:
+            fitted = r.trained_compute * last_fitted.get(r.run_id, 0) / r.config.train.steps
+            parts["fitted"] += fitted
+            parts["holdout"] += r.trained_compute - fitted
+        else:
+            parts["holdout" if r.holdout else "fitted"] += r.trained_compute
+    return parts
 
 
 def _base_config(spec: Spec) -> config_lib.Config:

@@ -153,10 +153,11 @@ def print_plan(
     measured = store.measured_flops_per_s() if store else []
     done = store.finished() if store else set()
     every = [*tune_runs, *runs]
-    tune_flops = sum(r.trained_compute for r in tune_runs)
+    parts = plan_lib.flops_by_part(every)
     print(
         f"sweep {spec.name}: {len(every)} runs, {sum(r.trained_compute for r in every):.3g} FLOPs to train"
-        + (f" ({len(tune_runs)} tune runs, {tune_flops:.3g} FLOPs)" if tune_runs else "")
+        + f" (fitted grid {parts['fitted']:.3g}, hold-outs {parts['holdout']:.3g}"
+        + (f", {len(tune_runs)} tune runs {parts['tune']:.3g})" if tune_runs else ")")
         + ", data "
         + (
             f"{stats.tokens:.3g} training tokens{'' if stats.exact else ' (estimated)'}"

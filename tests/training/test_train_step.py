@@ -226,3 +226,47 @@ def test_a_ramped_step_uses_only_its_first_micro_batches():
     np.testing.assert_allclose(float(loss), float(want_loss), rtol=1e-6)
     for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+
+
+def _tiny_setup(*overrides: str):
+    cfg = config_lib.from_preset(
+        "tiny",
+        [
+            f"model.vocab_size={TINY.vocab_size}",
+            f"data.vocab_size={TINY.vocab_size}",
+            "model.n_ctx=16",
+            "model.n_layers=1",
+            "model.d_model=32",
+            "model.n_heads=4",
+            "train.batch_size=4",
+            "train.seq_len=16",
+            *overrides,
+        ],
+    ).validate()
+    return setup_lib.build(cfg)
+
+
+def test_runs_that_differ_only_in_their_schedule_compile_one_program():
+    """A sweep's LR grid and its cooldown branches differ only in their schedules: their step programs (one step and
+    a stacked call) must be the same text, so the persistent compilation cache serves every run after the first;
+    the rates each run applies still differ as their schedules do."""
+    runs = [
+        _tiny_setup("train.steps=40", "train.optimizer.peak_lr=1e-3", "train.optimizer.schedule=cosine"),
+        _tiny_setup("train.steps=90", "train.optimizer.peak_lr=4e-3", "train.optimizer.schedule=wsd"),
+        _tiny_setup("train.steps=70", "train.optimizer.peak_lr=2e-3", "train.optimizer.schedule=constant"),
+    ]
+    for stacked in (False, True):
+        batch = runs[0].abstract_batch()
+        if stacked:
+            batch = {k: jax.ShapeDtypeStruct((3, *v.shape), v.dtype) for k, v in batch.items()}
+        texts = {run.lower(batch=batch, stacked=stacked).as_text() for run in runs}
+        assert len(texts) == 1
+    rates = []
+    for run in runs:
+        state = run.init_state()
+        for _ in range(3):
+            state, metrics = run.train_step(state, {k: np.ones((4, 16), np.int32) for k in ("inputs", "targets")})
+        rates.append(float(metrics["lr"]))
+    want = [float(run.schedule(2)) for run in runs]
+    np.testing.assert_allclose(rates, want, rtol=1e-6)
+    assert len(set(want)) == 3

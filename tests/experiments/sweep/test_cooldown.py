@@ -137,6 +137,26 @@ def test_on_the_cpu_ladder_the_saving_is_what_the_grid_allows():
     assert dense["cooldown"] / dense["cosine"] < 0.5
 
 
+def test_the_plan_splits_its_flops_into_tune_fitted_grid_and_holdouts():
+    """The --dry-run --json "flops": the fitted part is what the ladder without hold-outs trains, hold-outs are the
+    rest of the main runs (the larger-D one's trunk steps past the last fitted branch included), the tune stage is
+    its runs; the three add up to total_flops under either schedule."""
+    with open(LADDER) as f:
+        ladder = yaml.safe_load(f)
+    grid = _totals({**ladder, "holdout": []})
+    for schedule in ("cosine", "cooldown"):
+        spec = spec_lib.parse({**ladder, "rules": {**ladder["rules"], "schedule": schedule}})
+        tune_runs, main_runs = plan_lib.resolve_tune(spec), plan_lib.resolve(spec)
+        plan = plan_lib.as_json(tune_runs + main_runs)
+        parts = plan["flops"]
+        assert parts["fitted"] == pytest.approx(grid[schedule], rel=1e-9)
+        assert parts["tune"] == pytest.approx(sum(r.trained_compute for r in tune_runs), rel=1e-12)
+        assert parts["tune"] > 0
+        assert sum(parts.values()) == pytest.approx(plan["total_flops"], rel=1e-12)
+        held = sum(r.trained_compute for r in main_runs if r.holdout)
+        assert parts["holdout"] > held if schedule == "cooldown" else parts["holdout"] == pytest.approx(held)
+
+
 def _totals(raw: dict) -> dict[str, float]:
     """total_flops of the spec `raw` under each schedule."""
     plans = {s: spec_lib.parse({**raw, "rules": {**raw["rules"], "schedule": s}}) for s in ("cosine", "cooldown")}

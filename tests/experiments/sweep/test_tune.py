@@ -296,7 +296,7 @@ def test_before_the_tune_stage_has_run_the_dry_run_marks_the_main_runs_provision
     _sweep_spec(tmp_path, corpus)
     assert main(["sweep", "run", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
     text = capsys.readouterr().out
-    assert "18 runs" in text and "(15 tune runs, " in text
+    assert "18 runs" in text and ", 15 tune runs " in text
     assert "main runs (rules.lr until the tune stage has run: provisional" in text
     tune_lines = text[text.index("tune stage, first") : text.index("main runs (")].splitlines()[2:]
     assert len(tune_lines) == 15 and all(line.rstrip().endswith("tune") for line in tune_lines)
