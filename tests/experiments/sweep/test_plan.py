@@ -171,6 +171,15 @@ def test_shipped_specs_resolve(name):
     fitted = [r for r in runs if not r.holdout]
     held = [r for r in runs if r.holdout]
     assert len({r.run_id for r in runs}) == len(runs) and held
+    if name == "demo":
+        # make demo shows branching: every fitted run and the hold-out a branch, each shape's trunk at 3 budgets
+        assert {r.kind for r in runs} == {plan_lib.TRUNK, plan_lib.BRANCH} and held[0].kind == plan_lib.BRANCH
+        per_trunk = {}
+        for r in fitted:
+            if r.kind == plan_lib.BRANCH:
+                per_trunk.setdefault(r.parent, set()).add(r.budget)
+        assert len(per_trunk) == 3 and all(len(b) == 3 for b in per_trunk.values())
+        assert held[0].parent in per_trunk and held[0].budget == 2 * max(max(b) for b in per_trunk.values())
     if name == "cpu-ladder":
         # >= 3 budgets over more than a factor of 5, >= 12 runs; three hold-outs: a larger N at >= 4x the largest
         # fitted budget, a fitted shape at a larger budget (larger D), and a fitted run at another seed
