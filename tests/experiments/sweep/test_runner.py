@@ -12,8 +12,8 @@ import sys
 import pytest
 
 from meshlm.experiments.cli import main
+from meshlm.experiments.sweep import launchers, runner
 from meshlm.experiments.sweep import plan as plan_lib
-from meshlm.experiments.sweep import runner
 from meshlm.experiments.sweep import spec as spec_lib
 from meshlm.experiments.sweep.failures import Failure
 from meshlm.experiments.sweep.store import Owner, Store
@@ -160,3 +160,37 @@ def test_ray_launcher_gives_the_local_launchers_results(tmp_path, corpus):
         curve_a, curve_b = json.loads(a[3]), json.loads(b[3])  # the validation curves
         assert [t for t, _ in curve_b] == [t for t, _ in curve_a]
         assert [v for _, v in curve_b] == pytest.approx([v for _, v in curve_a], rel=1e-5)
+
+
+def test_the_launcher_flags_reach_the_ray_launcher_over_the_spec_s_defaults(tmp_path, corpus, monkeypatch):
+    """`meshlm sweep run --launcher ray` builds RayLauncher from the spec's launcher: section with each flag given on
+    the command line taking its place, and runs the plan through it (a fake here: tests/.../test_ray_hosts.py runs
+    a real Ray cluster)."""
+    made = []
+
+    class RecordingRay(FakeLauncher):
+        def __init__(self, **settings):
+            super().__init__()
+            made.append((settings, self))
+
+    monkeypatch.setattr(launchers, "RayLauncher", RecordingRay)
+    spec = {"kind": "local", "cpus_per_run": 3.0, "tpus_per_host": 4.0, "slice_head": "TPU-v4-16-head"}
+    path = write_spec(tmp_path / "spec.yaml", corpus, tmp_path / "cache", launcher=spec, budgets=[1.6e8, 3.2e8])
+    argv = ["sweep", "run", path, "--out", str(tmp_path / "out"), "--no-progress", "--launcher", "ray"]
+    assert main([*argv, "--address", "auto", "--cpus-per-run", "2", "--hosts-per-run", "2"]) == 0
+    ((settings, launcher),) = made
+    assert settings == {
+        "address": "auto",
+        "cpus_per_run": 2.0,
+        "gpus_per_run": 0.0,
+        "hosts_per_run": 2,
+        "slice_head": "TPU-v4-16-head",
+        "tpus_per_host": 4.0,
+        "cpu_devices": 0,
+    }
+    planned = plan_lib.resolve(spec_lib.load(path))
+    assert sorted(launcher.ran) == sorted(r.run_id for r in planned) and len(planned) == 2
+    assert Store(tmp_path / "out").finished() == {r.run_id for r in planned}
+    made.clear()
+    assert main(argv[:-2] + ["--address", "auto"]) == 0  # the spec's kind, local: no Ray launcher is made
+    assert not made
