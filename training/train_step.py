@@ -163,22 +163,24 @@ class ScheduledStep:
     def __init__(self, program: Callable, schedule: optax.Schedule, stacked: bool):
         self.program, self.stacked = program, stacked
         rate = lambda step: jnp.asarray(schedule(step), jnp.float32)
-        self._rates = jax.jit(jax.vmap(rate) if stacked else rate)
+        # A stacked call's n rates in the same one dispatch: steps step .. step + n - 1.
+        rates = lambda step, n: jax.vmap(rate)(step + jnp.arange(n, dtype=step.dtype))
+        self._rates = jax.jit(rates, static_argnums=1) if stacked else jax.jit(rate)
 
     def __call__(self, state: TrainState, batch: Batch):
-        return self.program(state, batch, self._rates(self._steps(state, batch)))
+        rates = self._rates(state.step, _leading(batch)) if self.stacked else self._rates(state.step)
+        return self.program(state, batch, rates)
 
     def lower(self, state: TrainState, batch: Batch):
         """The step's program lowered for (state, batch), its rates abstract: what one call compiles."""
-        rates = jax.ShapeDtypeStruct(jax.tree.leaves(batch)[0].shape[:1] if self.stacked else (), jnp.float32)
+        rates = jax.ShapeDtypeStruct((_leading(batch),) if self.stacked else (), jnp.float32)
         jitted = inspect.unwrap(self.program, stop=lambda f: hasattr(f, "lower"))
         return jitted.lower(state, batch, rates)
 
-    def _steps(self, state: TrainState, batch: Batch):
-        if not self.stacked:
-            return state.step
-        n = jax.tree.leaves(batch)[0].shape[0]
-        return state.step + jnp.arange(n, dtype=state.step.dtype)
+
+def _leading(batch: Batch) -> int:
+    """A stacked batch's leading size: the steps one call runs."""
+    return jax.tree.leaves(batch)[0].shape[0]
 
 
 def make_eval_step(graphdef) -> Callable:
