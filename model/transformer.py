@@ -116,7 +116,14 @@ class Transformer(nnx.Module):
             state, key, index = layer  # index: an array in the scan, a Python int unrolled (picks per-layer arrays)
             layer_cache = None if cache is None else cache.for_layer(cache_layers, index)
             x_BTD = constrain(x_BTD, ACTIVATION_AXES)
-            x_BTD, layer_cache = nnx.merge(graphdef, state)(x_BTD, positions_BT, mask, layer_cache, index, key)
+            layer_positions_BT, layer_mask = positions_BT, mask
+            if not unrolled:
+                # Tied to the carry, positions and the mask are no longer loop constants: otherwise, for the backward
+                # pass, JAX hoists all that depends on them alone out of the scan, e.g. blockwise attention's mask
+                # of every block pair at once (a T x T array).
+                x_BTD, layer_positions_BT, layer_mask = jax.lax.optimization_barrier((x_BTD, positions_BT, mask))
+            block = nnx.merge(graphdef, state)
+            x_BTD, layer_cache = block(x_BTD, layer_positions_BT, layer_mask, layer_cache, index, key)
             return (constrain(x_BTD, ACTIVATION_AXES), None if cache is None else layer_cache.layers), None
 
         def remat(fn):

@@ -10,6 +10,7 @@ from typing import Protocol
 
 import jax.numpy as jnp
 
+from meshlm.model.attention import blockwise as blockwise_kernel
 from meshlm.model.config import ModelConfig
 from meshlm.model.flops import flops_per_token
 from meshlm.parallel import hardware
@@ -126,7 +127,8 @@ def activation_bytes(
       dots_with_no_batch_dims_saveable  2 D/s + 3 A/t + (n - 1) F/t: weight matmuls only, not attention's
     with n = 2 MLP matmuls (3 for SwiGLU) and S = T keys per query. A device of a context axis of size k holds T/k
     tokens of each sequence. Ring attention keeps no logits (S = 0; its backward recomputes each block) and adds
-    one block's, T/2k keys per query, to the peak; the all-gather variant's kernel sees all T keys.
+    one block's, T/2k keys per query, to the peak; the all-gather variant's kernel sees all T keys. The `blockwise`
+    kernel keeps none either, and its peak holds one block of queries (512) over its keys.
     The coefficients are XLA's (CPU, f32): measured by varying one dimension at a time, they match its memory
     analysis to a few percent (tests/parallel/test_planner.py). XLA on CPU computes bfloat16 in f32, so for
     bfloat16 models its figures run higher than these."""
@@ -137,7 +139,9 @@ def activation_bytes(
     V = model.vocab_size // t if model.vocab_size % t == 0 else model.vocab_size
     n = 3 if model.mlp == "swiglu" else 2
     ring = k > 1 and context_impl == "ring"
-    S = 0 if ring else T
+    keys = T // (2 * k) if ring else T  # per query: the ring's one block at a time, else the whole sequence
+    blockwise = model.attention == "blockwise"
+    S = 0 if ring or blockwise else T
     none = c * (6 * D / s + 4 * A / t + 3 * n * F / t) + 9 * H * S / t
     saved = {
         "none": none,
@@ -147,7 +151,8 @@ def activation_bytes(
     }[model.remat]
     # f32 logits and their gradient (plus both in the compute dtype when it is narrower); final norm, embedding.
     head = 2 * 4 * V + (2 * c * V if c < 4 else 0) + c * 6 * D
-    block = 9 * H * T / (2 * k) / t if ring else 0
+    queries = min(blockwise_kernel.Q_BLOCK, T // k) if blockwise else T // k
+    block = 9 * H * keys * queries / (T // k) / t if ring or blockwise else 0
     peak = max(head, block) if model.remat == "none" else max(head, none + block)
     return rows // dp * T // k * (model.n_layers * saved + peak)
 
