@@ -5,9 +5,9 @@ bound, or whose 80 % bootstrap interval spans more than a factor of 10, is *not 
 "Within 1 % of a bound" is read in each parameter's own scale. For alpha and beta it is 1 % of the bound's value
 (their lower bound 0 counts only when reached; an exponent drifting towards 0 shows as an interval reaching 0).
 E, A and B are fitted as logs, and their lower bounds (e^-20, e^-50) stand for zero, of which 1 % is nothing. L-BFGS
-stalls short of such a bound, since the gradient in log E shrinks with E (exact E = 0 data stop at E = 3e-9, 1.6x the
-bound), so for them 1 % is read on the loss they are part of: a term that adds at most 1 % to every fitted run's
-predicted loss is as good as absent, i.e. at its lower bound.
+stalls short of such a bound, since the gradient in log E shrinks with E (exact E = 0 data stop at E = 3e-9, 1.6x
+the bound, on an AVX2 host; at the bound on an AVX-512 one), so for them 1 % is read on the loss they are part of: a
+term that adds at most 1 % to every fitted run's predicted loss is as good as absent, i.e. at its lower bound.
 """
 
 import dataclasses

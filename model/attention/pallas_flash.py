@@ -14,7 +14,7 @@ from meshlm.model.attention.registry import register_kernel
 BLOCK = 128  # the default forward blocks of the kernel
 
 
-@register_kernel("pallas_flash")
+@register_kernel("pallas_flash", platforms=("gpu",))
 def attend(q_BHTK: jax.Array, k_BGSK: jax.Array, v_BGSK: jax.Array, mask: AttentionMask) -> jax.Array:
     B, H, T, K = q_BHTK.shape
     G = k_BGSK.shape[1]

@@ -73,17 +73,24 @@ _KERNELS = _Registry("kernel", "model.attention")
 _INEXACT: set[KernelFn] = set()  # kernels that compute something other than `reference`
 _NO_BIAS: set[KernelFn] = set()  # kernels with no logits to add ALiBi's bias to
 _BLOCKS: dict[KernelFn, BlockFn] = {}  # each kernel's form that also returns softmax statistics, where it has one
+_PLATFORMS: dict[KernelFn, tuple[str, ...]] = {}  # where a kernel compiles natively (elsewhere: emulated, slowly)
 _LAYERS = _Registry("layer", "model.attention_layer")
 # `auto`: the fastest kernel that is exact on each platform (docs/attention.md has the measurements behind it).
 AUTO = {"tpu": "splash", "gpu": "fused", "cpu": "blocked"}
 
 
 def register_kernel(
-    name: str, *, exact: bool = True, bias: bool = True, block: BlockFn | None = None
+    name: str,
+    *,
+    exact: bool = True,
+    bias: bool = True,
+    block: BlockFn | None = None,
+    platforms: tuple[str, ...] | None = None,
 ) -> Callable[[KernelFn], KernelFn]:
     """exact=False: the kernel computes something other than softmax attention as `reference` defines it, so the
     shared suite does not compare the two. bias=False: it cannot take the mask's logit bias (ALiBi). block: the same
-    attention returning each query's log-sum-exp too, which lets it serve as ring attention's inner block."""
+    attention returning each query's log-sum-exp too, which lets it serve as ring attention's inner block.
+    platforms: the JAX backends it is written for (None: any), e.g. a Pallas kernel interpreted elsewhere."""
 
     def add(fn: KernelFn) -> KernelFn:
         _KERNELS.add(name, fn, fn.__module__)
@@ -93,6 +100,8 @@ def register_kernel(
             _NO_BIAS.add(fn)
         if block is not None:
             _BLOCKS[fn] = block
+        if platforms is not None:
+            _PLATFORMS[fn] = platforms
         return fn
 
     return add
@@ -120,6 +129,11 @@ def is_exact(name: str) -> bool:
 def takes_bias(name: str) -> bool:
     """Whether the kernel adds the mask's logit bias (ALiBi)."""
     return kernel(name) not in _NO_BIAS
+
+
+def is_native(name: str, platform: str) -> bool:
+    """Whether the kernel is written for this JAX backend (not emulated on it)."""
+    return platform in _PLATFORMS.get(kernel(name), (platform,))
 
 
 def block(kernel_fn: KernelFn) -> BlockFn | None:

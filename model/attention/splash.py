@@ -15,7 +15,7 @@ from meshlm.model.attention.registry import register_kernel
 BLOCKS = (512, 256, 128)  # the largest that divides the sequence is used
 
 
-@register_kernel("splash")
+@register_kernel("splash", platforms=("tpu",))
 def attend(q_BHTK: jax.Array, k_BGSK: jax.Array, v_BGSK: jax.Array, mask: AttentionMask) -> jax.Array:
     B, H, T, K = q_BHTK.shape
     G = k_BGSK.shape[1]

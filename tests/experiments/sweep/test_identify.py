@@ -96,18 +96,20 @@ def _falling(runs, by=0.5):
 
 
 @pytest.mark.parametrize(
-    ("runs", "reason"),
+    ("runs", "reasons"),
     [
-        (isoflop_sweep(NO_FLOOR, np.logspace(18, 21, 4), sizes_per_budget=7), "as good as at its lower bound"),
-        (_falling(isoflop_sweep(NO_FLOOR, np.logspace(18, 21, 4), sizes_per_budget=7)), "at its lower bound"),
+        # L-BFGS stops at E = 3e-9, short of the bound, on an AVX2 host, and on the bound itself (2.06e-9) on an
+        # AVX-512 one: either reason is right, and bound_reason's test above holds each to its values.
+        (isoflop_sweep(NO_FLOOR, np.logspace(18, 21, 4), sizes_per_budget=7), ("as good as at", "at")),
+        (_falling(isoflop_sweep(NO_FLOOR, np.logspace(18, 21, 4), sizes_per_budget=7)), ("at",)),
     ],
-    ids=["E=0, stalls short of the bound", "floor below zero, pinned to the bound"],
+    ids=["E=0, at or just short of the bound", "floor below zero, pinned to the bound"],
 )
-def test_a_floor_the_runs_cannot_see_is_not_identified(runs, reason):
+def test_a_floor_the_runs_cannot_see_is_not_identified(runs, reasons):
     result = fit(runs, resamples=10, starts=8)
     assert result.fits.parametric.converged  # converged, and still not a good fit
     assert not result.identified["E"]
-    assert result.not_identified["E"].reason.startswith(reason)
+    assert result.not_identified["E"].reason.startswith(tuple(f"{r} its lower bound" for r in reasons))
     assert result.values["E"] < 1e-6
     # the exponents do not rest on E and stay identified; the loss at the optimum does
     assert result.identified["alpha"] and result.identified["beta"] and result.identified["a"]
