@@ -22,6 +22,7 @@ from meshlm.model import attention
 from meshlm.model.attention import KVCache
 from meshlm.training import config as config_lib
 from meshlm.training import metrics as metrics_lib
+from meshlm.training.atomic import write_atomic
 from meshlm.training.trainer import train
 
 BASELINE = "layer=mha"
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
         out = args.out or pathlib.Path(tmp)
         print(f"attention study: preset {args.preset}, {args.seeds} seeds, runs in {out}\n{HEADER}", flush=True)
         rows = study(args.preset, args.steps, args.seeds, out, args.set, args.only)
-        (out / "study.json").write_text(json.dumps(rows, indent=1))
+        write_atomic(out / "study.json", json.dumps(rows, indent=1))
     print(
         f"equal budget: {rows[0]['tokens']:,} training tokens per run; ± is half the range over seeds; * marks a "
         f"difference from {rows[0]['variant']} larger than both spreads (the seeds' losses do not overlap)"
