@@ -20,6 +20,7 @@ import jax
 
 from meshlm.model import attention
 from meshlm.model.attention import KVCache
+from meshlm.model.errors import ConfigError
 from meshlm.training import config as config_lib
 from meshlm.training import metrics as metrics_lib
 from meshlm.training.atomic import write_atomic
@@ -100,10 +101,15 @@ def study(
     base = config_lib.from_preset(preset, overrides)
     if steps is not None:
         every = max(1, steps // 4)
-        train_cfg = dataclasses.replace(base.train, steps=steps, log_every=every, eval_every=every)
-        base = dataclasses.replace(base, train=dataclasses.replace(train_cfg, checkpoint_every=steps))
+        train_cfg = dataclasses.replace(
+            base.train, steps=steps, log_every=every, eval_every=every, checkpoint_every=steps
+        )
+        base = dataclasses.replace(base, train=train_cfg)
+    table = variants(base)
+    if unknown := [name for name in only if name not in table]:
+        raise ConfigError(f"--only {', '.join(unknown)}: no such row; the rows here are {', '.join(table)}")
     rows = []
-    for name, variant_overrides in variants(base).items():
+    for name, variant_overrides in table.items():
         if only and name not in only and name != BASELINE:
             continue
         cfg = config_lib.apply_overrides(base, variant_overrides).validate()

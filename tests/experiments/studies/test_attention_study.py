@@ -7,6 +7,7 @@ import pytest
 
 from meshlm.experiments.studies import attention as study
 from meshlm.model import attention
+from meshlm.model.errors import ConfigError
 from meshlm.training import config as config_lib
 
 MICRO = [
@@ -44,6 +45,12 @@ def test_the_study_takes_every_layer_and_the_kernels_written_for_the_platform():
     # tiny's kernel is `reference`: the baseline row; Pallas kernels for TPU and GPU are only emulated on CPU.
     assert {"blocked", "blockwise", "fused", "linear", "softcap"} <= kernels
     assert not kernels & {"reference", "splash", "pallas_flash"}
+
+
+def test_an_unknown_row_is_refused_naming_the_rows(tmp_path):
+    with pytest.raises(ConfigError, match=r"--only layer=gqq: no such row; the rows here are layer=mha, .*layer=gqa"):
+        study.study("tiny", 2, 1, tmp_path, [], only=["layer=gqq"])
+    assert not any(tmp_path.iterdir())  # refused before anything trained
 
 
 def test_separated_means_the_seeds_losses_do_not_overlap():
