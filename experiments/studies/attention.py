@@ -69,7 +69,7 @@ def run_seed(cfg: config_lib.Config, run_dir: pathlib.Path) -> dict:
     speeds = [m["tokens_per_s"] for m in logged if "tokens_per_s" in m]
     memory = [m["memory_peak_bytes"] for m in logged if "memory_peak_bytes" in m]
     return dict(
-        val_loss=val[-1],
+        val_loss=val[-1] if val else float("nan"),
         tokens_per_s=statistics.median(speeds) if speeds else float("nan"),
         memory_bytes=memory[0] if memory else float("nan"),
     )
