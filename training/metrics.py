@@ -6,6 +6,7 @@ cost O(steps^2) writes): a kill can at worst cut its last line short, and both t
 such a line. On object stores, which cannot append, it is rewritten whole (atomically) instead."""
 
 import json
+import sys
 
 import jax
 from etils import epath
@@ -31,9 +32,8 @@ class MetricsWriter:
         self.file = self.path.open("a") if self.appendable else None
         self.tb = None
         if tensorboard:
-            from tensorboardX import SummaryWriter  # deferred: imports TensorFlow's protobufs
-
-            self.tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
+            purge_step = resume_step + 1 if resume_step else None
+            self.tb = _summary_writer()(str(run_dir / "tensorboard"), purge_step=purge_step)
 
     def _kept_until(self, step: int) -> list[str]:
         """A resumed run repeats the steps after its checkpoint: forget what the killed run logged for them."""
@@ -83,3 +83,18 @@ def read(run_dir: epath.PathLike) -> list[dict]:
     path = epath.Path(run_dir) / "metrics.jsonl"
     lines = path.read_text().splitlines() if path.exists() else []
     return [json.loads(line) for line in lines if _step_of(line) is not None]
+
+
+def _summary_writer():
+    """tensorboardX's SummaryWriter, imported without PyTorch: tensorboardX imports torch whenever it is installed,
+    only to accept torch tensors, which meshlm never logs, and that import is 3-4 s of every run's start-up."""
+    if "torch" in sys.modules:
+        from tensorboardX import SummaryWriter
+
+        return SummaryWriter
+    sys.modules["torch"] = None  # `import torch` raises ImportError while this is set
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        del sys.modules["torch"]
+    return SummaryWriter

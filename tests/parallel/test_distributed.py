@@ -1,7 +1,6 @@
 """Where a process learns its place: flags over MESHLM_* variables; one-line errors for incomplete setups; processes
 that reach a collective further apart than gloo waits."""
 
-import os
 import re
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import pytest
 
 from meshlm.model.errors import ConfigError
 from meshlm.parallel.distributed import DistributedConfig, first_process_first, gather_json, initialize
-from tests.parallel.test_multihost import _free_port
+from tests.parallel.test_multihost import _child_env, _free_port
 
 
 def test_flags_override_the_environment():
@@ -74,7 +73,7 @@ def test_processes_further_apart_than_gloo_waits_still_meet_at_their_collectives
     """Gloo fails a collective over a new set of devices if the processes reach it more than 30 s apart; process 1
     comes 33 s late to both collectives here."""
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = _child_env()
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", _OUT_OF_STEP, f"localhost:{port}", str(i), "33"],

@@ -393,7 +393,7 @@ def test_under_ray_branches_wait_for_their_trunk_and_give_the_same_results(tmp_p
 
     monkeypatch.setattr(runner, "POLL_S", 0.5)
     spec = swept[0]
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # not a Ray another test runs
     try:
         outcome = runner.run_sweep(spec, tmp_path / "out", RayLauncher(cpus_per_run=1), progress=False, log=print)
     finally:

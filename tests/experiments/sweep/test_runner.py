@@ -145,7 +145,7 @@ def test_ray_launcher_gives_the_local_launchers_results(tmp_path, corpus):
 
     spec = _spec(tmp_path, corpus, seeds=[0])
     local = runner.run_sweep(spec, tmp_path / "local", LocalLauncher(), progress=False, log=lambda *_: None)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # not a Ray another test runs
     try:
         launcher = RayLauncher(cpus_per_run=1)
         assert launcher.slots == 2
