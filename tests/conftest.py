@@ -5,12 +5,9 @@ import os
 import shutil
 import tempfile
 
-# LLVM at -O0 for XLA's generated CPU kernels: the suite's programs are small and run once or twice, so compiling
-# them is most of its time, and -O0 takes a third off it. Dots still run in YNNPACK; results agree to float rounding,
-# and every comparison in the suite is between programs compiled alike or against a tolerance.
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
-)
+from tests.xla import QUICK_COMPILES, USERS_COMPILER_OPTIONS
+
+os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8 {QUICK_COMPILES}"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 # The suite compiles the same small programs many times over: in both xdist workers and in every `meshlm train`,
@@ -25,6 +22,8 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
+from meshlm.parallel import sharding  # noqa: E402
+
 jax.config.update("jax_default_matmul_precision", "highest")
 
 
@@ -32,6 +31,13 @@ def pytest_unconfigure(config):
     # Only the process that made the cache removes it: under xdist, the controller, after every worker is done.
     if _OWN_CACHE:
         shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+
+
+@pytest.fixture
+def users_compiler(monkeypatch) -> dict:
+    """Train steps compiled as users compile them (USERS_COMPILER_OPTIONS); the options, for a test's own jax.jit."""
+    monkeypatch.setattr(sharding, "CPU_COMPILER_OPTIONS", {**sharding.CPU_COMPILER_OPTIONS, **USERS_COMPILER_OPTIONS})
+    return USERS_COMPILER_OPTIONS
 
 
 @pytest.fixture

@@ -36,12 +36,13 @@ def test_wsd_decays_as_one_minus_sqrt_when_asked():
 
 
 @pytest.mark.parametrize("shape", ["linear", "1-sqrt"])
-def test_wsd_before_its_decay_is_the_constant_schedule_bit_for_bit(shape):
+def test_wsd_before_its_decay_is_the_constant_schedule_bit_for_bit(shape, users_compiler):
     """A cooldown branch resumes a trunk trained on `constant`: every LR before the decay must be the same float."""
     cfg = OptimizerConfig(peak_lr=3e-3, warmup_steps=7, schedule="wsd", decay_fraction=0.2, decay_shape=shape)
     steps = jnp.arange(80)
-    wsd = jax.jit(jax.vmap(learning_rate_schedule(cfg, 100)))(steps)
-    constant = jax.jit(jax.vmap(learning_rate_schedule(dataclasses.replace(cfg, schedule="constant"), 80)))(steps)
+    compiled = lambda schedule: jax.jit(jax.vmap(schedule), compiler_options=users_compiler)  # noqa: E731
+    wsd = compiled(learning_rate_schedule(cfg, 100))(steps)
+    constant = compiled(learning_rate_schedule(dataclasses.replace(cfg, schedule="constant"), 80))(steps)
     assert np.array_equal(np.asarray(wsd), np.asarray(constant))
     lr = learning_rate_schedule(cfg, 100)
     assert float(lr(80)) == pytest.approx(3e-3) and float(lr(81)) < 3e-3  # the decay starts at step 80

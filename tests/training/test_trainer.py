@@ -38,7 +38,7 @@ def test_exact_resume_is_bitwise_identical(corpus, tmp_path):
     assert losses(tmp_path / "straight") == losses(tmp_path / "resumed")
 
 
-def test_several_steps_per_call_train_bitwise_as_one_step_per_call_and_resume_exactly(corpus, tmp_path):
+def test_several_steps_per_call_train_bitwise_as_one_step_per_call_and_resume_exactly(corpus, tmp_path, users_compiler):
     """Calls of up to 3 steps, cut short wherever a log (every 4), a hook (every 6) or a checkpoint is due: the same
     records, hook states, checkpoints and final state as one step per call, also across a stop at step 5."""
     every = {"train.log_every": 4, "train.checkpoint_every": 4, "train.eval_every": 100, "model.dropout": 0.1}

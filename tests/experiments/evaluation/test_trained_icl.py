@@ -17,6 +17,7 @@ from meshlm.training.optimizer import learning_rate_schedule, make_optimizer
 from meshlm.training.train_config import OptimizerConfig, TrainConfig
 from meshlm.training.train_step import init_state, make_train_step
 from tests.experiments.evaluation.helpers import PieceTokenizer
+from tests.xla import USERS_COMPILER_OPTIONS
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +37,9 @@ def trained() -> Transformer:
     model = Transformer(MODEL, nnx.Rngs(0))
     graphdef = nnx.graphdef(model)
     optimizer = make_optimizer(OPTIMIZER, TRAIN.steps)
-    step = make_train_step(graphdef, optimizer, learning_rate_schedule(OPTIMIZER, TRAIN.steps), TRAIN, dropout=False)
+    schedule = learning_rate_schedule(OPTIMIZER, TRAIN.steps)
+    # Hundreds of steps: compiled as users compile, which runs them faster than the suite's quick compiles.
+    step = make_train_step(graphdef, optimizer, schedule, TRAIN, dropout=False, compiler_options=USERS_COMPILER_OPTIONS)
     state = init_state(model, optimizer, seed=0)
     rng = np.random.default_rng(0)
     for _ in range(TRAIN.steps):
