@@ -172,8 +172,10 @@ class ScheduledStep:
         return self.program(state, batch, rates)
 
     def lower(self, state: TrainState, batch: Batch):
-        """The step's program lowered for (state, batch), its rates abstract: what one call compiles."""
-        rates = jax.ShapeDtypeStruct((_leading(batch),) if self.stacked else (), jnp.float32)
+        """The step's program lowered for (state, batch), its rates abstract: what one call compiles. The rates are
+        placed as a call places them (as the state's step), so a call and this lowering share JAX's trace."""
+        shape = (_leading(batch),) if self.stacked else ()
+        rates = jax.ShapeDtypeStruct(shape, jnp.float32, sharding=getattr(state.step, "sharding", None))
         jitted = inspect.unwrap(self.program, stop=lambda f: hasattr(f, "lower"))
         return jitted.lower(state, batch, rates)
 

@@ -381,7 +381,7 @@ class Trainer:
     def _check_memory(self, clock: _Throughput) -> memory_check.MemoryCheck:
         """Peak device memory against the plan, once the first step has run; a warning past 20 %."""
         with self._not_training("compile", clock):
-            memory = memory_check.check(self.setup)  # re-traces the step (the compiled program is cached)
+            memory = memory_check.check(self.setup)  # the first call's trace and compiled program, reused
         if warning := memory.warning():
             self.log(warning)
         return memory

@@ -4,6 +4,7 @@ import types
 
 import pytest
 
+from meshlm.model.transformer import Transformer
 from meshlm.parallel import planner
 from meshlm.training import memory_check
 from meshlm.training import metrics as metrics_lib
@@ -29,6 +30,26 @@ def test_the_first_record_holds_xla_peak_and_the_plan_and_a_gap_past_20_percent_
     assert "memory_peak_bytes" not in second
     warnings = [line for line in log if "peak device memory" in line]
     assert len(warnings) == 1 and f"{peak / (2 * plan.total):.2f}x" in warnings[0]
+
+
+def test_the_check_reuses_the_first_step_s_trace_instead_of_tracing_the_model_again(tmp_path, monkeypatch):
+    """Lowering the step again for XLA's memory analysis hits JAX's trace of the first call (its rates placed as the
+    call places them): no second trace of the model, which at GPT-3 sizes takes seconds."""
+    traced, during_check = [], []
+    call = Transformer.__call__
+    monkeypatch.setattr(Transformer, "__call__", lambda self, *a, **k: traced.append(1) or call(self, *a, **k))
+    check = memory_check.check
+
+    def counted(setup):
+        before = len(traced)
+        result = check(setup)
+        during_check.append(len(traced) - before)
+        return result
+
+    monkeypatch.setattr(memory_check, "check", counted)
+    cfg = small_config(text_corpus(tmp_path), tmp_path, steps=2, **{"train.eval_every": 100})
+    Trainer(cfg, tmp_path / "run", log=lambda *_: None).run(progress=False)
+    assert traced and during_check == [0]
 
 
 @pytest.mark.parametrize("peak, warns", [(121, True), (119, False), (81, False), (79, True)])
