@@ -1,5 +1,5 @@
-"""On one NVIDIA GPU: a bf16 training step against the same step in f32, and cuDNN flash attention against the
-`reference` variant."""
+"""On one NVIDIA GPU: a bf16 training step against the same step in f32, and the `fused` kernel running cuDNN flash
+attention against the `reference` kernel."""
 
 import jax
 import jax.numpy as jnp
@@ -53,30 +53,34 @@ def test_bf16_training_step_matches_f32():
     assert bf16[1]["loss"] < bf16[0]["loss"] and f32[1]["loss"] < f32[0]["loss"]  # both steps learned
 
 
+CUDNN_FORWARD, CUDNN_BACKWARD = "__cudnn$fmhaSoftmax", "__cudnn$fmhaSoftmaxBackward"  # XLA's custom-call targets
+
+
+def _values_and_grads(kernel: str, mask: AttentionMask, g: jax.Array):
+    """kernel(q, k, v) and the gradients of sum(out * g), jitted: heads-major [B, H, T, K] as meshlm's kernels take."""
+    attend = attention.kernel(kernel)
+    loss = lambda q, k, v: jnp.sum(attend(q, k, v, mask).astype(jnp.float32) * g.astype(jnp.float32))  # noqa: E731
+    return jax.jit(lambda q, k, v: (attend(q, k, v, mask), jax.grad(loss, argnums=(0, 1, 2))(q, k, v)))
+
+
 @pytest.mark.parametrize("T", [128, 1024])
-def test_cudnn_flash_attention_matches_reference(T):
-    """cuDNN's fused kernel against explicit einsums on the same bf16 inputs, outputs and gradients. The output is
-    a convex combination of values ~ N(0, 1) rounded to bf16 (|error| <= 2^-8 x |output| <= 2^-8 x 4 at 4 sigma),
-    plus the probabilities' bf16 rounding in each kernel: 2 x 4 x 2^-8 = 0.031 absolute."""
+def test_the_fused_kernel_runs_cudnn_flash_attention_and_matches_reference(T):
+    """meshlm's `fused` kernel on bf16 causal attention: its compiled program calls cuDNN's fused attention forward
+    and backward (XLA's custom calls, read from the compiled HLO), and its outputs and gradients match the
+    `reference` kernel's explicit einsums on the same inputs. The output is a convex combination of values ~ N(0, 1)
+    rounded to bf16 (|error| <= 2^-8 x |output| <= 2^-8 x 4 at 4 sigma), plus the probabilities' bf16 rounding in
+    each kernel: 2 x 4 x 2^-8 = 0.031 absolute."""
     B, H, K = 2, 8, 128
-    keys = jax.random.split(jax.random.key(0), 4)
-    q, k, v, g = (jax.random.normal(key, (B, T, H, K), jnp.bfloat16) for key in keys)
-    reference = attention.kernel("reference")
+    q, k, v, g = (jax.random.normal(key, (B, H, T, K), jnp.bfloat16) for key in jax.random.split(jax.random.key(0), 4))
     mask = AttentionMask.causal(B, T)
-
-    def cudnn(q, k, v):
-        return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
-
-    def ref(q, k, v):  # meshlm's kernels are heads-major: [B, H, T, K]
-        heads_major = lambda x: x.transpose(0, 2, 1, 3)
-        return heads_major(reference(heads_major(q), heads_major(k), heads_major(v), mask))
-
-    out_c, vjp_c = jax.vjp(jax.jit(cudnn), q, k, v)
-    out_r, vjp_r = jax.vjp(jax.jit(ref), q, k, v)
+    fused = _values_and_grads("fused", mask, g)
+    program = fused.lower(q, k, v).compile().as_text()
+    assert f'custom_call_target="{CUDNN_FORWARD}"' in program
+    assert f'custom_call_target="{CUDNN_BACKWARD}"' in program
+    (out_f, grads_f), (out_r, grads_r) = fused(q, k, v), _values_and_grads("reference", mask, g)(q, k, v)
     tol = 2 * 4 * BF16_EPS
-    np.testing.assert_allclose(np.asarray(out_c, np.float32), np.asarray(out_r, np.float32), atol=tol)
-    for grad_c, grad_r in zip(vjp_c(g), vjp_r(g)):
-        grad_c, grad_r = np.asarray(grad_c, np.float32), np.asarray(grad_r, np.float32)
+    np.testing.assert_allclose(np.asarray(out_f, np.float32), np.asarray(out_r, np.float32), atol=tol)
+    for grad_f, grad_r in zip(grads_f, grads_r):
+        grad_f, grad_r = np.asarray(grad_f, np.float32), np.asarray(grad_r, np.float32)
         # Gradients sum over T positions: compare relative to their scale.
-        scale = np.max(np.abs(grad_r))
-        assert np.max(np.abs(grad_c - grad_r)) <= tol * scale
+        assert np.max(np.abs(grad_f - grad_r)) <= tol * np.max(np.abs(grad_r))
