@@ -87,7 +87,7 @@ def read(run_dir: epath.PathLike) -> list[dict]:
 
 def _summary_writer():
     """tensorboardX's SummaryWriter, imported without PyTorch: tensorboardX imports torch whenever it is installed,
-    only to accept torch tensors, which meshlm never logs, and that import is 3-4 s of every run's start-up."""
+    only to accept torch tensors, which meshlm never logs, and that import is 1-3 s of every run's start-up."""
     if "torch" in sys.modules:
         from tensorboardX import SummaryWriter
 
