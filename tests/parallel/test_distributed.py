@@ -9,7 +9,8 @@ import pytest
 
 from meshlm.model.errors import ConfigError
 from meshlm.parallel.distributed import DistributedConfig, first_process_first, gather_json, initialize
-from tests.parallel.test_multihost import _child_env, _free_port
+from tests.parallel.test_multihost import _free_port
+from tests.xla import child_env
 
 
 def test_flags_override_the_environment():
@@ -73,7 +74,7 @@ def test_processes_further_apart_than_gloo_waits_still_meet_at_their_collectives
     """Gloo fails a collective over a new set of devices if the processes reach it more than 30 s apart; process 1
     comes 33 s late to both collectives here."""
     port = _free_port()
-    env = _child_env()
+    env = child_env()
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", _OUT_OF_STEP, f"localhost:{port}", str(i), "33"],

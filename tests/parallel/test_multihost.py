@@ -6,7 +6,6 @@ batches: the same global batch of every step, on 8 devices in this pytest proces
 processes on another mesh (fsdp=8), from the checkpoint the first mesh wrote, and must go on along the same curve.
 """
 
-import os
 import random
 import socket
 import subprocess
@@ -21,6 +20,7 @@ from meshlm.training import config as config_lib
 from meshlm.training import metrics
 from meshlm.training import setup as setup_lib
 from meshlm.training.data import build_pipeline
+from tests.xla import child_env
 
 SETTINGS = [
     "model.n_layers=2",
@@ -55,19 +55,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _child_env(*drop: str) -> dict[str, str]:
-    """This environment for a process that sets its own CPU device count: XLA_FLAGS without the count (the suite's
-    other flags, -O0 among them, still apply) and without the variables in `drop`."""
-    env = {k: v for k, v in os.environ.items() if k not in drop}
-    env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f)
-    return env
-
-
 def _train_two_processes(
     run_dir, data: str, mesh: str, steps: int, settings=(), signal_at=("", ""), returncode: int = 0
 ) -> list[subprocess.CompletedProcess]:
     """`settings`: more --set items; `signal_at`: each process's MESHLM_SIGNAL_AT (meshlm.training.faults)."""
-    env = _child_env("MESHLM_SIGNAL_AT")  # each process gets its 4 devices from --cpu-devices
+    env = child_env("MESHLM_SIGNAL_AT")  # each process gets its 4 devices from --cpu-devices
     port = _free_port()
     argv = [
         sys.executable,
@@ -157,7 +149,7 @@ def test_two_processes_match_one_and_resume_on_another_mesh(tmp_path):
     np.testing.assert_allclose([r["loss"] for r in records], _one_process_losses(run_dir, 6), rtol=1e-5)
 
     # A process with one device samples from the checkpoint the 8-device mesh wrote.
-    env = _child_env()
+    env = child_env()
     argv = [
         sys.executable,
         "-m",

@@ -2,7 +2,6 @@
 parametrization they grow with it (issue 27)."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -15,17 +14,18 @@ from flax import nnx
 from meshlm.experiments.studies import coord_check
 from meshlm.model.transformer import Transformer
 from meshlm.training import config as config_lib
+from tests.xla import child_env
 
 # Small enough that compiling each width, not training it, is the cost.
 CHEAP = ["model.n_layers=1", "model.vocab_size=256", "data.vocab_size=256", "train.batch_size=4", "train.seq_len=32"]
 
 
 def _start(parametrization: str, widths: str) -> subprocess.Popen:
-    """`meshlm coord-check --json` in its own process: the two parametrizations run side by side, and XLA's lowest
-    backend optimisation level compiles each width's programs about twice as fast (compiling is most of the cost)."""
+    """`meshlm coord-check --json` in its own process: the two parametrizations run side by side, and the suite's quick
+    compiles (tests/xla.py) keep each width's compile short (compiling is most of the cost)."""
     sets = [f"--set={s}" for s in CHEAP + [f"model.parametrization={parametrization}"]]
     argv = ["coord-check", "--preset", "tiny", "--widths", widths, "--steps", "10", *sets, "--json"]
-    env = dict(os.environ, XLA_FLAGS="--xla_backend_optimization_level=0", JAX_PLATFORMS="cpu")
+    env = child_env()  # one device, the suite's quick compiles
     code = "import sys; from meshlm.experiments.cli import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.Popen([sys.executable, "-c", code, *argv], env=env, stdout=subprocess.PIPE, text=True)
 

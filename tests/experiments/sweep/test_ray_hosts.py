@@ -21,7 +21,7 @@ from meshlm.training import config as config_lib
 from meshlm.training import faults
 from meshlm.training import metrics as metrics_lib
 from tests.experiments.sweep.helpers import text_corpus, write_spec
-from tests.parallel.test_multihost import _child_env
+from tests.xla import child_env
 
 HEAD = "TPU-test-head"
 SLICES = [{"slice-a": 1, HEAD: 1}, {"slice-a": 1}, {"slice-b": 1, HEAD: 1}, {"slice-b": 1}]
@@ -66,7 +66,7 @@ def _two_plain_processes(job: dict, run_dir) -> None:
     with socket.socket() as s:
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
-    env = _child_env(faults.ENV)
+    env = child_env(faults.ENV)
     args = json.dumps({**job, "run_dir": str(run_dir)})
     procs = [
         subprocess.Popen(
