@@ -58,31 +58,34 @@ def summed(devices):
     x = jax.make_array_from_process_local_data(NamedSharding(mesh, P("x")), np.ones(mine, np.float32))
     return jax.jit(jnp.sum, out_shardings=NamedSharding(mesh, P())), x
 
-late = float(sys.argv[3]) if jax.process_index() == 1 else 0.0
+late = [float(s) for s in sys.argv[3:5]] if jax.process_index() == 1 else [0.0, 0.0]
 total, x = summed(jax.devices())  # every device: its context was made at start
-time.sleep(late)
+time.sleep(late[0])
 print("every device", float(total(x)))
 total, x = summed(jax.local_devices(process_index=0)[:2] + jax.local_devices(process_index=1)[:2])
 total = distributed.compiled_in_step(total)  # a new set of devices: met on before its first run
-time.sleep(late)
+time.sleep(late[1])
 print("four devices", float(total(x)))
 """
 
 
 @pytest.mark.slow
 def test_processes_further_apart_than_gloo_waits_still_meet_at_their_collectives():
-    """Gloo fails a collective over a new set of devices if the processes reach it more than 30 s apart; process 1
-    comes 33 s late to both collectives here."""
-    port = _free_port()
-    env = child_env()
+    """Gloo fails a collective over a new set of devices if the processes reach it more than 30 s apart. Process 1
+    comes 33 s late to the collective over every device in one pair of processes and to the one over four devices in
+    another; the pairs run side by side, as the lateness is spent asleep."""
+    env, ports = child_env(), {_free_port()}
+    while len(ports) < 2:
+        ports.add(_free_port())
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", _OUT_OF_STEP, f"localhost:{port}", str(i), "33"],
+            [sys.executable, "-c", _OUT_OF_STEP, f"localhost:{port}", str(i), *lateness],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
+        for port, lateness in zip(ports, (("33", "0"), ("0", "33")))
         for i in range(2)
     ]
     for proc in procs:
