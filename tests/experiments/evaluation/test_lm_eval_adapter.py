@@ -140,7 +140,7 @@ def _lm_eval(root, model: str, model_args: str, tasks: list[str], include: str) 
         batch_size=4,
         device="cpu",
         log_samples=True,
-        task_manager=lm_eval.tasks.TaskManager(include_path=str(root / include)),
+        task_manager=lm_eval.tasks.TaskManager(include_path=str(root / include), include_defaults=False),
     )
 
 
@@ -196,7 +196,7 @@ def test_meshlm_eval_with_shots_and_mutual_info_scores_as_lm_eval_does(setup, tm
         tasks=["meshlm_test_mc_shots"],
         num_fewshot=k,
         log_samples=True,
-        task_manager=TaskManager(include_path=str(setup / "plain")),
+        task_manager=TaskManager(include_path=str(setup / "plain"), include_defaults=False),
     )
     samples = sorted(theirs["samples"]["meshlm_test_mc_shots"], key=lambda s: s["doc_id"])
     spec = f"jsonl:{setup / 'data' / 'mc_with_shots.jsonl'}"
